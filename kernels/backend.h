@@ -1,0 +1,271 @@
+#pragma once
+// The Backend interface: every numeric operation the DeepSeek forward pass runs, one plain params
+// struct per op family. Kernels see pointers, sizes and strides, never sequences or requests; the
+// caller (engine/model) plans the per-step metadata (positions, cu_seqlens, block tables, slot
+// mappings) once per step and hands the same arrays to every layer.
+//
+// Conventions shared by every op:
+//  - Activations are float32. Strides are in elements (not bytes) and let an op read or write a
+//    column slice of a wider row (e.g. q_pe inside q). A stride of 0 means "packed" (the row
+//    width).
+//  - Pointers live in the backend's memory space (host memory for the CPU backend).
+//  - Every op validates its arguments on the host before running and returns InvalidArgument for
+//    shapes, dtypes or indices it cannot handle (a bad token id, a slot past the cache); it never
+//    aborts. Each op accumulates in float32.
+//  - Ops are synchronous from the caller's point of view; a Backend is used by one thread at a
+//  time.
+//
+// Usage (the model's MLP on n rows of x, hidden width D, intermediate width I):
+//   backend.Linear({.x = x, .rows = n, .weight = gate, .y = gu, .y_stride = 2 * I});
+//   backend.Linear({.x = x, .rows = n, .weight = up, .y = gu + I, .y_stride = 2 * I});
+//   backend.SiluMul({.gate = gu, .gate_stride = 2 * I, .up = gu + I, .up_stride = 2 * I,
+//                    .out = act, .rows = n, .dim = I});
+//   backend.Linear({.x = act, .rows = n, .weight = down, .y = h, .accumulate = true});
+#include <cstdint>
+#include <memory>
+#include <string_view>
+
+#include "absl/status/status.h"
+#include "kernels/tensor.h"
+
+namespace r2 {
+
+// out[i, :] = float(table[ids[i], :]).
+struct EmbeddingParams {
+  TensorView table;              // [vocab, dim], BF16/F16/F32
+  const int32_t* ids = nullptr;  // [rows]; each in [0, vocab)
+  int64_t rows = 0;
+  float* out = nullptr;    // [rows, out_stride]
+  int64_t out_stride = 0;  // 0: dim
+};
+
+// y[i, :] = weight * x[i, :] / sqrt(mean(x[i, :]^2) + eps). In place (x == y) is allowed.
+struct RmsNormParams {
+  const float* x = nullptr;  // [rows, x_stride]
+  int64_t x_stride = 0;      // 0: dim
+  float* y = nullptr;        // [rows, y_stride]
+  int64_t y_stride = 0;      // 0: dim
+  int64_t rows = 0;
+  int64_t dim = 0;
+  TensorView weight;  // [dim], BF16/F16/F32
+  float eps = 1e-6f;
+};
+
+// y[i, o] (+)= sum_j x[i, j] * W[o, j] for a bias-free linear layer W [out, in]. W may be BF16,
+// F16, F32, or F8_E4M3 with block scales (dequantized on the fly, never copied to float32).
+struct LinearParams {
+  const float* x = nullptr;  // [rows, x_stride], in_features values used per row
+  int64_t x_stride = 0;      // 0: in_features
+  int64_t rows = 0;
+  WeightView weight;        // [out_features, in_features]
+  float* y = nullptr;       // [rows, y_stride], out_features values written per row
+  int64_t y_stride = 0;     // 0: out_features
+  bool accumulate = false;  // y += x W^T instead of y = x W^T (residual adds)
+};
+
+// Rotates interleaved pairs of x in place: for each row t, head h and pair i < rope_dim/2, with
+// a = (x[2i], x[2i+1]), c = cos[pos[t], i], s = sin[pos[t], i]:
+//   x[2i] = a0 c - a1 s,  x[2i+1] = a0 s + a1 c.
+// The cos/sin tables carry any frequency correction (YaRN) and attention factor (see RopeTable).
+struct RopeParams {
+  float* x = nullptr;  // x[t * token_stride + h * head_stride + 0 .. rope_dim)
+  int64_t rows = 0;    // tokens
+  int64_t heads = 1;
+  int64_t token_stride = 0;
+  int64_t head_stride = 0;
+  int64_t rope_dim = 0;                // even
+  const int32_t* positions = nullptr;  // [rows], each in [0, max_positions)
+  const float* cos = nullptr;          // [max_positions, rope_dim / 2]
+  const float* sin = nullptr;          // [max_positions, rope_dim / 2]
+  int64_t max_positions = 0;
+};
+
+// out[i, j] = silu(gate[i, j]) * up[i, j], silu(z) = z / (1 + exp(-z)). out may alias gate.
+struct SiluMulParams {
+  const float* gate = nullptr;  // [rows, gate_stride]
+  int64_t gate_stride = 0;      // 0: dim
+  const float* up = nullptr;    // [rows, up_stride]
+  int64_t up_stride = 0;        // 0: dim
+  float* out = nullptr;         // [rows, out_stride]
+  int64_t out_stride = 0;       // 0: dim
+  int64_t rows = 0;
+  int64_t dim = 0;
+};
+
+// out[i, :] = a[i, :] + b[i, :]. out may alias a or b.
+struct AddParams {
+  const float* a = nullptr;
+  int64_t a_stride = 0;  // 0: dim
+  const float* b = nullptr;
+  int64_t b_stride = 0;  // 0: dim
+  float* out = nullptr;
+  int64_t out_stride = 0;  // 0: dim
+  int64_t rows = 0;
+  int64_t dim = 0;
+};
+
+// out[i, :] = x[index[i], :]. Used to group tokens by expert.
+struct GatherRowsParams {
+  const float* x = nullptr;        // [x_rows, x_stride]
+  int64_t x_stride = 0;            // 0: dim
+  int64_t x_rows = 0;              // bound for index
+  const int32_t* index = nullptr;  // [rows]
+  int64_t rows = 0;
+  int64_t dim = 0;
+  float* out = nullptr;    // [rows, out_stride]
+  int64_t out_stride = 0;  // 0: dim
+};
+
+// out[index[i], :] += scale[i] * x[i, :] (scale null: 1). Rows are applied in order i = 0, 1, ...
+// so repeated indices accumulate deterministically.
+struct ScatterAddRowsParams {
+  const float* x = nullptr;        // [rows, x_stride]
+  int64_t x_stride = 0;            // 0: dim
+  const int32_t* index = nullptr;  // [rows]
+  const float* scale = nullptr;    // [rows] or null
+  int64_t rows = 0;
+  int64_t dim = 0;
+  float* out = nullptr;    // [out_rows, out_stride]
+  int64_t out_stride = 0;  // 0: dim
+  int64_t out_rows = 0;    // bound for index
+};
+
+enum class MoeScoring : uint8_t {
+  kSigmoid,  // DeepSeek-V3 (noaux_tc)
+  kSoftmax,  // DeepSeek-V2 family
+};
+
+enum class MoeGroupScore : uint8_t {
+  kTop2Sum,  // sum of the two largest (bias-corrected) scores in the group: noaux_tc
+  kMax,      // largest score in the group: group_limited_greedy
+};
+
+// Router selection per token from router logits (the router Linear's output):
+//   s = scoring(logits); c = s + bias (selection only); group score per group of E / n_group
+//   experts; keep the topk_group best groups; pick the top_k experts by c among them;
+//   weight_k = s[id_k], renormalised by sum + 1e-20 when norm_topk_prob, times scaling_factor.
+// Ids are written best first (ties: lower expert id first).
+struct MoeRouteParams {
+  const float* logits = nullptr;  // [rows, logits_stride], num_experts used
+  int64_t logits_stride = 0;      // 0: num_experts
+  int64_t rows = 0;
+  int64_t num_experts = 0;
+  const float* bias = nullptr;  // [num_experts] e_score_correction_bias, or null
+  MoeScoring scoring = MoeScoring::kSigmoid;
+  MoeGroupScore group_score = MoeGroupScore::kTop2Sum;
+  int64_t n_group = 1;     // divides num_experts
+  int64_t topk_group = 1;  // in [1, n_group]
+  int64_t top_k = 1;       // <= experts in the kept groups
+  bool norm_topk_prob = true;
+  float scaling_factor = 1.0f;      // routed_scaling_factor
+  int32_t* expert_ids = nullptr;    // [rows, top_k]
+  float* expert_weights = nullptr;  // [rows, top_k]
+};
+
+// Multi-head latent attention, plain (non-absorbed) form, over a variable-length batch:
+//   score_h(t, s) = scale * ([q_nope_h(t); q_pe_h(t)] . [k_nope_h(s); k_pe(s)]),
+//   out_h(t) = sum_s softmax_s(score_h(t, s)) v_h(s),
+// where k_pe is one rope key per token shared by all heads. Sequence b owns query rows
+// [cu_seqlens_q[b], cu_seqlens_q[b+1]) and key rows [cu_seqlens_k[b], cu_seqlens_k[b+1]); with
+// q_len <= k_len, the queries are the last q_len tokens of the sequence (causal, bottom-right
+// aligned): query i sees keys j <= k_len - q_len + i. q_len == k_len is a plain causal prefill;
+// q_len < k_len lets new tokens attend to earlier context expanded to k_nope / v.
+struct MlaPrefillParams {
+  const float* q = nullptr;  // [q rows][heads][nope_dim + rope_dim] via the strides below
+  int64_t q_token_stride = 0;
+  int64_t q_head_stride = 0;
+  const float* k_nope = nullptr;  // [k rows][heads][nope_dim]
+  int64_t k_nope_token_stride = 0;
+  int64_t k_nope_head_stride = 0;
+  const float* k_pe = nullptr;  // [k rows][rope_dim], shared by heads
+  int64_t k_pe_token_stride = 0;
+  const float* v = nullptr;  // [k rows][heads][v_dim]
+  int64_t v_token_stride = 0;
+  int64_t v_head_stride = 0;
+  float* out = nullptr;  // [q rows][heads][v_dim]
+  int64_t out_token_stride = 0;
+  int64_t out_head_stride = 0;
+  const int32_t* cu_seqlens_q = nullptr;  // [num_seqs + 1], starts at 0, non-decreasing
+  const int32_t* cu_seqlens_k = nullptr;  // [num_seqs + 1]
+  int64_t num_seqs = 0;
+  int64_t heads = 0;
+  int64_t nope_dim = 0;
+  int64_t rope_dim = 0;
+  int64_t v_dim = 0;
+  float softmax_scale = 1.0f;
+};
+
+// One layer of the paged latent cache: block b's rows start at cache + b * block_stride; row
+// `offset` of a block is at + offset * row_width and holds [latent (kv_lora_rank); rope key
+// (rope_dim)], row_width = kv_lora_rank + rope_dim. Token position p of a sequence lives in block
+// block_table[p / block_size] at offset p % block_size (slot = block * block_size + offset).
+struct PagedLatentCache {
+  float* data = nullptr;  // this layer's rows of block 0
+  int64_t num_blocks = 0;
+  int64_t block_size = 64;   // tokens per block
+  int64_t block_stride = 0;  // elements from one block to the next (>= block_size * row_width)
+  int64_t kv_lora_rank = 0;
+  int64_t rope_dim = 0;
+  int64_t row_width() const { return kv_lora_rank + rope_dim; }
+};
+
+// Writes each token's normalized latent and roped key into its cache slot.
+// slot_mapping[i] < 0 skips row i (padding).
+struct KvCacheWriteParams {
+  const float* latent = nullptr;  // [rows, latent_stride], kv_lora_rank used
+  int64_t latent_stride = 0;
+  const float* k_pe = nullptr;  // [rows, k_pe_stride], rope_dim used
+  int64_t k_pe_stride = 0;
+  const int64_t* slot_mapping = nullptr;  // [rows], slot < num_blocks * block_size
+  int64_t rows = 0;
+  PagedLatentCache cache;
+};
+
+// Multi-head latent attention, absorbed form, reading the paged cache (MQA with one key per
+// token): for query token t, head h, with q = [q_lat_h(t) (kv_lora_rank); q_pe_h(t) (rope_dim)],
+//   score(s) = scale * q . cache_row(s),  out_h(t) = sum_s softmax_s(score(s)) latent(s)
+// with latent(s) the first kv_lora_rank values of cache_row(s). Sequence b owns query rows
+// [cu_seqlens_q[b], cu_seqlens_q[b+1]); its kv_lens[b] tokens (including the queries' own,
+// already written) are in the cache through block_tables[b]. The queries are the sequence's last
+// q_len tokens: query i sees cached positions p <= kv_lens[b] - q_len + i.
+struct MlaDecodeParams {
+  const float* q = nullptr;  // [q rows][heads][kv_lora_rank + rope_dim] via the strides
+  int64_t q_token_stride = 0;
+  int64_t q_head_stride = 0;
+  PagedLatentCache cache;
+  const int32_t* block_tables = nullptr;  // [num_seqs][block_table_stride]
+  int64_t block_table_stride = 0;         // entries per sequence (max blocks per sequence)
+  const int32_t* kv_lens = nullptr;       // [num_seqs], each <= block_table_stride * block_size
+  const int32_t* cu_seqlens_q = nullptr;  // [num_seqs + 1]
+  int64_t num_seqs = 0;
+  int64_t heads = 0;
+  float softmax_scale = 1.0f;
+  float* out = nullptr;  // [q rows][heads][kv_lora_rank] via the strides
+  int64_t out_token_stride = 0;
+  int64_t out_head_stride = 0;
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string_view name() const = 0;
+
+  virtual absl::Status Embedding(const EmbeddingParams& p) = 0;
+  virtual absl::Status RmsNorm(const RmsNormParams& p) = 0;
+  virtual absl::Status Linear(const LinearParams& p) = 0;
+  virtual absl::Status Rope(const RopeParams& p) = 0;
+  virtual absl::Status SiluMul(const SiluMulParams& p) = 0;
+  virtual absl::Status Add(const AddParams& p) = 0;
+  virtual absl::Status GatherRows(const GatherRowsParams& p) = 0;
+  virtual absl::Status ScatterAddRows(const ScatterAddRowsParams& p) = 0;
+  virtual absl::Status MoeRoute(const MoeRouteParams& p) = 0;
+  virtual absl::Status MlaPrefillAttention(const MlaPrefillParams& p) = 0;
+  virtual absl::Status KvCacheWrite(const KvCacheWriteParams& p) = 0;
+  virtual absl::Status MlaDecodeAttention(const MlaDecodeParams& p) = 0;
+};
+
+// The plain float32 reference implementation (kernels/cpu/reference_backend.cc): the oracle that
+// optimized and CUDA backends are tested against.
+std::unique_ptr<Backend> MakeCpuReferenceBackend();
+
+}  // namespace r2
