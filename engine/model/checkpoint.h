@@ -3,8 +3,10 @@
 // model.safetensors.index.json. Open() validates everything before the model is built: the config,
 // every shard's header, and that every tensor the config implies is present with the expected shape
 // and an allowed dtype (and, for F8_E4M3 weights, a weight_scale_inv of the right block shape).
+#include <map>
 #include <memory>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/status/statusor.h"
@@ -41,10 +43,20 @@ class Checkpoint {
   absl::StatusOr<WeightView> Linear(const std::string& name) const;
 
  private:
+  absl::Status Validate() const;
+  absl::Status ValidateTensor(const ExpectedTensor& expected) const;
+  // An F8_E4M3 weight's sibling "<name>_scale_inv": present, F32, one value per block.
+  absl::Status ValidateScale(const std::string& name, const TensorView& weight) const;
+  // The file that holds `name`, or that lists the tensors when it is absent (for messages).
+  std::string ExpectedFile(const std::string& name) const;
+  // quantization_config's weight_block_size (128x128 when there is none).
+  std::pair<int64_t, int64_t> BlockSize() const;
+
   std::string dir_;
   ModelConfig config_;
   std::vector<std::unique_ptr<SafetensorsFile>> files_;
   std::map<std::string, const SafetensorsFile*> where_;  // tensor name -> file holding it
+  std::string listing_;  // model.safetensors or model.safetensors.index.json
 };
 
 }  // namespace r2::model
