@@ -1,11 +1,14 @@
 // r2serve make-tiny-model: writes a random-weight DeepSeek-V3 checkpoint (HF layout) for tests and
 // benchmarks. See engine/model/tiny_model.h for what is written and the presets.
+#include <algorithm>
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
 #include "absl/flags/usage.h"
 #include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
@@ -64,6 +67,33 @@ std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
     }
   }
   return args;
+}
+
+bool WantsHelp(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--") == 0) return false;
+    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0 ||
+        std::strcmp(argv[i], "-help") == 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+// This command's flags, each with its help text and default (absl's --help exits with status 1).
+void PrintHelp() {
+  std::printf("usage: %s\n\nflags:\n", std::string(absl::ProgramUsageMessage()).c_str());
+  std::vector<absl::CommandLineFlag*> flags;
+  for (const auto& [name, flag] : absl::GetAllFlags()) {
+    if (IsThisFile(flag->Filename())) flags.push_back(flag);
+  }
+  std::sort(flags.begin(), flags.end(), [](auto* a, auto* b) { return a->Name() < b->Name(); });
+  for (const absl::CommandLineFlag* flag : flags) {
+    std::string dashed(flag->Name());
+    std::replace(dashed.begin(), dashed.end(), '_', '-');
+    std::printf("  --%s\n      %s (default: %s)\n", dashed.c_str(), flag->Help().c_str(),
+                flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue().c_str());
+  }
 }
 
 void Override(const absl::Flag<int64_t>& flag, int64_t* field) {
@@ -125,6 +155,10 @@ int RunMakeTinyModel(int argc, char** argv) {
       "  [--dtype bf16|fp8] [--shards N] [--mtp-layers N] [--q-lora-rank N] [--hidden-size N] ...\n"
       "Writes a random-weight DeepSeek-V3 checkpoint in the Hugging Face layout (config.json,\n"
       "safetensors, generation_config.json). Flags may be spelled with - or _.");
+  if (WantsHelp(argc, argv)) {
+    PrintHelp();
+    return 0;
+  }
   std::vector<std::string> args = NormalizeFlagNames(argc, argv);
   std::vector<char*> arg_ptrs;
   for (std::string& a : args) arg_ptrs.push_back(a.data());

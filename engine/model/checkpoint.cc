@@ -103,31 +103,45 @@ int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
 }  // namespace
 
-std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c) {
-  std::vector<ExpectedTensor> out;
+namespace {
+
+// The global tensors (embedding, final norm, lm_head).
+void AddGlobals(const ModelConfig& c, std::vector<ExpectedTensor>& out) {
   const int64_t d = c.hidden_size;
   out.push_back({"model.embed_tokens.weight", {c.vocab_size, d}, TensorKind::kTable});
   AddVector(out, "model.norm.weight", d);
   if (!c.tie_word_embeddings) {
     out.push_back({"lm_head.weight", {c.vocab_size, d}, TensorKind::kTable});
   }
-  const int64_t layers = c.num_hidden_layers + c.num_nextn_predict_layers;
-  for (int64_t l = 0; l < layers; ++l) {
-    const std::string p = absl::StrCat("model.layers.", l, ".");
-    if (l >= c.num_hidden_layers) {  // MTP module: its own norms and projection, then a block
-      AddVector(out, p + "enorm.weight", d);
-      AddVector(out, p + "hnorm.weight", d);
-      AddLinear(out, p + "eh_proj", d, 2 * d);
-      AddVector(out, p + "shared_head.norm.weight", d);
-    }
-    AddVector(out, p + "input_layernorm.weight", d);
-    AddAttention(c, p, out);
-    AddVector(out, p + "post_attention_layernorm.weight", d);
-    if (c.is_moe_layer(l)) {
-      AddMoe(c, p, out);
-    } else {
-      AddSwiGlu(p + "mlp.", d, c.intermediate_size, out);
-    }
+}
+
+// The tensors of layer l (an MTP module when l >= num_hidden_layers).
+void AddLayer(const ModelConfig& c, int64_t l, std::vector<ExpectedTensor>& out) {
+  const int64_t d = c.hidden_size;
+  const std::string p = absl::StrCat("model.layers.", l, ".");
+  if (l >= c.num_hidden_layers) {  // MTP module: its own norms and projection, then a block
+    AddVector(out, p + "enorm.weight", d);
+    AddVector(out, p + "hnorm.weight", d);
+    AddLinear(out, p + "eh_proj", d, 2 * d);
+    AddVector(out, p + "shared_head.norm.weight", d);
+  }
+  AddVector(out, p + "input_layernorm.weight", d);
+  AddAttention(c, p, out);
+  AddVector(out, p + "post_attention_layernorm.weight", d);
+  if (c.is_moe_layer(l)) {
+    AddMoe(c, p, out);
+  } else {
+    AddSwiGlu(p + "mlp.", d, c.intermediate_size, out);
+  }
+}
+
+}  // namespace
+
+std::vector<ExpectedTensor> ExpectedTensors(const ModelConfig& c) {
+  std::vector<ExpectedTensor> out;
+  AddGlobals(c, out);
+  for (int64_t l = 0; l < c.num_hidden_layers + c.num_nextn_predict_layers; ++l) {
+    AddLayer(c, l, out);
   }
   return out;
 }
@@ -238,8 +252,18 @@ std::string Checkpoint::ExpectedFile(const std::string& name) const {
 }
 
 absl::Status Checkpoint::Validate() const {
-  for (const ExpectedTensor& expected : ExpectedTensors(config_)) {
-    if (absl::Status s = ValidateTensor(expected); !s.ok()) return s;
+  // Layer by layer, so that a config promising far more tensors than the files hold fails at the
+  // first missing one without listing them all.
+  std::vector<ExpectedTensor> expected;
+  AddGlobals(config_, expected);
+  for (int64_t l = -1; l < config_.num_hidden_layers + config_.num_nextn_predict_layers; ++l) {
+    if (l >= 0) {
+      expected.clear();
+      AddLayer(config_, l, expected);
+    }
+    for (const ExpectedTensor& t : expected) {
+      if (absl::Status s = ValidateTensor(t); !s.ok()) return s;
+    }
   }
   return absl::OkStatus();
 }

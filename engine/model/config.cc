@@ -348,6 +348,7 @@ absl::Status CheckConsistency(const FieldReader& r, const ModelConfig& c) {
     return r.Error("num_nextn_predict_layers", "too large (> 64)");
   }
   if (c.num_hidden_layers > 4096) return r.Error("num_hidden_layers", "too large (> 4096)");
+  if (c.n_routed_experts > 65536) return r.Error("n_routed_experts", "too large (> 65536)");
   if (c.bos_token_id >= c.vocab_size) return r.Error("bos_token_id", "not below vocab_size");
   if (c.eos_token_id >= c.vocab_size) return r.Error("eos_token_id", "not below vocab_size");
   return absl::OkStatus();
@@ -371,6 +372,8 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
   } catch (const Json::parse_error& e) {
     return absl::InvalidArgumentError(
         absl::StrCat(source, ": invalid JSON at byte ", e.byte, ": ", e.what()));
+  } catch (const Json::exception& e) {  // e.g. a number out of double range
+    return absl::InvalidArgumentError(absl::StrCat(source, ": invalid JSON: ", e.what()));
   }
   if (!root.is_object()) {
     return absl::InvalidArgumentError(

@@ -256,6 +256,13 @@ TEST(ConfigTest, InvalidJsonReportsPosition) {
   EXPECT_THAT(c.status().message(), HasSubstr("line 2"));
 }
 
+TEST(ConfigTest, NumberOutOfRangeIsAnError) {
+  auto c =
+      ParseModelConfig(R"({"model_type": "deepseek_v3", "rms_norm_eps": 1e706})", "config.json");
+  ASSERT_FALSE(c.ok());
+  EXPECT_THAT(c.status().message(), HasSubstr("config.json: invalid JSON"));
+}
+
 TEST(ConfigTest, NonObjectRejected) {
   auto c = ParseModelConfig("[1, 2]", "config.json");
   ASSERT_FALSE(c.ok());
