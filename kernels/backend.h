@@ -104,12 +104,12 @@ struct AddParams {
   int64_t dim = 0;
 };
 
-// out[i, :] = x[index[i], :]. Used to group tokens by expert.
+// out[i, :] = x[index[i], :] (index null: x[i, :], a strided copy). Groups tokens by expert.
 struct GatherRowsParams {
   const float* x = nullptr;        // [x_rows, x_stride]
   int64_t x_stride = 0;            // 0: dim
   int64_t x_rows = 0;              // bound for index
-  const int32_t* index = nullptr;  // [rows]
+  const int32_t* index = nullptr;  // [rows] or null (identity)
   int64_t rows = 0;
   int64_t dim = 0;
   float* out = nullptr;    // [rows, out_stride]

@@ -90,7 +90,7 @@ absl::Status RmsNorm(const RmsNormParams& p) {
   if (p.rows > 0 && (p.x == nullptr || p.y == nullptr)) return Invalid("RmsNorm", "null x or y");
   if (absl::Status s = CheckFloatVector("RmsNorm", p.weight, p.dim); !s.ok()) return s;
   const int64_t xs = Stride(p.x_stride, p.dim), ys = Stride(p.y_stride, p.dim);
-#pragma omp parallel for
+#pragma omp parallel for if (p.rows * p.dim >= kParallelWork)
   for (int64_t i = 0; i < p.rows; ++i) {
     const float* x = p.x + i * xs;
     float sum_sq = 0.0f;
@@ -111,7 +111,7 @@ absl::Status Linear(const LinearParams& p) {
   if (p.x == nullptr || p.y == nullptr) return Invalid("Linear", "null x or y");
   const int64_t in = p.weight.in_features(), out = p.weight.out_features();
   const int64_t xs = Stride(p.x_stride, in), ys = Stride(p.y_stride, out);
-#pragma omp parallel
+#pragma omp parallel if (p.rows * in * out >= kParallelWork)
   {
     std::vector<float> row(in);
 #pragma omp for schedule(static)
@@ -189,17 +189,18 @@ absl::Status Add(const AddParams& p) {
 
 absl::Status GatherRows(const GatherRowsParams& p) {
   if (p.rows < 0 || p.dim <= 0) return Invalid("GatherRows", "rows must be >= 0 and dim > 0");
-  if (p.rows > 0 && (p.x == nullptr || p.index == nullptr || p.out == nullptr)) {
-    return Invalid("GatherRows", "null x, index or out");
+  if (p.rows > 0 && (p.x == nullptr || p.out == nullptr)) {
+    return Invalid("GatherRows", "null x or out");
   }
   const int64_t xs = Stride(p.x_stride, p.dim), os = Stride(p.out_stride, p.dim);
   for (int64_t i = 0; i < p.rows; ++i) {
-    if (p.index[i] < 0 || p.index[i] >= p.x_rows) {
-      return Invalid("GatherRows", absl::StrCat("index ", p.index[i], " out of range"));
+    const int64_t row = p.index ? p.index[i] : i;
+    if (row < 0 || row >= p.x_rows) {
+      return Invalid("GatherRows", absl::StrCat("index ", row, " out of range"));
     }
   }
   for (int64_t i = 0; i < p.rows; ++i) {
-    const float* x = p.x + p.index[i] * xs;
+    const float* x = p.x + (p.index ? p.index[i] : i) * xs;
     for (int64_t j = 0; j < p.dim; ++j) p.out[i * os + j] = x[j];
   }
   return absl::OkStatus();

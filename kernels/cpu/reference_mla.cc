@@ -77,7 +77,10 @@ absl::Status MlaPrefillAttention(const MlaPrefillParams& p) {
   const int64_t rows = static_cast<int64_t>(seq_of_row.size());
   if (rows == 0) return absl::OkStatus();
   if (!p.q || !p.k_nope || !p.k_pe || !p.v || !p.out) return Invalid(kOp, "null tensor");
-#pragma omp parallel
+  const int64_t work = rows * p.heads *
+                       (p.cu_seqlens_k[p.num_seqs] / std::max<int64_t>(p.num_seqs, 1)) *
+                       (p.nope_dim + p.rope_dim + p.v_dim);
+#pragma omp parallel if (work >= kParallelWork)
   {
     std::vector<float> scores;
 #pragma omp for collapse(2) schedule(dynamic, 4)
@@ -173,7 +176,10 @@ absl::Status MlaDecodeAttention(const MlaDecodeParams& p) {
   if (absl::Status s = CheckDecode(p, seq_of_row); !s.ok()) return s;
   const PagedLatentCache& c = p.cache;
   const int64_t rows = static_cast<int64_t>(seq_of_row.size()), width = c.row_width();
-#pragma omp parallel
+  int64_t kv_total = 0;
+  for (int64_t b = 0; b < p.num_seqs; ++b) kv_total += p.kv_lens[b];
+  const int64_t work = rows * p.heads * (kv_total / std::max<int64_t>(p.num_seqs, 1)) * 2 * width;
+#pragma omp parallel if (work >= kParallelWork)
   {
     std::vector<float> scores;
 #pragma omp for collapse(2) schedule(dynamic, 4)

@@ -82,7 +82,7 @@ void MaskGroups(const MoeRouteParams& p, std::vector<float>& c) {
 absl::Status MoeRoute(const MoeRouteParams& p) {
   if (absl::Status s = CheckRoute(p); !s.ok()) return s;
   const int64_t ls = Stride(p.logits_stride, p.num_experts);
-#pragma omp parallel for
+#pragma omp parallel for if (p.rows * p.num_experts * 16 >= kParallelWork)
   for (int64_t t = 0; t < p.rows; ++t) {
     std::vector<float> s(p.num_experts), c(p.num_experts);
     Score(p, p.logits + t * ls, s.data());

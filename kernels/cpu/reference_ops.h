@@ -26,6 +26,10 @@ absl::Status MlaPrefillAttention(const MlaPrefillParams& p);
 absl::Status KvCacheWrite(const KvCacheWriteParams& p);
 absl::Status MlaDecodeAttention(const MlaDecodeParams& p);
 
+// Below this many multiply-adds an op runs on one thread: forking a team costs more than it saves
+// (and much more on an oversubscribed machine).
+inline constexpr int64_t kParallelWork = int64_t{1} << 20;
+
 // A stride of 0 means the packed row width.
 inline int64_t Stride(int64_t stride, int64_t width) { return stride == 0 ? width : stride; }
 

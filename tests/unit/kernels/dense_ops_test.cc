@@ -17,6 +17,12 @@ using testing::RelativeError;
 using testing::Store;
 using testing::StoredTensor;
 
+WeightView Unscaled(const TensorView& t) {
+  WeightView w;
+  w.weight = t;
+  return w;
+}
+
 class DenseOpsTest : public ::testing::Test {
  protected:
   std::unique_ptr<Backend> backend_ = MakeCpuReferenceBackend();
@@ -110,7 +116,7 @@ TEST_F(DenseOpsTest, LinearMatchesNaiveForFloatDtypes) {
     StoredTensor w = Store(RandomFloats(rng_, out * in, 0.05f), dtype, {out, in});
     std::vector<float> y(rows * out);
     ASSERT_TRUE(
-        backend_->Linear({.x = x.data(), .rows = rows, .weight = {.weight = w.view}, .y = y.data()})
+        backend_->Linear({.x = x.data(), .rows = rows, .weight = Unscaled(w.view), .y = y.data()})
             .ok());
     auto ref = NaiveLinear(x, rows, in, out,
                            [&](int64_t o, int64_t j) { return double(w.decoded[o * in + j]); });
@@ -158,7 +164,7 @@ TEST_F(DenseOpsTest, LinearReadsAndWritesStridedRows) {
                   ->Linear({.x = x.data() + 3,
                             .x_stride = xs,
                             .rows = rows,
-                            .weight = {.weight = w.view},
+                            .weight = Unscaled(w.view),
                             .y = y.data() + 2,
                             .y_stride = ys})
                   .ok());
@@ -180,7 +186,7 @@ TEST_F(DenseOpsTest, LinearRejectsBadScaleShapeAndDtype) {
   absl::Status st = backend_->Linear(
       {.x = x.data(), .rows = 1, .weight = {w.view, s.view, 128, 128}, .y = y.data()});
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
-  st = backend_->Linear({.x = x.data(), .rows = 1, .weight = {.weight = w.view}, .y = y.data()});
+  st = backend_->Linear({.x = x.data(), .rows = 1, .weight = Unscaled(w.view), .y = y.data()});
   EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
 }
 

@@ -1,0 +1,97 @@
+#pragma once
+// DeepseekModel: the DeepSeek-V3/R1 forward pass (spec sections 2-4) over a Backend.
+//
+// One Forward() runs a mixed batch of sequences through every layer: sequences with no cached
+// context use the plain MLA formulation (prefill); sequences with cached context (decode, chunked
+// prefill) use the absorbed formulation reading the paged latent cache. Every call writes the new
+// tokens' latent + rope key into their cache slots first. The residual stream is float32.
+// ForwardMtp() runs the multi-token-prediction module on the main model's hidden states; its
+// layer's cache is an extra layer of the same PagedKvCache.
+//
+// Usage:
+//   auto model = DeepseekModel::Load(dir, backend.get());
+//   auto cache = PagedKvCache::Create((*model)->CacheShape(/*num_blocks=*/64));
+//   std::vector<int32_t> table = {0, 1};
+//   SequenceInput seq{.token_ids = prompt, .start_pos = 0, .block_table = table};
+//   auto out = (*model)->Forward({&seq, 1}, LogitsMode::kLastPerSequence, **cache);
+//   // next step: SequenceInput{.token_ids = {next}, .start_pos = prompt.size(), ...}
+//
+// Not thread-safe: one forward at a time (scratch buffers are reused between calls).
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/config.h"
+#include "engine/model/forward_batch.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/model_weights.h"
+#include "engine/model/step_plan.h"
+#include "kernels/backend.h"
+#include "kernels/rope_table.h"
+
+namespace r2::model {
+
+class DeepseekModel {
+ public:
+  // Takes the checkpoint (the weights are views into its mapped files). `backend` must outlive
+  // the model.
+  static absl::StatusOr<std::unique_ptr<DeepseekModel>> Create(
+      std::unique_ptr<Checkpoint> checkpoint, Backend* backend);
+  // Checkpoint::Open(dir) then Create().
+  static absl::StatusOr<std::unique_ptr<DeepseekModel>> Load(const std::string& dir,
+                                                             Backend* backend);
+  ~DeepseekModel();
+
+  const ModelConfig& config() const { return checkpoint_->config(); }
+  // Cache layers: the main layers, then one per MTP module.
+  int64_t num_cache_layers() const;
+  KvCacheShape CacheShape(int64_t num_blocks, int64_t block_size = 64) const;
+
+  // The main model over `batch`. Logits per `logits`; hidden = post-final-norm states.
+  absl::StatusOr<ForwardOutput> Forward(absl::Span<const SequenceInput> batch, LogitsMode logits,
+                                        PagedKvCache& cache);
+
+  // MTP module `mtp_index` (depth 1, spec 4.2). Each sequence's token_ids are the next tokens
+  // t_{i+1} paired with main-model hidden states h_i at positions start_pos.., and `hidden` holds
+  // those h_i ([batch tokens, hidden_size], batch order, as in ForwardOutput::hidden). Logits
+  // predict t_{i+2}; hidden = the shared_head.norm output.
+  absl::StatusOr<ForwardOutput> ForwardMtp(absl::Span<const SequenceInput> batch,
+                                           absl::Span<const float> hidden, LogitsMode logits,
+                                           PagedKvCache& cache, int64_t mtp_index = 0);
+
+ private:
+  struct Scratch;  // per-forward activation buffers (forward_scratch.h)
+
+  DeepseekModel(std::unique_ptr<Checkpoint> checkpoint, Backend* backend);
+  absl::StatusOr<StepPlan> Plan(absl::Span<const SequenceInput> batch, LogitsMode logits,
+                                const PagedKvCache& cache) const;
+  // One decoder block on scratch.h (residual stream, [rows, hidden]) using cache layer `layer`.
+  absl::Status DecoderLayer(int64_t layer, const LayerWeights& w, const StepPlan& plan,
+                            PagedKvCache& cache);
+  // h += o_proj(MLA(x)) (mla.cc).
+  absl::Status Attention(int64_t layer, const MlaWeights& w, const StepPlan& plan,
+                         PagedKvCache& cache);
+  absl::Status PlainAttention(const MlaWeights& w, const StepPlan& plan);
+  absl::Status AbsorbedAttention(const MlaWeights& w, const StepPlan& plan,
+                                 const PagedLatentCache& cache);
+  // h += Mlp(x) / Moe(x) on `rows` rows of x (moe.cc).
+  absl::Status Mlp(const MlpWeights& w, const float* x, int64_t rows, float* h,
+                   const int32_t* out_index, const float* out_scale);
+  absl::Status Moe(const MoeWeights& w, const StepPlan& plan);
+  // norm(h) -> out.hidden (batch order) and the requested logits through `head`.
+  absl::Status Finish(const TensorView& norm, const WeightView& head, const StepPlan& plan,
+                      ForwardOutput& out);
+
+  std::unique_ptr<Checkpoint> checkpoint_;
+  Backend* backend_;
+  std::unique_ptr<ModelWeights> weights_;
+  RopeTable rope_;
+  float softmax_scale_ = 1.0f;
+  std::unique_ptr<Scratch> scratch_;
+};
+
+}  // namespace r2::model

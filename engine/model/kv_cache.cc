@@ -1,0 +1,52 @@
+#include "engine/model/kv_cache.h"
+
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+
+namespace r2::model {
+
+absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvCacheShape& shape) {
+  if (shape.num_blocks <= 0 || shape.num_layers <= 0 || shape.block_size <= 0 ||
+      shape.kv_lora_rank <= 0 || shape.rope_dim < 0) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "PagedKvCache: sizes must be positive (num_blocks ", shape.num_blocks, ", num_layers ",
+        shape.num_layers, ", block_size ", shape.block_size, ", row ", shape.row_width(), ")"));
+  }
+  const int64_t limit = std::numeric_limits<int64_t>::max() / 4;
+  int64_t elements = shape.num_blocks;
+  for (int64_t factor : {shape.num_layers, shape.block_size, shape.row_width()}) {
+    if (elements > limit / factor) return absl::InvalidArgumentError("PagedKvCache: too large");
+    elements *= factor;
+  }
+  std::unique_ptr<PagedKvCache> cache(new PagedKvCache(shape));
+  cache->data_.assign(static_cast<size_t>(elements), 0.0f);
+  return cache;
+}
+
+KvCacheShape PagedKvCache::ShapeFor(const ModelConfig& config, int64_t num_blocks,
+                                    int64_t block_size) {
+  return KvCacheShape{.num_blocks = num_blocks,
+                      .num_layers = config.num_hidden_layers + config.num_nextn_predict_layers,
+                      .block_size = block_size,
+                      .kv_lora_rank = config.kv_lora_rank,
+                      .rope_dim = config.qk_rope_head_dim};
+}
+
+PagedLatentCache PagedKvCache::Layer(int64_t layer) {
+  return PagedLatentCache{.data = data_.data() + layer * shape_.block_size * shape_.row_width(),
+                          .num_blocks = shape_.num_blocks,
+                          .block_size = shape_.block_size,
+                          .block_stride = block_stride(),
+                          .kv_lora_rank = shape_.kv_lora_rank,
+                          .rope_dim = shape_.rope_dim};
+}
+
+absl::Span<const float> PagedKvCache::Row(int64_t layer, int64_t slot) const {
+  const int64_t block = slot / shape_.block_size, offset = slot % shape_.block_size;
+  const int64_t width = shape_.row_width();
+  return absl::MakeConstSpan(
+      data_.data() + block * block_stride() + (layer * shape_.block_size + offset) * width, width);
+}
+
+}  // namespace r2::model

@@ -1,0 +1,64 @@
+#pragma once
+// PagedKvCache: the storage of the MLA latent cache, a pool of fixed-size blocks. Only storage and
+// addressing live here; which sequence owns which block (free lists, prefix sharing, refcounts) is
+// the cache allocator's business (engine/cache), and tests assign blocks by hand.
+//
+// Layout: float32 [num_blocks][num_layers][block_size][row_width], row = [normalized latent
+// (kv_lora_rank); roped key (qk_rope_head_dim)] = 576 values for V3. A block holds the same
+// block_size token positions for every layer (MTP layers included, after the main layers), so one
+// block id in a sequence's block table addresses those positions in the whole model, and moving
+// or freeing a block touches one contiguous range. Token position p of a sequence lives in block
+// block_table[p / block_size] at offset p % block_size; its slot is block * block_size + offset.
+//
+// Not thread-safe: the engine step loop is the only writer (through DeepseekModel::Forward).
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/model/config.h"
+#include "kernels/backend.h"
+
+namespace r2::model {
+
+struct KvCacheShape {
+  int64_t num_blocks = 0;
+  int64_t num_layers = 0;    // main layers + MTP layers
+  int64_t block_size = 64;   // tokens per block
+  int64_t kv_lora_rank = 0;  // latent width
+  int64_t rope_dim = 0;      // rope key width
+  int64_t row_width() const { return kv_lora_rank + rope_dim; }
+};
+
+class PagedKvCache {
+ public:
+  // Zero-filled storage; InvalidArgument for non-positive sizes or a size that overflows.
+  static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvCacheShape& shape);
+  // The shape a model with `config` needs: every main layer plus its MTP layers.
+  static KvCacheShape ShapeFor(const ModelConfig& config, int64_t num_blocks,
+                               int64_t block_size = 64);
+
+  const KvCacheShape& shape() const { return shape_; }
+  int64_t num_blocks() const { return shape_.num_blocks; }
+  int64_t block_size() const { return shape_.block_size; }
+  // Elements from one block to the next.
+  int64_t block_stride() const {
+    return shape_.num_layers * shape_.block_size * shape_.row_width();
+  }
+  // The kernels' view of one layer (layer < num_layers, checked by the caller).
+  PagedLatentCache Layer(int64_t layer);
+  // The row of `layer` at `slot` (slot = block * block_size + offset), for tests and debugging.
+  absl::Span<const float> Row(int64_t layer, int64_t slot) const;
+  // Blocks needed to hold `tokens` positions.
+  int64_t BlocksFor(int64_t tokens) const {
+    return (tokens + shape_.block_size - 1) / shape_.block_size;
+  }
+
+ private:
+  explicit PagedKvCache(const KvCacheShape& shape) : shape_(shape) {}
+  KvCacheShape shape_;
+  std::vector<float> data_;
+};
+
+}  // namespace r2::model

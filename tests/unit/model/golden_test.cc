@@ -1,0 +1,164 @@
+// The engine against Hugging Face transformers (and a torch reference of the MTP module): for each
+// fixture tests/golden/fixtures/model/<preset>.safetensors written by
+// tests/golden/gen_model_goldens.py, regenerate the preset checkpoint with the library and compare
+// prefill logits, step-by-step cached decode logits, greedy tokens and MTP logits.
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "engine/model/safetensors.h"
+#include "tests/unit/model/model_test_util.h"
+
+namespace r2::model {
+namespace {
+
+using testing::ArgMax;
+using testing::MakeCache;
+using testing::PresetModel;
+
+constexpr double kTolerance = 1e-3;  // max |a - b| / max |b| per logits row
+
+std::string FixtureDir() { return r2::testing::SourceDir() + "/tests/golden/fixtures/model"; }
+
+// The fixture's __metadata__ (string -> string), read from the safetensors header.
+std::map<std::string, std::string> ReadMetadata(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  uint64_t size = 0;
+  in.read(reinterpret_cast<char*>(&size), 8);
+  if (!in || size > (100u << 20)) return {};
+  std::string header(size, '\0');
+  in.read(header.data(), static_cast<std::streamsize>(size));
+  std::map<std::string, std::string> metadata;
+  nlohmann::json json = nlohmann::json::parse(header, nullptr, /*allow_exceptions=*/false);
+  if (json.is_object() && json.contains("__metadata__") && json["__metadata__"].is_object()) {
+    for (const auto& [key, value] : json["__metadata__"].items()) {
+      if (value.is_string()) metadata[key] = value.get<std::string>();
+    }
+  }
+  return metadata;
+}
+
+class Fixture {
+ public:
+  explicit Fixture(const SafetensorsFile& file) : file_(file) {}
+  bool Has(const std::string& name) const { return file_.Has(name); }
+  std::vector<int32_t> Ids(const std::string& name) const {
+    std::vector<int64_t> raw = Read<int64_t>(name, DType::kI64);
+    return std::vector<int32_t>(raw.begin(), raw.end());
+  }
+  std::vector<float> Floats(const std::string& name) const {
+    return Read<float>(name, DType::kF32);
+  }
+
+ private:
+  template <typename T>
+  std::vector<T> Read(const std::string& name, DType dtype) const {
+    auto view = file_.Get(name);
+    EXPECT_TRUE(view.ok()) << view.status();
+    if (!view.ok()) return {};
+    EXPECT_EQ(view->dtype, dtype) << name;
+    std::vector<T> values(view->numel());
+    std::memcpy(values.data(), view->data, values.size() * sizeof(T));  // may be unaligned
+    return values;
+  }
+  const SafetensorsFile& file_;
+};
+
+void ExpectRowsClose(absl::Span<const float> got, absl::Span<const float> want, int64_t vocab,
+                     const std::string& what) {
+  ASSERT_EQ(got.size(), want.size()) << what;
+  for (size_t r = 0; r * vocab < want.size(); ++r) {
+    const double err =
+        testing::RelativeDiff(got.subspan(r * vocab, vocab), want.subspan(r * vocab, vocab));
+    EXPECT_LE(err, kTolerance) << what << " row " << r;
+  }
+}
+
+// Feeds `tokens` one at a time from position `start`; returns each step's logits row.
+std::vector<float> DecodeStepByStep(DeepseekModel& model, PagedKvCache& cache,
+                                    const std::vector<int32_t>& table,
+                                    const std::vector<int32_t>& tokens, int64_t start) {
+  std::vector<float> logits;
+  for (size_t i = 0; i < tokens.size(); ++i) {
+    SequenceInput seq{.token_ids = absl::MakeConstSpan(&tokens[i], 1),
+                      .start_pos = start + static_cast<int64_t>(i),
+                      .block_table = table};
+    auto out = model.Forward({&seq, 1}, LogitsMode::kLastPerSequence, cache);
+    EXPECT_TRUE(out.ok()) << out.status();
+    if (!out.ok()) return {};
+    logits.insert(logits.end(), out->logits.begin(), out->logits.end());
+  }
+  return logits;
+}
+
+void CheckPrompt(DeepseekModel& model, const Fixture& fx, const std::string& p) {
+  const int64_t vocab = model.config().vocab_size, d = model.config().hidden_size;
+  const std::vector<int32_t> ids = fx.Ids(p + "ids"), decode_ids = fx.Ids(p + "decode_ids");
+  const int64_t n = static_cast<int64_t>(ids.size());
+  auto cache = MakeCache(model, 8, 16);
+  std::vector<int32_t> table(8);
+  for (int32_t b = 0; b < 8; ++b) table[b] = 7 - b;
+
+  // One prefill: logits at every position, and the hidden states MTP needs.
+  SequenceInput seq{.token_ids = ids, .start_pos = 0, .block_table = table};
+  auto prefill = model.Forward({&seq, 1}, LogitsMode::kAll, *cache);
+  ASSERT_TRUE(prefill.ok()) << prefill.status();
+  ExpectRowsClose(prefill->logits, fx.Floats(p + "prefill_logits"), vocab, p + "prefill_logits");
+
+  // Step by step through the cache: the prompt, then the greedy continuation.
+  auto step_cache = MakeCache(model, 8, 16);
+  const std::vector<float> prompt_steps = DecodeStepByStep(model, *step_cache, table, ids, 0);
+  ExpectRowsClose(prompt_steps, fx.Floats(p + "prefill_logits"), vocab, p + "step prefill");
+  const std::vector<float> decode = DecodeStepByStep(model, *step_cache, table, decode_ids, n);
+  ExpectRowsClose(decode, fx.Floats(p + "decode_logits"), vocab, p + "decode_logits");
+  // Greedy: each fed token is the argmax of the logits before it.
+  std::vector<float> before = {prompt_steps.end() - vocab, prompt_steps.end()};
+  for (size_t j = 0; j < decode_ids.size(); ++j) {
+    EXPECT_EQ(ArgMax(before), decode_ids[j]) << p << "decode step " << j;
+    before.assign(decode.begin() + j * vocab, decode.begin() + (j + 1) * vocab);
+  }
+
+  // MTP over pairs (h_i, ids[i + 1]), i = 0 .. n-2.
+  SequenceInput pairs{
+      .token_ids = absl::MakeConstSpan(ids).subspan(1), .start_pos = 0, .block_table = table};
+  auto mtp = model.ForwardMtp({&pairs, 1}, absl::MakeConstSpan(prefill->hidden).first((n - 1) * d),
+                              LogitsMode::kAll, *cache);
+  ASSERT_TRUE(mtp.ok()) << mtp.status();
+  ExpectRowsClose(mtp->logits, fx.Floats(p + "mtp_logits"), vocab, p + "mtp_logits");
+}
+
+TEST(GoldenTest, MatchesTransformersOnEveryFixture) {
+  namespace fs = std::filesystem;
+  if (!fs::is_directory(FixtureDir())) {
+    GTEST_SKIP() << "no model fixtures in " << FixtureDir()
+                 << " (generate them with tests/golden/gen_model_goldens.py)";
+  }
+  int checked = 0;
+  for (const auto& entry : fs::directory_iterator(FixtureDir())) {
+    if (entry.path().extension() != ".safetensors") continue;
+    const std::string path = entry.path().string();
+    SCOPED_TRACE(path);
+    std::map<std::string, std::string> metadata = ReadMetadata(path);
+    const std::string preset =
+        metadata.count("preset") ? metadata["preset"] : entry.path().stem().string();
+    const uint64_t seed = metadata.count("seed") ? std::stoull(metadata["seed"]) : 0;
+    auto file = SafetensorsFile::Open(path);
+    ASSERT_TRUE(file.ok()) << file.status();
+    Fixture fx(**file);
+    DeepseekModel& model = PresetModel(preset, seed);
+    for (int i = 0; fx.Has("p" + std::to_string(i) + ".ids"); ++i) {
+      CheckPrompt(model, fx, "p" + std::to_string(i) + ".");
+      ++checked;
+    }
+  }
+  if (checked == 0) GTEST_SKIP() << "no model fixtures (*.safetensors) in " << FixtureDir();
+}
+
+}  // namespace
+}  // namespace r2::model

@@ -1,0 +1,97 @@
+#pragma once
+// Shared helpers for the forward-pass tests: a tiny preset checkpoint loaded on the CPU reference
+// backend (written once per preset per test binary), block assignment by hand, logits comparison.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "absl/types/span.h"
+#include "engine/model/deepseek_model.h"
+#include "engine/model/tiny_model.h"
+#include "kernels/backend.h"
+#include "tests/unit/test_paths.h"
+
+namespace r2::model::testing {
+
+struct LoadedModel {
+  std::unique_ptr<Backend> backend;
+  std::unique_ptr<DeepseekModel> model;
+};
+
+// Writes preset `name` (seed `seed`) into a fresh temp dir and loads it; cached per (name, seed).
+inline DeepseekModel& PresetModel(const std::string& name, uint64_t seed = 0) {
+  static std::map<std::pair<std::string, uint64_t>, LoadedModel> models;
+  auto it = models.find({name, seed});
+  if (it != models.end()) return *it->second.model;
+  auto options = TinyModelPreset(name);
+  EXPECT_TRUE(options.ok()) << options.status();
+  options->seed = seed;
+  const std::string dir = r2::testing::MakeTempDir("model-" + name);
+  const absl::Status written = WriteTinyModel(*options, dir);
+  EXPECT_TRUE(written.ok()) << written;
+  LoadedModel loaded;
+  loaded.backend = MakeCpuReferenceBackend();
+  auto model = DeepseekModel::Load(dir, loaded.backend.get());
+  EXPECT_TRUE(model.ok()) << model.status();
+  loaded.model = *std::move(model);
+  return *models.emplace(std::make_pair(name, seed), std::move(loaded)).first->second.model;
+}
+
+inline std::unique_ptr<PagedKvCache> MakeCache(const DeepseekModel& model, int64_t num_blocks,
+                                               int64_t block_size) {
+  auto cache = PagedKvCache::Create(model.CacheShape(num_blocks, block_size));
+  EXPECT_TRUE(cache.ok()) << cache.status();
+  return *std::move(cache);
+}
+
+inline std::vector<int32_t> RandomTokens(std::mt19937& rng, int64_t n, int64_t vocab) {
+  std::uniform_int_distribution<int32_t> dist(2, static_cast<int32_t>(vocab - 1));
+  std::vector<int32_t> ids(n);
+  for (int32_t& id : ids) id = dist(rng);
+  return ids;
+}
+
+// `count` distinct block ids out of [0, num_blocks), shuffled (so sequences never own
+// neighbouring blocks by accident).
+inline std::vector<int32_t> ShuffledBlocks(std::mt19937& rng, int64_t num_blocks) {
+  std::vector<int32_t> blocks(num_blocks);
+  for (int64_t i = 0; i < num_blocks; ++i) blocks[i] = static_cast<int32_t>(i);
+  std::shuffle(blocks.begin(), blocks.end(), rng);
+  return blocks;
+}
+
+// max |a - b| / max |b|.
+inline double RelativeDiff(absl::Span<const float> a, absl::Span<const float> b) {
+  double diff = 0, ref = 0;
+  for (size_t i = 0; i < a.size(); ++i) {
+    diff = std::max(diff, std::fabs(double(a[i]) - b[i]));
+    ref = std::max(ref, std::fabs(double(b[i])));
+  }
+  return ref == 0 ? diff : diff / ref;
+}
+
+inline int64_t ArgMax(absl::Span<const float> v) {
+  return std::max_element(v.begin(), v.end()) - v.begin();
+}
+
+// Logits of every token of `ids` from one prefill into a fresh cache.
+inline std::vector<float> PrefillLogits(DeepseekModel& model, const std::vector<int32_t>& ids,
+                                        std::vector<float>* hidden = nullptr) {
+  auto cache = MakeCache(model, (ids.size() + 63) / 64 + 1, 64);
+  std::vector<int32_t> table;
+  for (int64_t b = 0; b < cache->num_blocks(); ++b) table.push_back(static_cast<int32_t>(b));
+  SequenceInput seq{.token_ids = ids, .start_pos = 0, .block_table = table};
+  auto out = model.Forward({&seq, 1}, LogitsMode::kAll, *cache);
+  EXPECT_TRUE(out.ok()) << out.status();
+  if (!out.ok()) return {};
+  if (hidden != nullptr) *hidden = out->hidden;
+  return out->logits;
+}
+
+}  // namespace r2::model::testing
