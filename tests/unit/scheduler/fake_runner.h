@@ -46,7 +46,9 @@ class FakeRunner {
   // Applies the copies, checks and computes every chunk, and samples. Fails the test (gtest
   // non-fatal) on any mismatch.
   std::vector<SampledToken> Run(const SchedulerOutput& out) {
-    for (const BlockCopy& copy : out.block_copies) {
+    // In reverse: the scheduler promises the copies are independent, so order must not matter.
+    for (auto it = out.block_copies.rbegin(); it != out.block_copies.rend(); ++it) {
+      const BlockCopy& copy = *it;
       std::copy_n(kv_.begin() + size_t(copy.src) * block_size_, block_size_,
                   kv_.begin() + size_t(copy.dst) * block_size_);
     }

@@ -122,6 +122,14 @@ class Harness {
       total += c.end - c.start;
     }
     EXPECT_EQ(total, out.num_batched_tokens);
+    // Copies must be independent (runnable in any order): no block is both a source and a
+    // destination, and no destination repeats.
+    std::set<int32_t> sources, destinations;
+    for (const BlockCopy& copy : out.block_copies) sources.insert(copy.src);
+    for (const BlockCopy& copy : out.block_copies) {
+      EXPECT_TRUE(destinations.insert(copy.dst).second) << "block " << copy.dst << " copied to twice";
+      EXPECT_FALSE(sources.contains(copy.dst)) << "block " << copy.dst << " is source and destination";
+    }
   }
 
   void End(int64_t seq_id) {
