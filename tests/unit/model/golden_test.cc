@@ -4,6 +4,9 @@
 // prefill logits, step-by-step cached decode logits, greedy tokens and MTP logits.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -24,7 +27,12 @@ using testing::PresetModel;
 
 constexpr double kTolerance = 1e-3;  // max |a - b| / max |b| per logits row
 
-std::string FixtureDir() { return r2::testing::SourceDir() + "/tests/golden/fixtures/model"; }
+// R2_MODEL_FIXTURE_DIR overrides the checked-in fixtures (to try freshly generated ones).
+std::string FixtureDir() {
+  const char* dir = std::getenv("R2_MODEL_FIXTURE_DIR");
+  if (dir != nullptr && *dir != '\0') return dir;
+  return r2::testing::SourceDir() + "/tests/golden/fixtures/model";
+}
 
 // The fixture's __metadata__ (string -> string), read from the safetensors header.
 std::map<std::string, std::string> ReadMetadata(const std::string& path) {
@@ -70,13 +78,17 @@ class Fixture {
   const SafetensorsFile& file_;
 };
 
+// Largest per-row error seen per comparison kind, printed per fixture.
+using WorstErrors = std::map<std::string, double>;
+
 void ExpectRowsClose(absl::Span<const float> got, absl::Span<const float> want, int64_t vocab,
-                     const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
+                     const std::string& kind, const std::string& prompt, WorstErrors& worst) {
+  ASSERT_EQ(got.size(), want.size()) << prompt << kind;
   for (size_t r = 0; r * vocab < want.size(); ++r) {
     const double err =
         testing::RelativeDiff(got.subspan(r * vocab, vocab), want.subspan(r * vocab, vocab));
-    EXPECT_LE(err, kTolerance) << what << " row " << r;
+    EXPECT_LE(err, kTolerance) << prompt << kind << " row " << r;
+    worst[kind] = std::max(worst[kind], err);
   }
 }
 
@@ -97,7 +109,8 @@ std::vector<float> DecodeStepByStep(DeepseekModel& model, PagedKvCache& cache,
   return logits;
 }
 
-void CheckPrompt(DeepseekModel& model, const Fixture& fx, const std::string& p) {
+void CheckPrompt(DeepseekModel& model, const Fixture& fx, const std::string& p,
+                 WorstErrors& worst) {
   const int64_t vocab = model.config().vocab_size, d = model.config().hidden_size;
   const std::vector<int32_t> ids = fx.Ids(p + "ids"), decode_ids = fx.Ids(p + "decode_ids");
   const int64_t n = static_cast<int64_t>(ids.size());
@@ -109,14 +122,14 @@ void CheckPrompt(DeepseekModel& model, const Fixture& fx, const std::string& p) 
   SequenceInput seq{.token_ids = ids, .start_pos = 0, .block_table = table};
   auto prefill = model.Forward({&seq, 1}, LogitsMode::kAll, *cache);
   ASSERT_TRUE(prefill.ok()) << prefill.status();
-  ExpectRowsClose(prefill->logits, fx.Floats(p + "prefill_logits"), vocab, p + "prefill_logits");
+  ExpectRowsClose(prefill->logits, fx.Floats(p + "prefill_logits"), vocab, "prefill", p, worst);
 
   // Step by step through the cache: the prompt, then the greedy continuation.
   auto step_cache = MakeCache(model, 8, 16);
   const std::vector<float> prompt_steps = DecodeStepByStep(model, *step_cache, table, ids, 0);
-  ExpectRowsClose(prompt_steps, fx.Floats(p + "prefill_logits"), vocab, p + "step prefill");
+  ExpectRowsClose(prompt_steps, fx.Floats(p + "prefill_logits"), vocab, "prompt steps", p, worst);
   const std::vector<float> decode = DecodeStepByStep(model, *step_cache, table, decode_ids, n);
-  ExpectRowsClose(decode, fx.Floats(p + "decode_logits"), vocab, p + "decode_logits");
+  ExpectRowsClose(decode, fx.Floats(p + "decode_logits"), vocab, "decode", p, worst);
   // Greedy: each fed token is the argmax of the logits before it.
   std::vector<float> before = {prompt_steps.end() - vocab, prompt_steps.end()};
   for (size_t j = 0; j < decode_ids.size(); ++j) {
@@ -130,7 +143,7 @@ void CheckPrompt(DeepseekModel& model, const Fixture& fx, const std::string& p) 
   auto mtp = model.ForwardMtp({&pairs, 1}, absl::MakeConstSpan(prefill->hidden).first((n - 1) * d),
                               LogitsMode::kAll, *cache);
   ASSERT_TRUE(mtp.ok()) << mtp.status();
-  ExpectRowsClose(mtp->logits, fx.Floats(p + "mtp_logits"), vocab, p + "mtp_logits");
+  ExpectRowsClose(mtp->logits, fx.Floats(p + "mtp_logits"), vocab, "mtp", p, worst);
 }
 
 TEST(GoldenTest, MatchesTransformersOnEveryFixture) {
@@ -152,10 +165,16 @@ TEST(GoldenTest, MatchesTransformersOnEveryFixture) {
     ASSERT_TRUE(file.ok()) << file.status();
     Fixture fx(**file);
     DeepseekModel& model = PresetModel(preset, seed);
-    for (int i = 0; fx.Has("p" + std::to_string(i) + ".ids"); ++i) {
-      CheckPrompt(model, fx, "p" + std::to_string(i) + ".");
-      ++checked;
+    WorstErrors worst;
+    int prompts = 0;
+    for (; fx.Has("p" + std::to_string(prompts) + ".ids"); ++prompts) {
+      CheckPrompt(model, fx, "p" + std::to_string(prompts) + ".", worst);
     }
+    std::printf("%s (seed %llu, %d prompts): worst row error", preset.c_str(),
+                static_cast<unsigned long long>(seed), prompts);
+    for (const auto& [kind, err] : worst) std::printf(" %s %.2e", kind.c_str(), err);
+    std::printf("\n");
+    checked += prompts;
   }
   if (checked == 0) GTEST_SKIP() << "no model fixtures (*.safetensors) in " << FixtureDir();
 }
