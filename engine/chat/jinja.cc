@@ -25,14 +25,16 @@ absl::StatusOr<Template> Template::Parse(std::string_view source) {
 
 absl::StatusOr<std::string> Template::Render(const nlohmann::ordered_json& context,
                                              const RenderLimits& limits) const {
-  if (!context.is_object()) {
+  if (!context.is_object() && !context.is_null()) {
     return absl::InvalidArgumentError("template context must be a JSON object");
   }
   std::string out;
   Evaluator evaluator(limits, &out);
-  for (const auto& [name, value] : context.items()) {
-    JINJA_ASSIGN_OR_RETURN(Value v, Value::FromJson(value));
-    evaluator.SetGlobal(name, std::move(v));
+  if (context.is_object()) {
+    for (const auto& [name, value] : context.items()) {
+      JINJA_ASSIGN_OR_RETURN(Value v, Value::FromJson(value));
+      evaluator.SetGlobal(name, std::move(v));
+    }
   }
   JINJA_RETURN_IF_ERROR(evaluator.Run(body_->statements));
   return out;

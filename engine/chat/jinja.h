@@ -32,7 +32,8 @@ class Template {
   // Syntax errors are InvalidArgument with the line number in the message.
   static absl::StatusOr<Template> Parse(std::string_view source);
 
-  // Renders with the members of `context` (a JSON object) as global variables. Errors:
+  // Renders with the members of `context` (a JSON object, or null for none) as global
+  // variables. Errors:
   // InvalidArgument for template errors (type errors, unknown filters, raise_exception(msg),
   // whose message is passed through), ResourceExhausted when a limit is hit.
   absl::StatusOr<std::string> Render(const nlohmann::ordered_json& context,
