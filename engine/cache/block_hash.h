@@ -6,9 +6,9 @@
 //   hash[i] = SHA-256(hash[i-1] || tokens[i*B .. (i+1)*B))
 //
 // Token ids enter as 4-byte little-endian integers. The root is all zeros without a salt and
-// SHA-256("r2serve-cache-salt" || salt) with one, so tenants with different salts never share blocks.
-// SHA-256 is collision-resistant; BlockPool still compares the stored token ids on a hit (cheap, and
-// it makes a wrong-KV hit impossible even if the hash were not).
+// SHA-256("r2serve-cache-salt" || salt) with one, so tenants with different salts never share
+// blocks. SHA-256 is collision-resistant; BlockPool still compares the stored token ids on a hit
+// (cheap, and it makes a wrong-KV hit impossible even if the hash were not).
 #include <array>
 #include <cstdint>
 #include <cstring>

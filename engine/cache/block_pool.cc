@@ -19,9 +19,9 @@ absl::StatusOr<int32_t> NumBlocksForBudget(int64_t budget_bytes, int64_t bytes_p
   const int64_t bytes_per_block = bytes_per_token * block_size;
   const int64_t blocks = budget_bytes / bytes_per_block;
   if (blocks < 1) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "kv cache budget of %d bytes is smaller than one block (%d bytes)", budget_bytes,
-        bytes_per_block));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("kv cache budget of %d bytes is smaller than one block (%d bytes)",
+                        budget_bytes, bytes_per_block));
   }
   return static_cast<int32_t>(std::min<int64_t>(blocks, std::numeric_limits<int32_t>::max() - 1));
 }
@@ -101,8 +101,8 @@ bool BlockPool::Register(int32_t block, const BlockHash& hash, absl::Span<const 
 }
 
 absl::Span<const int32_t> BlockPool::StoredTokens(int32_t block) const {
-  return absl::MakeConstSpan(stored_tokens_).subspan(static_cast<size_t>(block) * block_size_,
-                                                      block_size_);
+  return absl::MakeConstSpan(stored_tokens_)
+      .subspan(static_cast<size_t>(block) * block_size_, block_size_);
 }
 
 void BlockPool::LruPushBack(int32_t block) {
@@ -147,7 +147,8 @@ absl::Status BlockPool::CheckLists(int32_t* num_listed) const {
   std::vector<uint8_t> seen(blocks_.size(), 0);
   for (int32_t block : free_) {
     if (block < 0 || block >= num_blocks() || seen[block]) {
-      return absl::InternalError(absl::StrFormat("free list holds bad or repeated block %d", block));
+      return absl::InternalError(
+          absl::StrFormat("free list holds bad or repeated block %d", block));
     }
     seen[block] = 1;
     if (blocks_[block].ref_count != 0 || blocks_[block].hashed) {
@@ -171,8 +172,8 @@ absl::Status BlockPool::CheckLists(int32_t* num_listed) const {
     ++cached;
   }
   if (prev != lru_tail_ || cached != num_cached_) {
-    return absl::InternalError(absl::StrFormat("cached list has %d blocks, counter says %d", cached,
-                                               num_cached_));
+    return absl::InternalError(
+        absl::StrFormat("cached list has %d blocks, counter says %d", cached, num_cached_));
   }
   *num_listed = num_free() + cached;
   return absl::OkStatus();
@@ -182,8 +183,8 @@ absl::Status BlockPool::CheckIndex() const {
   size_t num_hashed = 0;
   for (const Block& b : blocks_) num_hashed += b.hashed ? 1 : 0;
   if (num_hashed != index_.size()) {
-    return absl::InternalError(absl::StrFormat("%d hashed blocks but %d index entries", num_hashed,
-                                               index_.size()));
+    return absl::InternalError(
+        absl::StrFormat("%d hashed blocks but %d index entries", num_hashed, index_.size()));
   }
   for (const auto& [hash, block] : index_) {
     if (block < 0 || block >= num_blocks() || !blocks_[block].hashed ||

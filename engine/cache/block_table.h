@@ -1,7 +1,8 @@
 #pragma once
 // BlockTable: the KV blocks of one sequence, in token order: token position p lives in block
-// blocks()[p / block_size] at slot p % block_size. Each entry holds one reference on its block in the
-// BlockPool; the table's owner must ReleaseAll before dropping it (the destructor asserts it did).
+// blocks()[p / block_size] at slot p % block_size. Each entry holds one reference on its block in
+// the BlockPool; the table's owner must ReleaseAll before dropping it (the destructor asserts it
+// did).
 //
 // Entries below num_registered() are full, computed blocks that were already offered to the prefix
 // cache (BlockPool::Register), so registration after each step only looks at the new ones.

@@ -1,6 +1,7 @@
 #pragma once
-// SHA-256 (FIPS 180-4), the prefix cache's block hash. Written here because the dependency list has no
-// crypto library; checked against the FIPS 180-4 example vectors in tests/unit/cache/sha256_test.cc.
+// SHA-256 (FIPS 180-4), the prefix cache's block hash. Written here because the dependency list has
+// no crypto library; checked against the FIPS 180-4 example vectors in
+// tests/unit/cache/sha256_test.cc.
 //
 // Usage:
 //   Sha256 h;

@@ -66,7 +66,8 @@ absl::Status Scheduler::ValidateRequest(const SchedulerRequest& request) const {
 absl::StatusOr<int64_t> Scheduler::AddRequest(SchedulerRequest request) {
   if (absl::Status s = ValidateRequest(request); !s.ok()) return s;
   if (requests_.contains(request.request_id)) {
-    return absl::AlreadyExistsError(absl::StrFormat("request %d is already live", request.request_id));
+    return absl::AlreadyExistsError(
+        absl::StrFormat("request %d is already live", request.request_id));
   }
   auto seq = std::make_unique<Sequence>();
   seq->id = next_seq_id_;

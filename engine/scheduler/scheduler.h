@@ -1,7 +1,7 @@
 #pragma once
 // Scheduler: iteration-level continuous batching over a paged KV cache with prefix caching. A pure
-// state machine over sequence lengths and block ids: no tensors, no threads, no clocks. The engine's
-// step loop drives it; tests drive it with fake tokens.
+// state machine over sequence lengths and block ids: no tensors, no threads, no clocks. The
+// engine's step loop drives it; tests drive it with fake tokens.
 //
 // Each step:
 //   SchedulerOutput out;
@@ -16,10 +16,10 @@
 //   1. one decode token for every decoding sequence, oldest admitted first;
 //   2. the next chunk of every running sequence that is still prefilling, oldest first;
 //   3. admission from the waiting queue (lowest priority value first, FCFS within a priority;
-//      preempted sequences keep their place, which puts them ahead of later arrivals): the prompt is
-//      matched against the prefix cache in full blocks (never all of it: at least the last token is
-//      computed so its logits exist), and the first chunk of the rest is scheduled. Admission stops at
-//      the first sequence that does not fit, and is skipped in a step that preempted.
+//      preempted sequences keep their place, which puts them ahead of later arrivals): the prompt
+//      is matched against the prefix cache in full blocks (never all of it: at least the last token
+//      is computed so its logits exist), and the first chunk of the rest is scheduled. Admission
+//      stops at the first sequence that does not fit, and is skipped in a step that preempted.
 // When a running sequence cannot get a block, the most recently admitted running sequence not yet
 // scheduled in this step is preempted (its blocks released; its full computed blocks stay in the
 // prefix cache, so its recompute finds them); if there is none, the sequence preempts itself. The
@@ -59,12 +59,12 @@ struct SchedulerConfig {
 };
 
 struct SchedulerRequest {
-  uint64_t request_id = 0;     // unique among live requests
+  uint64_t request_id = 0;      // unique among live requests
   std::vector<int32_t> prompt;  // token ids, non-empty, each >= 0
-  int32_t max_tokens = 16;     // output tokens per choice, >= 1
-  int32_t n = 1;               // choices; they share the prompt's blocks
-  int32_t priority = 0;        // lower value runs first
-  std::string cache_salt;      // prefix-cache isolation (e.g. per tenant); empty = shared
+  int32_t max_tokens = 16;      // output tokens per choice, >= 1
+  int32_t n = 1;                // choices; they share the prompt's blocks
+  int32_t priority = 0;         // lower value runs first
+  std::string cache_salt;       // prefix-cache isolation (e.g. per tenant); empty = shared
 };
 
 struct SchedulerCounters {
@@ -87,8 +87,8 @@ class Scheduler {
   // one choice needing more blocks than the pool has. AlreadyExists for a live request_id.
   absl::StatusOr<int64_t> AddRequest(SchedulerRequest request);
   // Marks every live sequence of the request; they end at the next Schedule (listed in
-  // SchedulerOutput::aborted, blocks released) unless Postprocess finishes them first. NotFound when
-  // the request is unknown or already ended.
+  // SchedulerOutput::aborted, blocks released) unless Postprocess finishes them first. NotFound
+  // when the request is unknown or already ended.
   absl::Status Abort(uint64_t request_id);
 
   absl::Status Schedule(SchedulerOutput* out);
@@ -169,7 +169,7 @@ class Scheduler {
 
   bool awaiting_postprocess_ = false;
   bool preempted_this_step_ = false;
-  std::vector<PendingChunk> pending_;       // chunks of the step in flight
+  std::vector<PendingChunk> pending_;        // chunks of the step in flight
   std::vector<int32_t> pinned_cow_sources_;  // released at Postprocess
   std::vector<int32_t> matched_;             // scratch for MatchPrefix
 

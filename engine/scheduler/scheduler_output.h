@@ -4,14 +4,15 @@
 // until the next Postprocess or Schedule call.
 //
 // The runner's order of work for one step:
-//   1. apply block_copies (copy-on-write; every src stays allocated until Postprocess, and every dst
+//   1. apply block_copies (copy-on-write; every src stays allocated until Postprocess, and every
+//   dst
 //      is a fresh block, so the copies are independent and may run in any order or in parallel);
 //   2. one forward pass over chunks: chunk c computes KV for token positions [start, end) of its
 //      sequence, writing position p into block_table[p / block_size] at slot p % block_size, and
 //      produces a logits row only when needs_logits;
 //   3. sample one token per needs_logits chunk, in chunk order, and call Postprocess with them.
-// preempted and aborted ids are informational: those sequences have no chunk in this step, and their
-// blocks are already released.
+// preempted and aborted ids are informational: those sequences have no chunk in this step, and
+// their blocks are already released.
 #include <cstdint>
 #include <vector>
 
@@ -24,11 +25,11 @@ struct ScheduledChunk {
   int64_t seq_id = 0;
   uint64_t request_id = 0;
   int32_t choice_index = 0;
-  int32_t start = 0;  // first token position computed in this step
-  int32_t end = 0;    // one past the last
-  bool needs_logits = false;  // end is the sequence's last token: sample after this chunk
-  bool is_decode = false;     // a one-token step of a decoding sequence
-  absl::Span<const int32_t> tokens;       // token ids at positions [start, end)
+  int32_t start = 0;                 // first token position computed in this step
+  int32_t end = 0;                   // one past the last
+  bool needs_logits = false;         // end is the sequence's last token: sample after this chunk
+  bool is_decode = false;            // a one-token step of a decoding sequence
+  absl::Span<const int32_t> tokens;  // token ids at positions [start, end)
   absl::Span<const int32_t> block_table;  // covers positions [0, end)
 
   int32_t num_tokens() const { return end - start; }

@@ -38,9 +38,9 @@ absl::Status Scheduler::ValidateSampled(absl::Span<const SampledToken> sampled) 
     if (!chunk.needs_logits) continue;
     if (next >= sampled.size()) break;
     if (sampled[next].seq_id != chunk.seq->id) {
-      return absl::InvalidArgumentError(absl::StrFormat(
-          "sampled token %d is for sequence %d but the chunk is sequence %d", next,
-          sampled[next].seq_id, chunk.seq->id));
+      return absl::InvalidArgumentError(
+          absl::StrFormat("sampled token %d is for sequence %d but the chunk is sequence %d", next,
+                          sampled[next].seq_id, chunk.seq->id));
     }
     if (sampled[next].token < 0) return absl::InvalidArgumentError("sampled token id < 0");
     ++next;
@@ -48,9 +48,9 @@ absl::Status Scheduler::ValidateSampled(absl::Span<const SampledToken> sampled) 
   const size_t expected = std::count_if(pending_.begin(), pending_.end(),
                                         [](const PendingChunk& c) { return c.needs_logits; });
   if (sampled.size() != expected) {
-    return absl::InvalidArgumentError(absl::StrFormat(
-        "expected %d sampled tokens (one per needs_logits chunk), got %d", expected,
-        sampled.size()));
+    return absl::InvalidArgumentError(
+        absl::StrFormat("expected %d sampled tokens (one per needs_logits chunk), got %d", expected,
+                        sampled.size()));
   }
   return absl::OkStatus();
 }
@@ -155,10 +155,9 @@ void Scheduler::Fork(Sequence& leader) {
 
 void Scheduler::InsertWaiting(Sequence* seq) {
   // Sorted worst first, so the best is at the back and leaves with pop_back.
-  auto pos = std::lower_bound(waiting_.begin(), waiting_.end(), seq,
-                              [](const Sequence* a, const Sequence* b) {
-                                return QueueKey(a) > QueueKey(b);
-                              });
+  auto pos = std::lower_bound(
+      waiting_.begin(), waiting_.end(), seq,
+      [](const Sequence* a, const Sequence* b) { return QueueKey(a) > QueueKey(b); });
   waiting_.insert(pos, seq);
 }
 
@@ -192,7 +191,8 @@ const Sequence* Scheduler::FindSequence(int64_t seq_id) const {
 
 absl::Status Scheduler::IdleCheck() const {
   if (absl::Status s = CheckIntegrity(); !s.ok()) {
-    return absl::InternalError(absl::StrCat("KV cache integrity check at idle failed: ", s.message()));
+    return absl::InternalError(
+        absl::StrCat("KV cache integrity check at idle failed: ", s.message()));
   }
   if (pool_.num_in_use() != 0) {
     return absl::InternalError(
@@ -210,10 +210,10 @@ absl::Status Scheduler::CheckSequence(const Sequence& seq) const {
                   seq.table.num_registered() <= table_size &&
                   seq.block_hashes.size() == static_cast<size_t>(seq.num_tokens() / block_size);
   if (!ok) {
-    return absl::InternalError(absl::StrFormat(
-        "sequence %d: %d tokens, %d computed, %d blocks, %d registered, %d hashes", seq.id,
-        seq.num_tokens(), seq.num_computed, table_size, seq.table.num_registered(),
-        seq.block_hashes.size()));
+    return absl::InternalError(
+        absl::StrFormat("sequence %d: %d tokens, %d computed, %d blocks, %d registered, %d hashes",
+                        seq.id, seq.num_tokens(), seq.num_computed, table_size,
+                        seq.table.num_registered(), seq.block_hashes.size()));
   }
   return absl::OkStatus();
 }

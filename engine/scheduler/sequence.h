@@ -58,7 +58,7 @@ struct Sequence {
 
   // Cache state.
   cache::BlockTable table;
-  int32_t num_computed = 0;       // tokens [0, num_computed) have KV in table's blocks
+  int32_t num_computed = 0;        // tokens [0, num_computed) have KV in table's blocks
   int32_t num_cached_tokens = -1;  // prompt tokens found in the prefix cache at first admission
 
   // Scheduling state.

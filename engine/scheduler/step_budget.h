@@ -10,7 +10,8 @@ namespace r2::scheduler {
 
 class StepBudget {
  public:
-  StepBudget(int32_t max_tokens, int32_t max_seqs) : tokens_left_(max_tokens), seqs_left_(max_seqs) {}
+  StepBudget(int32_t max_tokens, int32_t max_seqs)
+      : tokens_left_(max_tokens), seqs_left_(max_seqs) {}
 
   int32_t tokens_left() const { return tokens_left_; }
   int32_t seqs_left() const { return seqs_left_; }

@@ -19,7 +19,8 @@ TEST(BlockHashTest, TheParentMatters) {
   const std::vector<int32_t> b = {5, 6, 7, 8};
   const BlockHash root = RootBlockHash("");
   // Same block contents after different prefixes: different hashes.
-  EXPECT_FALSE(ChainBlockHash(ChainBlockHash(root, a), b) == ChainBlockHash(ChainBlockHash(root, b), b));
+  EXPECT_FALSE(ChainBlockHash(ChainBlockHash(root, a), b) ==
+               ChainBlockHash(ChainBlockHash(root, b), b));
   EXPECT_FALSE(ChainBlockHash(root, b) == ChainBlockHash(ChainBlockHash(root, a), b));
 }
 

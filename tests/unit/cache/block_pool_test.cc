@@ -48,7 +48,7 @@ TEST(NumBlocksForBudgetTest, RejectsBadInput) {
   EXPECT_FALSE(NumBlocksForBudget(0, 10, 10).ok());
   EXPECT_FALSE(NumBlocksForBudget(1000, 0, 10).ok());
   EXPECT_FALSE(NumBlocksForBudget(1000, 10, 0).ok());
-  EXPECT_FALSE(NumBlocksForBudget(99, 10, 10).ok());  // smaller than one block
+  EXPECT_FALSE(NumBlocksForBudget(99, 10, 10).ok());                  // smaller than one block
   EXPECT_FALSE(NumBlocksForBudget(1000, int64_t{1} << 62, 64).ok());  // overflow
 }
 

@@ -9,8 +9,7 @@ namespace r2::cache {
 namespace {
 
 std::string Hex(const Sha256::Digest& d) {
-  return absl::BytesToHexString(
-      std::string(reinterpret_cast<const char*>(d.data()), d.size()));
+  return absl::BytesToHexString(std::string(reinterpret_cast<const char*>(d.data()), d.size()));
 }
 
 // FIPS 180-4 / NIST CSRC "SHA256.pdf" example vectors and the NIST short-message vectors.

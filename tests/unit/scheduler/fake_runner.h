@@ -2,8 +2,8 @@
 // FakeRunner: a model runner stand-in for scheduler tests. It keeps a fake KV cache (one 64-bit
 // value per block slot) and "computes" each scheduled chunk the way attention would: the value at
 // position p mixes the value read back at p - 1 (through the block table) with token p. A test-side
-// oracle computes the same chain from each sequence's true tokens, so any wrong block mapping (a bad
-// prefix hit, a missing copy-on-write, a block reused while still referenced) shows up as a
+// oracle computes the same chain from each sequence's true tokens, so any wrong block mapping (a
+// bad prefix hit, a missing copy-on-write, a block reused while still referenced) shows up as a
 // mismatch. Sampled tokens are a function of the prefix and the choice index, so outputs do not
 // depend on batching, chunking or preemption.
 #include <cstdint>

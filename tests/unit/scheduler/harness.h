@@ -2,8 +2,8 @@
 // Harness: a Scheduler, a FakeRunner and the per-step checks every scheduler test wants
 // (budgets, one chunk per sequence, integrity after each call, each sequence ends once).
 #include <cstdint>
-#include <memory>
 #include <map>
+#include <memory>
 #include <set>
 #include <vector>
 
@@ -81,7 +81,11 @@ class Harness {
     CheckOutput(out);
     EXPECT_TRUE(scheduler->CheckIntegrity().ok()) << scheduler->CheckIntegrity();
     for (const ScheduledChunk& c : out.chunks) {
-      rec.chunks.push_back(ChunkRecord{c.seq_id, c.start, c.end, c.needs_logits, c.is_decode,
+      rec.chunks.push_back(ChunkRecord{c.seq_id,
+                                       c.start,
+                                       c.end,
+                                       c.needs_logits,
+                                       c.is_decode,
                                        {c.block_table.begin(), c.block_table.end()}});
     }
     rec.num_batched_tokens = out.num_batched_tokens;
@@ -127,8 +131,10 @@ class Harness {
     std::set<int32_t> sources, destinations;
     for (const BlockCopy& copy : out.block_copies) sources.insert(copy.src);
     for (const BlockCopy& copy : out.block_copies) {
-      EXPECT_TRUE(destinations.insert(copy.dst).second) << "block " << copy.dst << " copied to twice";
-      EXPECT_FALSE(sources.contains(copy.dst)) << "block " << copy.dst << " is source and destination";
+      EXPECT_TRUE(destinations.insert(copy.dst).second)
+          << "block " << copy.dst << " copied to twice";
+      EXPECT_FALSE(sources.contains(copy.dst))
+          << "block " << copy.dst << " is source and destination";
     }
   }
 
@@ -139,8 +145,8 @@ class Harness {
 
   std::unique_ptr<Scheduler> scheduler;
   FakeRunner runner;
-  std::set<int64_t> live;   // accepted, not ended
-  std::set<int64_t> ended;  // each exactly once
+  std::set<int64_t> live;                  // accepted, not ended
+  std::set<int64_t> ended;                 // each exactly once
   std::map<int64_t, uint64_t> request_of;  // first seq id -> request id
   absl::Status last_add_status;
   uint64_t next_request_id = 1;

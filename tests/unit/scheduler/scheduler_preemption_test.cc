@@ -163,7 +163,8 @@ TEST(SchedulerPreemptionTest, ForkedChoicesSurvivePreemption) {
   Harness ref(Config(4, 64), 64, kBlockSize);
   const int64_t ref_first = ref.Add(Range(1, 6), 8, 3);
   ref.RunUntilIdle();
-  for (int c = 0; c < 3; ++c) EXPECT_EQ(h.runner.tokens(first + c), ref.runner.tokens(ref_first + c));
+  for (int c = 0; c < 3; ++c)
+    EXPECT_EQ(h.runner.tokens(first + c), ref.runner.tokens(ref_first + c));
 }
 
 }  // namespace

@@ -24,10 +24,10 @@ using testing::StepRecord;
 // Situations the test must have produced at least once across all seeds.
 struct Coverage {
   int64_t preemptions = 0;
-  int64_t preempted_mid_prefill = 0;     // preempted after a chunk without logits
-  int64_t hit_after_preemption = 0;      // re-admitted with a prefix-cache hit
-  int64_t chunked_after_hit = 0;         // ... and the rest did not fit in one step
-  int64_t full_prompt_hits = 0;          // every full block before the last token hit
+  int64_t preempted_mid_prefill = 0;  // preempted after a chunk without logits
+  int64_t hit_after_preemption = 0;   // re-admitted with a prefix-cache hit
+  int64_t chunked_after_hit = 0;      // ... and the rest did not fit in one step
+  int64_t full_prompt_hits = 0;       // every full block before the last token hit
   int64_t evictions = 0;
   int64_t block_copies = 0;
   int64_t forks = 0;
@@ -60,7 +60,9 @@ SeedParams DrawParams(std::mt19937_64& rng) {
 class PropertyRun {
  public:
   PropertyRun(uint64_t seed, Coverage& coverage)
-      : rng_(seed), params_(DrawParams(rng_)), coverage_(coverage),
+      : rng_(seed),
+        params_(DrawParams(rng_)),
+        coverage_(coverage),
         h_(params_.config, params_.num_blocks, params_.block_size) {
     for (auto& base : bases_) {
       base.resize(60);
@@ -108,11 +110,10 @@ class PropertyRun {
     r.n = Uniform(0, 3) == 0 ? Uniform(2, 3) : 1;
     r.priority = params_.fcfs_only ? 0 : Uniform(0, 2);
     const int64_t kv_tokens = static_cast<int64_t>(r.prompt.size()) + r.max_tokens - 1;
-    const bool fits = static_cast<int64_t>(r.prompt.size()) + r.max_tokens <=
-                          params_.config.max_model_len &&
-                      (kv_tokens + params_.block_size - 1) / params_.block_size <=
-                          params_.num_blocks &&
-                      r.n <= params_.config.max_num_seqs;
+    const bool fits =
+        static_cast<int64_t>(r.prompt.size()) + r.max_tokens <= params_.config.max_model_len &&
+        (kv_tokens + params_.block_size - 1) / params_.block_size <= params_.num_blocks &&
+        r.n <= params_.config.max_num_seqs;
     const int32_t n = r.n;
     const int32_t max_tokens = r.max_tokens;
     const int64_t first = h_.Add(r);
@@ -141,7 +142,8 @@ class PropertyRun {
 
   void AbortOne() {
     if (arrival_order_.empty()) return;
-    const int64_t first = arrival_order_[Uniform(0, static_cast<int32_t>(arrival_order_.size()) - 1)];
+    const int64_t first =
+        arrival_order_[Uniform(0, static_cast<int32_t>(arrival_order_.size()) - 1)];
     if (!RequestLive(first)) return;
     if (started_.contains(first)) ++coverage_.aborts_running;
     EXPECT_TRUE(h_.scheduler->Abort(h_.request_of.at(first)).ok());
@@ -234,15 +236,15 @@ TEST(SchedulerPropertyTest, RandomWorkloadsKeepEveryInvariant) {
   EXPECT_GT(coverage.aborts_running, 0);
   EXPECT_GT(coverage.rejected, 0);
   RecordProperty("steps", static_cast<int>(coverage.steps));
-  std::printf("steps %lld, preemptions %lld (mid-prefill %lld), hits after preemption %lld "
-              "(chunked %lld), full-prompt hits %lld, evictions %lld, copies %lld, forks %lld, "
-              "running aborts %lld, rejected %lld\n",
-              (long long)coverage.steps, (long long)coverage.preemptions,
-              (long long)coverage.preempted_mid_prefill, (long long)coverage.hit_after_preemption,
-              (long long)coverage.chunked_after_hit, (long long)coverage.full_prompt_hits,
-              (long long)coverage.evictions, (long long)coverage.block_copies,
-              (long long)coverage.forks, (long long)coverage.aborts_running,
-              (long long)coverage.rejected);
+  std::printf(
+      "steps %lld, preemptions %lld (mid-prefill %lld), hits after preemption %lld "
+      "(chunked %lld), full-prompt hits %lld, evictions %lld, copies %lld, forks %lld, "
+      "running aborts %lld, rejected %lld\n",
+      (long long)coverage.steps, (long long)coverage.preemptions,
+      (long long)coverage.preempted_mid_prefill, (long long)coverage.hit_after_preemption,
+      (long long)coverage.chunked_after_hit, (long long)coverage.full_prompt_hits,
+      (long long)coverage.evictions, (long long)coverage.block_copies, (long long)coverage.forks,
+      (long long)coverage.aborts_running, (long long)coverage.rejected);
 }
 
 // Aborting half of 100 running requests at random steps returns the pool to where it was: nothing
