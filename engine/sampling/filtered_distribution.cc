@@ -7,8 +7,20 @@
 #include <functional>
 #include <limits>
 
+#include "engine/sampling/simd_math.h"
+
 namespace r2::sampling {
 namespace {
+
+using simd::F4;
+using simd::kBlock;
+using simd::kLanes;
+
+constexpr float kNegInf = -std::numeric_limits<float>::infinity();
+
+// top_p's first try: the tokens at least 2^-12 as likely as the best, when few enough to sort.
+constexpr float kTopPGuess = 0x1.0p-12f;
+constexpr int64_t kMaxSortedCandidates = 2048;
 
 // top_p histogram: weights are in [0, 1]; a positive float's bit pattern grows with its value,
 // so (bits(1) - bits(w)) >> 18 indexes buckets of 32 per octave (5 mantissa bits), monotone
@@ -32,107 +44,151 @@ bool HeavierFirst(const std::pair<float, int32_t>& a, const std::pair<float, int
   return a.first != b.first ? a.first > b.first : a.second < b.second;
 }
 
+// Values [i, i + 4) of `values`, padded with -inf past the end.
+F4 LoadLogits(absl::Span<const float> values, size_t i) {
+  if (i + kLanes <= values.size()) return simd::Load(values.data() + i);
+  const size_t n = i < values.size() ? values.size() - i : 0;
+  return simd::LoadPartial(values.data() + i, n, kNegInf);
+}
+
+// The first index holding `value`, or 0 when there is none.
+size_t FirstIndexOf(absl::Span<const float> values, float value) {
+  for (size_t i = 0; i < values.size(); ++i) {
+    if (values[i] == value) return i;
+  }
+  return 0;
+}
+
 }  // namespace
 
 void FilteredDistribution::Build(absl::Span<const float> logits, const FilterParams& params) {
   assert(params.temperature > 0.0f);
-  logits_ = logits;
   dense_ = true;
   degenerate_ = false;
   threshold_ = 0.0f;
   const auto vocab = static_cast<int64_t>(logits.size());
-  if (params.top_k > 0 && params.top_k < vocab) SelectTopK(params.top_k);
+  if (params.top_k > 0 && params.top_k < vocab) SelectTopK(logits, params.top_k);
+  const absl::Span<const float> values = dense_ ? logits : absl::MakeConstSpan(values_);
+  size_ = values.size();
 
-  const float max_logit = MaxCandidateLogit();
+  const float max_logit = simd::Max(values.data(), values.size());
+  WeightSums sums;
   const bool top_p_on = params.top_p < 1.0f;
-  const double z = std::isfinite(max_logit)
-                       ? ComputeWeights(max_logit, params.temperature, top_p_on)
-                       : std::numeric_limits<double>::quiet_NaN();
-  if (!(z > 0.0) || !std::isfinite(z)) {
+  if (std::isfinite(max_logit)) {
+    sums = top_p_on ? ComputeWeights<true>(values, max_logit, params.temperature)
+                    : ComputeWeights<false>(values, max_logit, params.temperature);
+  }
+  if (!(sums.total > 0.0) || !std::isfinite(sums.total)) {
     degenerate_ = true;
+    fallback_token_ = id_at(FirstIndexOf(values, max_logit));
     return;
   }
-  const float top_p_threshold = top_p_on ? TopPThreshold(z, params.top_p) : 0.0f;
+  const float top_p_threshold = top_p_on ? TopPThreshold(sums, params.top_p) : 0.0f;
   threshold_ = std::max(top_p_threshold, params.min_p);
-  if (threshold_ == 0.0f) {
-    kept_weight_ = z;  // the same sum in the same order
-    return;
-  }
-  kept_weight_ = 0.0;
-  for (size_t i = 0; i < size(); ++i) {
-    if (kept(i)) kept_weight_ += weights_[i];
-  }
+  kept_weight_ = threshold_ == 0.0f ? sums.total : KeptWeight();
 }
 
-float FilteredDistribution::KthLargest(int32_t k) {
+float FilteredDistribution::KthLargest(absl::Span<const float> logits, int32_t k) {
   if (k > kMaxHeapK) {
-    heap_.assign(logits_.begin(), logits_.end());
+    heap_.assign(logits.begin(), logits.end());
     auto kth = heap_.begin() + (k - 1);
     std::nth_element(heap_.begin(), kth, heap_.end(), std::greater<float>());
     return *kth;
   }
-  // A min-heap of the k largest so far: its top is the k-th largest.
-  heap_.assign(logits_.begin(), logits_.begin() + k);
+  // A min-heap of the k largest so far: its top is the k-th largest. Blocks of 4 with nothing
+  // above the top are skipped with one vector compare.
+  heap_.assign(logits.begin(), logits.begin() + k);
   std::make_heap(heap_.begin(), heap_.end(), std::greater<float>());
-  for (size_t i = k; i < logits_.size(); ++i) {
-    if (logits_[i] > heap_.front()) {
-      std::pop_heap(heap_.begin(), heap_.end(), std::greater<float>());
-      heap_.back() = logits_[i];
-      std::push_heap(heap_.begin(), heap_.end(), std::greater<float>());
-    }
+  auto offer = [&](float value) {
+    if (!(value > heap_.front())) return;
+    std::pop_heap(heap_.begin(), heap_.end(), std::greater<float>());
+    heap_.back() = value;
+    std::push_heap(heap_.begin(), heap_.end(), std::greater<float>());
+  };
+  size_t i = static_cast<size_t>(k);
+  for (; i < logits.size() && i % kLanes != 0; ++i) offer(logits[i]);
+  for (; i + kLanes <= logits.size(); i += kLanes) {
+    if (!simd::AnyLane(simd::Load(logits.data() + i) > simd::Broadcast(heap_.front()))) continue;
+    for (size_t lane = 0; lane < kLanes; ++lane) offer(logits[i + lane]);
   }
+  for (; i < logits.size(); ++i) offer(logits[i]);
   return heap_.front();
 }
 
-void FilteredDistribution::SelectTopK(int32_t k) {
-  const float kth = KthLargest(k);
+void FilteredDistribution::SelectTopK(absl::Span<const float> logits, int32_t k) {
+  const float kth = KthLargest(logits, k);
   ids_.clear();
-  for (size_t i = 0; i < logits_.size(); ++i) {
-    if (logits_[i] >= kth) ids_.push_back(static_cast<int32_t>(i));
+  values_.clear();
+  const F4 kth4 = simd::Broadcast(kth);
+  for (size_t i = 0; i < logits.size(); i += kLanes) {
+    if (!simd::AnyLane(LoadLogits(logits, i) >= kth4)) continue;
+    for (size_t j = i; j < std::min(i + kLanes, logits.size()); ++j) {
+      if (logits[j] >= kth) {
+        ids_.push_back(static_cast<int32_t>(j));
+        values_.push_back(logits[j]);
+      }
+    }
   }
   dense_ = false;
-  if (ids_.empty()) ids_.push_back(0);  // NaN logits only; Build() then finds it degenerate
+  if (ids_.empty()) {  // NaN logits only; Build() then finds the row degenerate
+    ids_.push_back(0);
+    values_.push_back(logits[0]);
+  }
 }
 
-float FilteredDistribution::MaxCandidateLogit() {
-  // The degenerate fallback is the lowest id with the largest logit (NaN never compares larger).
-  float best = -std::numeric_limits<float>::infinity();
-  size_t best_index = 0;
-  for (size_t i = 0; i < size(); ++i) {
-    const float value = logits_[id_at(i)];
-    if (value > best) {
-      best = value;
-      best_index = i;
-    }
+template <bool kSumAboveGuess>
+FilteredDistribution::WeightSums FilteredDistribution::ComputeWeights(
+    absl::Span<const float> values, float max_logit, float temperature) {
+  const size_t padded = (values.size() + kBlock - 1) / kBlock * kBlock;
+  weights_.resize(padded);
+  const F4 max4 = simd::Broadcast(max_logit);
+  const F4 temperature4 = simd::Broadcast(temperature);
+  const F4 guess4 = simd::Broadcast(kTopPGuess);
+  const F4 zero4 = simd::Broadcast(0.0f);
+  WeightSums sums;
+  for (size_t i = 0; i < padded; i += kBlock) {
+    const F4 lo = simd::ExpNonPositive((LoadLogits(values, i) - max4) / temperature4);
+    const F4 hi = simd::ExpNonPositive((LoadLogits(values, i + kLanes) - max4) / temperature4);
+    simd::Store(&weights_[i], lo);
+    simd::Store(&weights_[i + kLanes], hi);
+    sums.total += simd::BlockSum(lo, hi);
+    if constexpr (!kSumAboveGuess) continue;
+    const auto lo_above = lo >= guess4;
+    const auto hi_above = hi >= guess4;
+    sums.above_guess += simd::BlockSum(lo_above ? lo : zero4, hi_above ? hi : zero4);
+    sums.num_above_guess += simd::CountLanes(lo_above) + simd::CountLanes(hi_above);
   }
-  fallback_token_ = id_at(best_index);
-  return best;
+  return sums;
 }
 
-double FilteredDistribution::ComputeWeights(float max_logit, float temperature, bool fill_buckets) {
-  const size_t n = size();
-  weights_.resize(n);
-  double z = 0.0;
-  if (!fill_buckets) {
-    for (size_t i = 0; i < n; ++i) {
-      const float w = std::exp((logits_[id_at(i)] - max_logit) / temperature);
-      weights_[i] = w;
-      z += w;
-    }
-    return z;
+float FilteredDistribution::TopPThreshold(const WeightSums& sums, float top_p) {
+  const double target = static_cast<double>(top_p) * sums.total;
+  if (sums.above_guess < target || sums.num_above_guess > kMaxSortedCandidates) {
+    return HistogramThreshold(target);
   }
+  // The prefix that reaches the target lies among the tokens with w >= kTopPGuess.
+  crossing_.clear();
+  const F4 guess4 = simd::Broadcast(kTopPGuess);
+  for (size_t i = 0; i < weights_.size(); i += kLanes) {
+    if (!simd::AnyLane(simd::Load(&weights_[i]) >= guess4)) continue;
+    for (size_t j = i; j < i + kLanes; ++j) {
+      if (weights_[j] >= kTopPGuess) crossing_.emplace_back(weights_[j], id_at(j));
+    }
+  }
+  std::sort(crossing_.begin(), crossing_.end(), HeavierFirst);
+  double cumulative = 0.0;
+  for (const auto& [w, id] : crossing_) {
+    cumulative += w;
+    if (cumulative >= target) return w;
+  }
+  return crossing_.back().first;  // rounding: they carry the target by the blocked sum
+}
+
+float FilteredDistribution::HistogramThreshold(double target) {
   bucket_mass_.assign(kNumBuckets, 0.0);
-  for (size_t i = 0; i < n; ++i) {
-    const float w = std::exp((logits_[id_at(i)] - max_logit) / temperature);
-    weights_[i] = w;
-    z += w;
-    bucket_mass_[BucketOf(w)] += w;
+  for (float w : weights_) {
+    if (w > 0.0f) bucket_mass_[BucketOf(w)] += w;
   }
-  return z;
-}
-
-float FilteredDistribution::TopPThreshold(double z, float top_p) {
-  const double target = static_cast<double>(top_p) * z;
   double cumulative = 0.0;
   uint32_t bucket = 0;
   while (bucket < kNumBuckets && cumulative + bucket_mass_[bucket] < target) {
@@ -140,7 +196,7 @@ float FilteredDistribution::TopPThreshold(double z, float top_p) {
   }
   if (bucket == kNumBuckets) return 0.0f;  // rounding: the whole mass is below the target
   crossing_.clear();
-  for (size_t i = 0; i < size(); ++i) {
+  for (size_t i = 0; i < weights_.size(); ++i) {
     const float w = weights_[i];
     if (w > 0.0f && BucketOf(w) == bucket) crossing_.emplace_back(w, id_at(i));
   }
@@ -152,18 +208,54 @@ float FilteredDistribution::TopPThreshold(double z, float top_p) {
   return crossing_.empty() ? 0.0f : crossing_.back().first;
 }
 
+void FilteredDistribution::KeptBlock(size_t i, float out[8]) const {
+  const F4 threshold4 = simd::Broadcast(threshold_);
+  const F4 zero4 = simd::Broadcast(0.0f);
+  const F4 lo = simd::Load(&weights_[i]);
+  const F4 hi = simd::Load(&weights_[i + kLanes]);
+  simd::Store(out, lo >= threshold4 ? lo : zero4);
+  simd::Store(out + kLanes, hi >= threshold4 ? hi : zero4);
+}
+
+double FilteredDistribution::KeptWeight() const {
+  double total = 0.0;
+  float block[kBlock];
+  for (size_t i = 0; i < weights_.size(); i += kBlock) {
+    KeptBlock(i, block);
+    total += simd::BlockSum(simd::Load(block), simd::Load(block + kLanes));
+  }
+  return total;
+}
+
 int32_t FilteredDistribution::Sample(double u) const {
   if (degenerate_) return fallback_token_;
   const double target = u * kept_weight_;
   double cumulative = 0.0;
-  size_t last = 0;
-  for (size_t i = 0; i < size(); ++i) {
-    if (!kept(i)) continue;
-    cumulative += weights_[i];
-    if (cumulative > target) return id_at(i);
-    last = i;
+  size_t last_kept = 0;
+  float block[kBlock];
+  for (size_t i = 0; i < weights_.size(); i += kBlock) {
+    KeptBlock(i, block);
+    const double block_sum = simd::BlockSum(simd::Load(block), simd::Load(block + kLanes));
+    if (block_sum == 0.0) continue;
+    if (cumulative + block_sum > target) {
+      double running = cumulative;
+      for (size_t j = 0; j < kBlock; ++j) {
+        if (block[j] == 0.0f) continue;
+        running += block[j];
+        last_kept = i + j;
+        if (running > target) break;
+      }
+      return id_at(last_kept);
+    }
+    cumulative += block_sum;
+    for (size_t j = kBlock; j-- > 0;) {
+      if (block[j] > 0.0f) {
+        last_kept = i + j;
+        break;
+      }
+    }
   }
-  return id_at(last);
+  return id_at(last_kept);
 }
 
 std::vector<std::pair<int32_t, double>> FilteredDistribution::KeptProbabilities() const {
@@ -172,7 +264,7 @@ std::vector<std::pair<int32_t, double>> FilteredDistribution::KeptProbabilities(
     kept_tokens.emplace_back(fallback_token_, 1.0);
     return kept_tokens;
   }
-  for (size_t i = 0; i < size(); ++i) {
+  for (size_t i = 0; i < size_; ++i) {
     if (kept(i)) kept_tokens.emplace_back(id_at(i), weights_[i] / kept_weight_);
   }
   return kept_tokens;

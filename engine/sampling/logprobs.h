@@ -32,8 +32,9 @@ struct Logprobs {
 };
 
 // Fills `out` for `token` from the raw logits of its row, with the top `num_top` (0..20)
-// alternatives. log_softmax(l)[i] = (l[i] - max) - log(sum_j exp(l[j] - max)), the sum in
-// double. Two passes over the row, no allocation.
+// alternatives: log_softmax(l)[i] = (l[i] - max) - log(sum_j ExpNonPositive(l[j] - max)), the
+// sum in double as BlockSums of 8 (simd_math.h). Three vectorized passes over the row (rank and
+// top list, max, sum), no allocation.
 void ComputeLogprobs(absl::Span<const float> raw_logits, int32_t token, int32_t num_top,
                      Logprobs* out);
 

@@ -5,19 +5,16 @@
 
 #include "absl/strings/str_cat.h"
 #include "engine/sampling/philox.h"
+#include "engine/sampling/simd_math.h"
 
 namespace r2::sampling {
 
 int32_t ArgMax(absl::Span<const float> row) {
-  float best = -std::numeric_limits<float>::infinity();
-  int32_t best_index = 0;
+  const float best = simd::Max(row.data(), row.size());
   for (size_t i = 0; i < row.size(); ++i) {
-    if (row[i] > best) {
-      best = row[i];
-      best_index = static_cast<int32_t>(i);
-    }
+    if (row[i] == best) return static_cast<int32_t>(i);
   }
-  return best_index;
+  return 0;
 }
 
 absl::StatusOr<Sampler> Sampler::Create(SamplerOptions options) {

@@ -6,6 +6,7 @@
 #include <random>
 #include <vector>
 
+#include "engine/sampling/simd_math.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
 
@@ -123,14 +124,15 @@ TEST(FilteredDistributionTest, KeptProbabilitiesAreRenormalized) {
   EXPECT_NEAR(kept[1].second, 0.375, 1e-6);
 }
 
-// Reference top_p: full sort by (w desc, id asc), cumulative in double, ties kept.
+// Reference top_p: the same weights, a full sort by (w desc, id asc), cumulative in double, ties
+// kept.
 std::vector<int32_t> ReferenceTopP(const std::vector<float>& logits, float temperature,
                                    float top_p) {
   const float max_logit = *std::max_element(logits.begin(), logits.end());
   std::vector<std::pair<float, int32_t>> order;
   double z = 0.0;
   for (size_t i = 0; i < logits.size(); ++i) {
-    const float w = std::exp((logits[i] - max_logit) / temperature);
+    const float w = simd::ExpNonPositive((logits[i] - max_logit) / temperature);
     order.emplace_back(w, static_cast<int32_t>(i));
     z += w;
   }
@@ -146,25 +148,41 @@ std::vector<int32_t> ReferenceTopP(const std::vector<float>& logits, float tempe
   }
   std::vector<int32_t> kept;
   for (size_t i = 0; i < logits.size(); ++i) {
-    if (order.size() && std::exp((logits[i] - max_logit) / temperature) >= last) {
+    if (simd::ExpNonPositive((logits[i] - max_logit) / temperature) >= last) {
       kept.push_back(static_cast<int32_t>(i));
     }
   }
   return kept;
 }
 
-TEST(FilteredDistributionTest, TopPMatchesAFullSortOnRandomRows) {
+// Rows that take each of top_p's paths: few heavy tokens (sorted directly), many tokens near the
+// best (histogram), and a heavy tail of tokens below 2^-12 of the best (histogram).
+std::vector<float> ShapedRow(int shape, std::mt19937& rng) {
   constexpr int32_t kVocab = 4000;
+  std::vector<float> row(kVocab);
+  std::normal_distribution<float> normal(0.0f, shape == 1 ? 0.3f : 2.5f);
+  for (float& x : row) x = normal(rng);
+  if (shape == 2) {
+    for (int i = 0; i < 20; ++i) row[rng() % kVocab] += 15.0f + static_cast<float>(i);
+  }
+  if (shape == 3) {
+    std::fill(row.begin(), row.end(), -9.0f);  // each w = e^-9 < 2^-12, together most of Z
+    row[17] = 0.0f;
+  }
+  return row;
+}
+
+TEST(FilteredDistributionTest, TopPMatchesAFullSortOnRandomRows) {
   std::mt19937 rng(11);
-  std::normal_distribution<float> normal(0.0f, 2.5f);
-  std::vector<float> logits(kVocab);
-  for (int trial = 0; trial < 4; ++trial) {
-    for (float& x : logits) x = normal(rng);
-    for (float top_p : {0.05f, 0.5f, 0.9f, 0.99f}) {
-      for (float temperature : {0.3f, 0.7f, 1.5f}) {
-        EXPECT_EQ(KeptIds(logits, {.temperature = temperature, .top_p = top_p}),
-                  ReferenceTopP(logits, temperature, top_p))
-            << "trial " << trial << " top_p " << top_p << " temperature " << temperature;
+  for (int shape = 0; shape < 4; ++shape) {
+    for (int trial = 0; trial < 2; ++trial) {
+      const std::vector<float> logits = ShapedRow(shape, rng);
+      for (float top_p : {0.05f, 0.5f, 0.9f, 0.99f}) {
+        for (float temperature : {0.3f, 0.7f, 1.5f}) {
+          EXPECT_EQ(KeptIds(logits, {.temperature = temperature, .top_p = top_p}),
+                    ReferenceTopP(logits, temperature, top_p))
+              << "shape " << shape << " top_p " << top_p << " temperature " << temperature;
+        }
       }
     }
   }

@@ -1,0 +1,116 @@
+#pragma once
+// The vector arithmetic under the sampler's O(V) passes, written once with GCC/Clang vector
+// extensions (4 float lanes, 16 bytes, so no ABI change between SSE2 and AVX builds); the same
+// source compiles to SSE2, AVX or NEON. Only IEEE add, subtract, multiply, divide, compare and
+// integer operations are used, and ISO C++ mode does not fuse multiply-adds, so a result is the
+// same bit for bit on every machine and in every position of a row (a partial block is padded,
+// never computed by other code).
+//
+//   ExpNonPositive(x)  e^x for x <= 0: n = round(x log2 e) (by adding 1.5 * 2^23),
+//                      r = x - n ln2 (ln2 split Cody-Waite style as 0.693359375 and
+//                      -2.12194440e-4), e^r by its degree-7 Taylor polynomial in Horner form,
+//                      times 2^n built from the exponent bits. Relative error under 2e-7
+//                      (1.02e-7 measured over [-87, 0]). x < -87 gives 0, so -inf (a banned
+//                      token) gives exactly 0; x = 0 gives exactly 1; NaN gives NaN.
+//   BlockSum(lo, hi)   the sum of a block of 8 values (two vectors) in double, pairwise:
+//                      ((w0 + w1) + (w2 + w3)) + ((w4 + w5) + (w6 + w7)).
+// The sampler's long sums are sequential sums of BlockSums over consecutive blocks of 8.
+#include <bit>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+
+namespace r2::sampling::simd {
+
+inline constexpr size_t kLanes = 4;
+inline constexpr size_t kBlock = 8;  // values per BlockSum: two vectors
+
+using F4 = float __attribute__((vector_size(16)));
+using I4 = int32_t __attribute__((vector_size(16)));
+
+inline F4 Broadcast(float x) { return F4{x, x, x, x}; }
+inline I4 BroadcastInt(int32_t x) { return I4{x, x, x, x}; }
+
+inline F4 Load(const float* p) {
+  F4 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// Loads n <= 4 values and fills the remaining lanes with `fill`.
+inline F4 LoadPartial(const float* p, size_t n, float fill) {
+  F4 v = Broadcast(fill);
+  std::memcpy(&v, p, n * sizeof(float));
+  return v;
+}
+
+inline void Store(float* p, F4 v) { std::memcpy(p, &v, sizeof(v)); }
+
+// True when any lane of a comparison result is set.
+inline bool AnyLane(I4 mask) {
+  uint64_t words[2];
+  std::memcpy(words, &mask, sizeof(words));
+  return (words[0] | words[1]) != 0;
+}
+
+// The number of set lanes of a comparison result (lanes are 0 or -1).
+inline int32_t CountLanes(I4 mask) {
+  int32_t count = 0;
+  for (size_t i = 0; i < kLanes; ++i) count -= mask[i];
+  return count;
+}
+
+inline F4 ExpNonPositive(F4 x) {
+  const F4 lowest = Broadcast(-87.0f);
+  const I4 underflow = x < lowest;
+  const F4 clamped = underflow ? lowest : x;
+  const F4 magic = Broadcast(12582912.0f);  // 1.5 * 2^23: adding it rounds to an integer
+  const F4 shifted = clamped * Broadcast(1.44269504088896341f) + magic;
+  const I4 n = std::bit_cast<I4>(shifted) - BroadcastInt(0x4B400000);
+  const F4 nf = shifted - magic;
+  F4 r = clamped - nf * Broadcast(0.693359375f);
+  r = r - nf * Broadcast(-2.12194440e-4f);
+  F4 p = Broadcast(1.0f / 5040.0f);
+  p = p * r + Broadcast(1.0f / 720.0f);
+  p = p * r + Broadcast(1.0f / 120.0f);
+  p = p * r + Broadcast(1.0f / 24.0f);
+  p = p * r + Broadcast(1.0f / 6.0f);
+  p = p * r + Broadcast(0.5f);
+  p = p * r + Broadcast(1.0f);
+  p = p * r + Broadcast(1.0f);
+  const I4 scale_bits = (n + BroadcastInt(127)) << 23;
+  const F4 result = p * std::bit_cast<F4>(scale_bits);
+  return underflow ? Broadcast(0.0f) : result;
+}
+
+// The same function on one value (lane 0 of a broadcast), so scalar and vector agree.
+inline float ExpNonPositive(float x) { return ExpNonPositive(Broadcast(x))[0]; }
+
+inline double BlockSum(F4 lo, F4 hi) {
+  const double a = static_cast<double>(lo[0]) + static_cast<double>(lo[1]);
+  const double b = static_cast<double>(lo[2]) + static_cast<double>(lo[3]);
+  const double c = static_cast<double>(hi[0]) + static_cast<double>(hi[1]);
+  const double d = static_cast<double>(hi[2]) + static_cast<double>(hi[3]);
+  return (a + b) + (c + d);
+}
+
+// The largest of n values; NaN never wins; -inf when there is none.
+inline float Max(const float* p, size_t n) {
+  constexpr float kLow = -std::numeric_limits<float>::infinity();
+  F4 best = Broadcast(kLow);
+  size_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const F4 v = Load(p + i);
+    best = v > best ? v : best;
+  }
+  if (i < n) {
+    const F4 v = LoadPartial(p + i, n - i, kLow);
+    best = v > best ? v : best;
+  }
+  float result = kLow;
+  for (size_t lane = 0; lane < kLanes; ++lane) result = best[lane] > result ? best[lane] : result;
+  return result;
+}
+
+}  // namespace r2::sampling::simd
