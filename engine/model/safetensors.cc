@@ -339,6 +339,7 @@ absl::Status SafetensorsWriter::Write(const std::string& path) const {
   bool ok = std::fwrite(len, 1, 8, f) == 8 &&
             std::fwrite(header.data(), 1, header.size(), f) == header.size();
   for (const Pending& t : tensors_) {
+    if (t.bytes.empty()) continue;  // fwrite of a null buffer is undefined, even for 0 bytes
     ok = ok && std::fwrite(t.bytes.data(), 1, t.bytes.size(), f) == t.bytes.size();
   }
   ok = (std::fclose(f) == 0) && ok;

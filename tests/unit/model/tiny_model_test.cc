@@ -114,6 +114,9 @@ TEST(TinyModelTest, SeedZeroTinyIsPinned) {
   const std::string dir = Write(*TinyModelPreset("tiny"), "tiny-pinned");
   const uint64_t hash = Fnv1a(ReadAll(dir + "/model.safetensors"));
   EXPECT_EQ(hash, 0xed2fb22f48c88113ull) << std::hex << "0x" << hash;
+  const std::string fp8 = Write(*TinyModelPreset("tiny-fp8"), "tiny-pinned-fp8");
+  const uint64_t fp8_hash = Fnv1a(ReadAll(fp8 + "/model.safetensors"));
+  EXPECT_EQ(fp8_hash, 0x0e8f2f593648f301ull) << std::hex << "0x" << fp8_hash;
 }
 
 TEST(TinyModelTest, ShardingDoesNotChangeValues) {
