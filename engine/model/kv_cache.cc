@@ -1,5 +1,6 @@
 #include "engine/model/kv_cache.h"
 
+#include <algorithm>
 #include <limits>
 
 #include "absl/strings/str_cat.h"
@@ -40,6 +41,16 @@ PagedLatentCache PagedKvCache::Layer(int64_t layer) {
                           .block_stride = block_stride(),
                           .kv_lora_rank = shape_.kv_lora_rank,
                           .rope_dim = shape_.rope_dim};
+}
+
+absl::Status PagedKvCache::CopyBlock(int64_t src, int64_t dst) {
+  if (src < 0 || src >= shape_.num_blocks || dst < 0 || dst >= shape_.num_blocks) {
+    return absl::InvalidArgumentError(absl::StrCat("PagedKvCache::CopyBlock: block ", src, " -> ",
+                                                   dst, " outside [0, ", shape_.num_blocks, ")"));
+  }
+  const int64_t stride = block_stride();
+  std::copy_n(data_.data() + src * stride, stride, data_.data() + dst * stride);
+  return absl::OkStatus();
 }
 
 absl::Span<const float> PagedKvCache::Row(int64_t layer, int64_t slot) const {

@@ -50,6 +50,9 @@ class PagedKvCache {
   PagedLatentCache Layer(int64_t layer);
   // The row of `layer` at `slot` (slot = block * block_size + offset), for tests and debugging.
   absl::Span<const float> Row(int64_t layer, int64_t slot) const;
+  // Copies every layer's rows of block `src` into block `dst` (copy-on-write of a shared block);
+  // InvalidArgument when either is outside the pool.
+  absl::Status CopyBlock(int64_t src, int64_t dst);
   // Blocks needed to hold `tokens` positions.
   int64_t BlocksFor(int64_t tokens) const {
     return (tokens + shape_.block_size - 1) / shape_.block_size;

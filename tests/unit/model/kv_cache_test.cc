@@ -23,6 +23,10 @@ TEST(PagedKvCacheTest, LayerViewsAndRowsAddressTheSameStorage) {
   EXPECT_EQ(std::vector<float>(read.begin(), read.end()), (std::vector<float>{1, 2, 3, 4, 5}));
   EXPECT_EQ((*cache)->Row(0, 9)[0], 0.0f);  // layer 0 untouched
   EXPECT_EQ((*cache)->BlocksFor(9), 3);
+  // Copying block 2 to block 0 carries every layer's rows.
+  ASSERT_TRUE((*cache)->CopyBlock(2, 0).ok());
+  EXPECT_EQ((*cache)->Row(1, 1)[4], 5.0f);
+  EXPECT_EQ((*cache)->CopyBlock(3, 0).code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(PagedKvCacheTest, RejectsBadShapes) {
