@@ -66,7 +66,9 @@ absl::Status DeepseekModel::Moe(const MoeWeights& w, const StepPlan& plan) {
   if (w.has_shared) {
     R2_RETURN_IF_ERROR(Mlp(w.shared, s.x.data(), rows, s.h.data(), nullptr, nullptr));
   }
-  // Group the (token, weight) pairs by expert, tokens in order within each expert.
+  // Group the (token, weight) pairs by expert, tokens in order within each expert. NOTE: this
+  // reads the router's output on the host; a device backend will need a copy back (or a device
+  // side grouping op) here.
   std::vector<std::vector<int32_t>> tokens(experts);
   std::vector<std::vector<float>> scales(experts);
   for (int64_t t = 0; t < rows; ++t) {
