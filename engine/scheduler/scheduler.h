@@ -90,6 +90,8 @@ class Scheduler {
   // SchedulerOutput::aborted, blocks released) unless Postprocess finishes them first. NotFound
   // when the request is unknown or already ended.
   absl::Status Abort(uint64_t request_id);
+  // Abort of every live request (shutdown, engine failure): each one still ends exactly once.
+  void AbortAll();
 
   absl::Status Schedule(SchedulerOutput* out);
   // sampled: one entry per needs_logits chunk of the last Schedule, in chunk order. Appends the

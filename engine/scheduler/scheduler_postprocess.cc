@@ -32,6 +32,17 @@ absl::Status Scheduler::Abort(uint64_t request_id) {
   return absl::OkStatus();
 }
 
+void Scheduler::AbortAll() {
+  for (const auto& [request_id, record] : requests_) {
+    for (int32_t c = 0; c < record.n; ++c) {
+      auto it = sequences_.find(record.first_seq_id + c);
+      if (it == sequences_.end() || it->second->abort_requested) continue;
+      it->second->abort_requested = true;
+      pending_aborts_.push_back(it->first);
+    }
+  }
+}
+
 absl::Status Scheduler::ValidateSampled(absl::Span<const SampledToken> sampled) const {
   size_t next = 0;
   for (const PendingChunk& chunk : pending_) {

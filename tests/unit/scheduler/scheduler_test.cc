@@ -2,6 +2,8 @@
 #include "engine/scheduler/scheduler.h"
 
 #include <algorithm>
+#include <set>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -311,6 +313,34 @@ TEST(SchedulerTest, CallsOutOfOrderAreRejected) {
   ASSERT_TRUE(h.scheduler->Postprocess(h.runner.Run(out), &finished).ok());
   EXPECT_TRUE(h.scheduler->CheckIntegrity().ok());
   h.RunUntilIdle();
+}
+
+TEST(SchedulerTest, AbortAllEndsEverythingOnce) {
+  Harness h(Config(2, 8), 16, kBlockSize);
+  h.Add(Range(1, 6), 5, 2);
+  h.Add(Range(10, 12), 5);
+  h.Add(Range(30, 3), 5);
+  h.Step();
+  h.scheduler->AbortAll();
+  StepRecord s = h.Step();
+  EXPECT_EQ(s.aborted.size(), 4u);
+  EXPECT_TRUE(h.live.empty());
+  EXPECT_TRUE(h.scheduler->idle());
+}
+
+TEST(SequenceStateTest, TransitionTable) {
+  using S = SequenceState;
+  const S all[] = {S::kWaiting, S::kPrefilling, S::kDecoding, S::kFinished, S::kAborted};
+  std::set<std::pair<S, S>> allowed = {
+      {S::kWaiting, S::kPrefilling},  {S::kWaiting, S::kAborted},     {S::kPrefilling, S::kWaiting},
+      {S::kPrefilling, S::kDecoding}, {S::kPrefilling, S::kFinished}, {S::kPrefilling, S::kAborted},
+      {S::kDecoding, S::kWaiting},    {S::kDecoding, S::kFinished},   {S::kDecoding, S::kAborted}};
+  for (S from : all) {
+    for (S to : all) {
+      EXPECT_EQ(IsAllowedTransition(from, to), allowed.contains({from, to}))
+          << SequenceStateName(from) << " -> " << SequenceStateName(to);
+    }
+  }
 }
 
 TEST(SchedulerTest, CreateRejectsBadConfig) {
