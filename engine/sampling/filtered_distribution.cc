@@ -51,14 +51,6 @@ F4 LoadLogits(absl::Span<const float> values, size_t i) {
   return simd::LoadPartial(values.data() + i, n, kNegInf);
 }
 
-// The first index holding `value`, or 0 when there is none.
-size_t FirstIndexOf(absl::Span<const float> values, float value) {
-  for (size_t i = 0; i < values.size(); ++i) {
-    if (values[i] == value) return i;
-  }
-  return 0;
-}
-
 }  // namespace
 
 void FilteredDistribution::Build(absl::Span<const float> logits, const FilterParams& params) {
@@ -80,7 +72,8 @@ void FilteredDistribution::Build(absl::Span<const float> logits, const FilterPar
   }
   if (!(sums.total > 0.0) || !std::isfinite(sums.total)) {
     degenerate_ = true;
-    fallback_token_ = id_at(FirstIndexOf(values, max_logit));
+    const size_t best = simd::FirstIndexOf(values.data(), values.size(), max_logit);
+    fallback_token_ = id_at(best < values.size() ? best : 0);
     return;
   }
   const float top_p_threshold = top_p_on ? TopPThreshold(sums, params.top_p) : 0.0f;
@@ -146,6 +139,7 @@ FilteredDistribution::WeightSums FilteredDistribution::ComputeWeights(
   const F4 guess4 = simd::Broadcast(kTopPGuess);
   const F4 zero4 = simd::Broadcast(0.0f);
   WeightSums sums;
+  simd::I4 num_above = simd::BroadcastInt(0);  // minus the count per lane
   for (size_t i = 0; i < padded; i += kBlock) {
     const F4 lo = simd::ExpNonPositive((LoadLogits(values, i) - max4) / temperature4);
     const F4 hi = simd::ExpNonPositive((LoadLogits(values, i + kLanes) - max4) / temperature4);
@@ -156,8 +150,9 @@ FilteredDistribution::WeightSums FilteredDistribution::ComputeWeights(
     const auto lo_above = lo >= guess4;
     const auto hi_above = hi >= guess4;
     sums.above_guess += simd::BlockSum(lo_above ? lo : zero4, hi_above ? hi : zero4);
-    sums.num_above_guess += simd::CountLanes(lo_above) + simd::CountLanes(hi_above);
+    num_above += lo_above + hi_above;
   }
+  sums.num_above_guess = -simd::SumLanes(num_above);
   return sums;
 }
 

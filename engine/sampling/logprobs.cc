@@ -53,19 +53,20 @@ int32_t RankAndTop(absl::Span<const float> raw, int32_t token, TopList* top) {
   const float token_logit = raw[token];
   const F4 token4 = simd::Broadcast(token_logit);
   const I4 token_id4 = simd::BroadcastInt(token);
-  int32_t ahead = 0;  // tokens ranked before `token`
+  I4 ahead4 = simd::BroadcastInt(0);  // minus the tokens ranked before `token`, per lane
   size_t i = 0;
   for (; i + kLanes <= raw.size(); i += kLanes) {
     const F4 v = simd::Load(raw.data() + i);
     const auto base = static_cast<int32_t>(i);
     const I4 ids = simd::BroadcastInt(base) + I4{0, 1, 2, 3};
-    ahead += simd::CountLanes((v > token4) | ((v == token4) & (ids < token_id4)));
+    ahead4 += (v > token4) | ((v == token4) & (ids < token_id4));
     if (top->full() && (top->count() == 0 || !simd::AnyLane(v > simd::Broadcast(top->worst())))) {
       continue;
     }
     for (size_t lane = 0; lane < kLanes; ++lane)
       top->Offer(base + static_cast<int32_t>(lane), v[lane]);
   }
+  int32_t ahead = -simd::SumLanes(ahead4);
   for (; i < raw.size(); ++i) {
     const auto id = static_cast<int32_t>(i);
     ahead += RanksBefore(raw[i], id, token_logit, token) ? 1 : 0;

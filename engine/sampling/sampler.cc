@@ -11,10 +11,8 @@ namespace r2::sampling {
 
 int32_t ArgMax(absl::Span<const float> row) {
   const float best = simd::Max(row.data(), row.size());
-  for (size_t i = 0; i < row.size(); ++i) {
-    if (row[i] == best) return static_cast<int32_t>(i);
-  }
-  return 0;
+  const size_t index = simd::FirstIndexOf(row.data(), row.size(), best);
+  return index < row.size() ? static_cast<int32_t>(index) : 0;
 }
 
 absl::StatusOr<Sampler> Sampler::Create(SamplerOptions options) {

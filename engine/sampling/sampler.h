@@ -20,8 +20,12 @@
 //   for each row i: results[i].token, and results[i].logprobs when results[i].has_logprobs
 // then StopChecker::Append for each sequence.
 //
-// Cost: O(V) per row (greedy: one pass), no allocation per row once the scratch has grown to
-// the vocabulary size. Rows are processed in order on the calling thread. Not thread-safe.
+// Cost: O(V) per row in vectorized passes (greedy: two; see sampling_bench.cc for numbers), no
+// allocation per row once the scratch has grown to the vocabulary size (a penalized sequence's
+// token history grows by one entry per new distinct token). Rows are processed in order on the
+// calling thread; to use more threads give each its own Sampler and a slice of the batch (seeded
+// results do not change; unseeded draws then follow each Sampler's own engine seed). Not
+// thread-safe.
 #include <cstdint>
 #include <vector>
 

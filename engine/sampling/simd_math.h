@@ -54,12 +54,10 @@ inline bool AnyLane(I4 mask) {
   return (words[0] | words[1]) != 0;
 }
 
+inline int32_t SumLanes(I4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
+
 // The number of set lanes of a comparison result (lanes are 0 or -1).
-inline int32_t CountLanes(I4 mask) {
-  int32_t count = 0;
-  for (size_t i = 0; i < kLanes; ++i) count -= mask[i];
-  return count;
-}
+inline int32_t CountLanes(I4 mask) { return -SumLanes(mask); }
 
 inline F4 ExpNonPositive(F4 x) {
   const F4 lowest = Broadcast(-87.0f);
@@ -95,22 +93,35 @@ inline double BlockSum(F4 lo, F4 hi) {
   return (a + b) + (c + d);
 }
 
-// The largest of n values; NaN never wins; -inf when there is none.
+// The largest of n values; NaN never wins; -inf when there is none. Four accumulators keep the
+// compares independent; max is exact, so the grouping does not change the result.
 inline float Max(const float* p, size_t n) {
   constexpr float kLow = -std::numeric_limits<float>::infinity();
-  F4 best = Broadcast(kLow);
+  auto take = [](F4 v, F4 best) { return v > best ? v : best; };
+  F4 best[4] = {Broadcast(kLow), Broadcast(kLow), Broadcast(kLow), Broadcast(kLow)};
+  size_t i = 0;
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes) {
+    for (size_t k = 0; k < 4; ++k) best[k] = take(Load(p + i + k * kLanes), best[k]);
+  }
+  for (; i + kLanes <= n; i += kLanes) best[0] = take(Load(p + i), best[0]);
+  if (i < n) best[0] = take(LoadPartial(p + i, n - i, kLow), best[0]);
+  const F4 all = take(take(best[0], best[1]), take(best[2], best[3]));
+  float result = kLow;
+  for (size_t lane = 0; lane < kLanes; ++lane) result = all[lane] > result ? all[lane] : result;
+  return result;
+}
+
+// The first index i < n with p[i] == value, or n when there is none.
+inline size_t FirstIndexOf(const float* p, size_t n, float value) {
+  const F4 value4 = Broadcast(value);
   size_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
-    const F4 v = Load(p + i);
-    best = v > best ? v : best;
+    if (AnyLane(Load(p + i) == value4)) break;
   }
-  if (i < n) {
-    const F4 v = LoadPartial(p + i, n - i, kLow);
-    best = v > best ? v : best;
+  for (; i < n; ++i) {
+    if (p[i] == value) return i;
   }
-  float result = kLow;
-  for (size_t lane = 0; lane < kLanes; ++lane) result = best[lane] > result ? best[lane] : result;
-  return result;
+  return n;
 }
 
 }  // namespace r2::sampling::simd

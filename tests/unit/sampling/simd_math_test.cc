@@ -60,10 +60,19 @@ TEST(SimdMathTest, MaxIgnoresNaNAndHandlesTails) {
   }
 }
 
+TEST(SimdMathTest, FirstIndexOf) {
+  const std::vector<float> values = {0, 1, 2, 3, 4, 5, 2, 7, 8};
+  EXPECT_EQ(FirstIndexOf(values.data(), values.size(), 2.0f), 2u);
+  EXPECT_EQ(FirstIndexOf(values.data(), values.size(), 8.0f), 8u);  // in the tail
+  EXPECT_EQ(FirstIndexOf(values.data(), values.size(), 9.0f), values.size());
+  EXPECT_EQ(FirstIndexOf(values.data(), 0, 0.0f), 0u);
+}
+
 TEST(SimdMathTest, Lanes) {
   EXPECT_FALSE(AnyLane(I4{0, 0, 0, 0}));
   EXPECT_TRUE(AnyLane(I4{0, 0, -1, 0}));
   EXPECT_EQ(CountLanes(I4{-1, 0, -1, -1}), 3);
+  EXPECT_EQ(SumLanes(I4{1, 2, 3, 4}), 10);
 }
 
 }  // namespace
