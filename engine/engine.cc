@@ -1,0 +1,174 @@
+// Engine::Create: loads the model, tokenizer and generation config, sizes the KV pool and starts a
+// ThreadedEngine (threaded_engine.h). The step itself lives in engine_core.cc.
+#include "engine/engine.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "engine/cache/block_pool.h"
+#include "engine/engine_core.h"
+#include "engine/model/deepseek_model.h"
+#include "engine/model_runner.h"
+#include "engine/threaded_engine.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "kernels/backend.h"
+#include "nlohmann/json.hpp"
+
+namespace r2::engine {
+namespace {
+
+absl::Status CheckEngineConfig(const EngineConfig& config) {
+  auto positive = [](const char* field, int64_t value) -> absl::Status {
+    if (value >= 1) return absl::OkStatus();
+    return absl::InvalidArgumentError(absl::StrFormat("%s must be >= 1, got %d", field, value));
+  };
+  for (const auto& [field, value] :
+       {std::pair<const char*, int64_t>{"max_num_seqs", config.max_num_seqs},
+        {"max_num_batched_tokens", config.max_num_batched_tokens},
+        {"kv_cache_memory_bytes", config.kv_cache_memory_bytes},
+        {"block_size", config.block_size},
+        {"max_queued_requests", config.max_queued_requests}}) {
+    if (absl::Status s = positive(field, value); !s.ok()) return s;
+  }
+  if (config.max_model_len < 0) {
+    return absl::InvalidArgumentError("max_model_len must be >= 0 (0 = the model's)");
+  }
+  return absl::OkStatus();
+}
+
+// max_model_len 0 becomes the model's max_position_embeddings; more than that is refused.
+absl::Status ResolveMaxModelLen(const model::ModelConfig& model_config, EngineConfig& config) {
+  const int64_t limit = model_config.max_position_embeddings;
+  if (config.max_model_len == 0) {
+    config.max_model_len = static_cast<int32_t>(std::min<int64_t>(limit, INT32_MAX));
+  }
+  if (config.max_model_len > limit || config.max_model_len < 2) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "max_model_len (%d) must be in [2, %d] (the model's max_position_embeddings)",
+        config.max_model_len, limit));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status AddEosId(const nlohmann::json& value, int64_t vocab_size, const std::string& source,
+                      std::vector<int32_t>* ids) {
+  if (!value.is_number_integer() || value.get<int64_t>() < 0 ||
+      value.get<int64_t>() >= vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        source, ": eos_token_id must be a token id in [0, ", vocab_size, "), got ", value.dump()));
+  }
+  const int32_t id = value.get<int32_t>();
+  if (std::find(ids->begin(), ids->end(), id) == ids->end()) ids->push_back(id);
+  return absl::OkStatus();
+}
+
+// The model's EOS ids: config.json's eos_token_id, plus generation_config.json's (an integer or a
+// list) when that file exists.
+absl::StatusOr<std::vector<int32_t>> LoadEosTokenIds(const std::string& dir,
+                                                     const model::ModelConfig& model_config) {
+  std::vector<int32_t> ids;
+  if (model_config.eos_token_id >= 0)
+    ids.push_back(static_cast<int32_t>(model_config.eos_token_id));
+  const std::string path = dir + "/generation_config.json";
+  std::ifstream file(path);
+  if (!file) return ids;
+  std::stringstream text;
+  text << file.rdbuf();
+  nlohmann::json json = nlohmann::json::parse(text.str(), nullptr, /*allow_exceptions=*/false);
+  if (json.is_discarded() || !json.is_object()) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": not a JSON object"));
+  }
+  auto it = json.find("eos_token_id");
+  if (it == json.end() || it->is_null()) return ids;
+  const std::vector<nlohmann::json> values =
+      it->is_array() ? it->get<std::vector<nlohmann::json>>() : std::vector<nlohmann::json>{*it};
+  for (const nlohmann::json& value : values) {
+    if (absl::Status s = AddEosId(value, model_config.vocab_size, path, &ids); !s.ok()) return s;
+  }
+  return ids;
+}
+
+// The tokenizer when the model directory has tokenizer.json (tokenizer_config.json beside it is
+// read too), else nullptr.
+absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> LoadTokenizerIfPresent(
+    const std::string& dir) {
+  const std::string path = dir + "/tokenizer.json";
+  std::error_code error;
+  if (!std::filesystem::exists(path, error)) return std::unique_ptr<tokenizer::Tokenizer>();
+  return tokenizer::Tokenizer::FromFile(path);
+}
+
+}  // namespace
+
+const char* FinishReasonName(FinishReason reason) {
+  switch (reason) {
+    case FinishReason::kStop:
+      return "stop";
+    case FinishReason::kLength:
+      return "length";
+    case FinishReason::kAbort:
+      return "abort";
+    case FinishReason::kError:
+      return "error";
+    case FinishReason::kNone:
+      break;
+  }
+  return "";
+}
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& requested) {
+  EngineConfig config = requested;
+  if (absl::Status s = CheckEngineConfig(config); !s.ok()) return s;
+  std::unique_ptr<Backend> backend = MakeCpuReferenceBackend();
+  absl::StatusOr<std::unique_ptr<model::DeepseekModel>> model =
+      model::DeepseekModel::Load(config.model_dir, backend.get());
+  if (!model.ok()) return model.status();
+  const model::ModelConfig model_config = (*model)->config();
+  if (absl::Status s = ResolveMaxModelLen(model_config, config); !s.ok()) return s;
+  absl::StatusOr<int32_t> num_blocks = cache::NumBlocksForBudget(
+      config.kv_cache_memory_bytes, KvBytesPerToken(model_config), config.block_size);
+  if (!num_blocks.ok()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("kv_cache_memory_bytes: ", num_blocks.status().message()));
+  }
+  absl::StatusOr<std::vector<int32_t>> eos_ids = LoadEosTokenIds(config.model_dir, model_config);
+  if (!eos_ids.ok()) return eos_ids.status();
+  absl::StatusOr<std::unique_ptr<tokenizer::Tokenizer>> tokenizer =
+      LoadTokenizerIfPresent(config.model_dir);
+  if (!tokenizer.ok()) return tokenizer.status();
+
+  absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> runner = DeepseekModelRunner::Create(
+      std::move(backend), *std::move(model), *num_blocks, config.block_size);
+  if (!runner.ok()) return runner.status();
+  EngineCoreOptions options{
+      .scheduler = {.max_num_seqs = config.max_num_seqs,
+                    .max_num_batched_tokens = config.max_num_batched_tokens,
+                    .max_model_len = config.max_model_len,
+                    .enable_prefix_caching = config.enable_prefix_caching},
+      .num_blocks = *num_blocks,
+      .block_size = config.block_size,
+      .output = {.vocab_size = static_cast<int32_t>(model_config.vocab_size),
+                 .eos_token_ids = *eos_ids,
+                 .tokenizer = tokenizer->get()},
+      .seed = config.seed,
+      .before_forward = config.before_forward,
+  };
+  absl::StatusOr<std::unique_ptr<EngineCore>> core =
+      EngineCore::Create(std::move(options), *std::move(runner));
+  if (!core.ok()) return core.status();
+  const RequestLimits limits{.vocab_size = static_cast<int32_t>(model_config.vocab_size),
+                             .max_model_len = config.max_model_len,
+                             .max_num_seqs = config.max_num_seqs,
+                             .num_blocks = *num_blocks,
+                             .block_size = config.block_size,
+                             .has_tokenizer = *tokenizer != nullptr};
+  return std::make_unique<ThreadedEngine>(config, model_config, *std::move(tokenizer),
+                                          *std::move(core), limits);
+}
+
+}  // namespace r2::engine

@@ -1,0 +1,112 @@
+#pragma once
+// EngineCore: one engine step, without threads. The engine thread (ThreadedEngine) feeds it the
+// requests and aborts it took from the inbox and calls Step() while it is not idle; the step
+// benchmark drives it directly with a runner that skips the forward pass.
+//
+// One Step():
+//   1. Scheduler::Schedule -> chunks, block copies, preempted and aborted sequences
+//      (aborted choices get their terminal abort event);
+//   2. the before_forward hook, then ModelRunner::Run (block copies + one forward pass; one
+//      logits row per needs_logits chunk);
+//   3. per needs_logits chunk, in chunk order: Sampler::Sample with the choice's own state, then
+//      the detokenizer and stop checker (ActiveRequest::AddToken);
+//   4. Scheduler::Postprocess with the stop flags -> finished choices get their terminal event;
+//   5. every request touched in the step gets its deltas (and, when it has ended, its usage).
+// Preempted sequences keep their output tokens in the scheduler and their states here; their
+// recompute samples only the next, new token, so nothing is emitted twice.
+//
+// A non-OK Step (hook, forward, sampler, scheduler or integrity failure) is an engine fault: the
+// caller ends everything with FailAll and never steps again.
+//
+// Not thread-safe: one thread owns it.
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/status/statusor.h"
+#include "engine/active_request.h"
+#include "engine/engine.h"
+#include "engine/engine_inbox.h"
+#include "engine/model_runner.h"
+#include "engine/sampling/sampler.h"
+#include "engine/scheduler/scheduler.h"
+
+namespace r2::engine {
+
+struct EngineCoreOptions {
+  scheduler::SchedulerConfig scheduler;
+  int32_t num_blocks = 0;
+  int32_t block_size = 64;
+  OutputContext output;
+  uint64_t seed = 0;  // the sampler's generator for unseeded requests
+  std::function<absl::Status(uint64_t step)> before_forward;
+};
+
+// Where the host time of the last step went (seconds).
+struct StepTimings {
+  double schedule = 0;     // Schedule + abort events
+  double forward = 0;      // hook + ModelRunner::Run
+  double sample = 0;       // Sampler + detokenizer + stop checks
+  double postprocess = 0;  // Postprocess + terminal events + delivery + stats
+  double total = 0;
+};
+
+class EngineCore {
+ public:
+  static absl::StatusOr<std::unique_ptr<EngineCore>> Create(EngineCoreOptions options,
+                                                            std::unique_ptr<ModelRunner> runner);
+
+  // Hands a request to the scheduler. A request whose handle is already gone ends as aborted
+  // without running; one the scheduler refuses ends with an error event.
+  void Add(PendingRequest pending);
+  // Aborts a live request at the next step (terminal abort events then); unknown ids are ignored.
+  void Abort(uint64_t request_id);
+  void AbortAll();
+  absl::Status Step();
+  // Engine fault: every live request ends with finish_reason error and `message`.
+  void FailAll(const std::string& message);
+
+  bool idle() const { return scheduler_->idle(); }
+  int32_t num_waiting() const { return scheduler_->num_waiting(); }
+  absl::Status CheckIntegrity() const { return scheduler_->CheckIntegrity(); }
+  const EngineStats& stats() const { return stats_; }
+  const StepTimings& last_step_timings() const { return timings_; }
+
+ private:
+  EngineCore(EngineCoreOptions options, std::unique_ptr<scheduler::Scheduler> scheduler,
+             sampling::Sampler sampler, std::unique_ptr<ModelRunner> runner);
+  absl::Status RunModelAndSample();
+  absl::Status SampleChunks();
+  void EndChoice(uint64_t request_id, int32_t choice, FinishReason reason);
+  void EndAbortedSequences();
+  void EndFinishedSequences();
+  void DeliverTouched();
+  void Retire(const ActiveRequest& request);
+  void UpdateStats();
+  ActiveRequest* Find(uint64_t request_id);
+
+  EngineCoreOptions options_;
+  std::unique_ptr<scheduler::Scheduler> scheduler_;
+  sampling::Sampler sampler_;
+  std::unique_ptr<ModelRunner> runner_;
+
+  std::unordered_map<uint64_t, std::unique_ptr<ActiveRequest>> requests_;
+  // Sequence id -> (request id, choice index), for the scheduler's aborted list.
+  std::unordered_map<int64_t, std::pair<uint64_t, int32_t>> sequence_owner_;
+
+  // Per-step buffers, reused.
+  scheduler::SchedulerOutput plan_;
+  StepLogits logits_;
+  std::vector<scheduler::SampledToken> sampled_;
+  std::vector<scheduler::FinishedSequence> finished_;
+  std::vector<ActiveRequest*> touched_;
+
+  EngineStats stats_;
+  StepTimings timings_;
+};
+
+}  // namespace r2::engine

@@ -1,0 +1,154 @@
+#include "engine/threaded_engine.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
+#include "engine/request_stream.h"
+
+namespace r2::engine {
+
+absl::Status ValidateRequest(const RequestLimits& limits, Request& request) {
+  const int64_t prompt_len = static_cast<int64_t>(request.prompt.size());
+  if (prompt_len == 0) return absl::InvalidArgumentError("prompt must not be empty");
+  sampling::SamplingParams& params = request.params;
+  if (absl::Status s = params.Validate(limits.vocab_size); !s.ok()) return s;
+  for (int64_t i = 0; i < prompt_len; ++i) {
+    const int32_t token = request.prompt[i];
+    if (token < 0 || token >= limits.vocab_size) {
+      return absl::InvalidArgumentError(
+          absl::StrFormat("prompt token id %d at position %d is outside the vocabulary [0, %d)",
+                          token, i, limits.vocab_size));
+    }
+  }
+  if (!params.stop.empty() && !limits.has_tokenizer) {
+    return absl::InvalidArgumentError(
+        "stop strings need a tokenizer, and the model directory has no tokenizer.json");
+  }
+  if (params.n > limits.max_num_seqs) {
+    return absl::InvalidArgumentError(
+        absl::StrFormat("n (%d) exceeds max_num_seqs (%d)", params.n, limits.max_num_seqs));
+  }
+  if (prompt_len >= limits.max_model_len) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "context length exceeded: prompt (%d tokens) leaves no room for output within "
+        "max_model_len (%d)",
+        prompt_len, limits.max_model_len));
+  }
+  const int64_t max_tokens = params.max_tokens.value_or(limits.max_model_len - prompt_len);
+  if (prompt_len + max_tokens > limits.max_model_len) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "context length exceeded: prompt (%d tokens) + max_tokens (%d) = %d exceeds "
+        "max_model_len (%d)",
+        prompt_len, max_tokens, prompt_len + max_tokens, limits.max_model_len));
+  }
+  // The last sampled token is never computed, so one choice holds prompt + max_tokens - 1.
+  const int64_t blocks = (prompt_len + max_tokens - 1 + limits.block_size - 1) / limits.block_size;
+  if (blocks > limits.num_blocks) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "prompt (%d tokens) + max_tokens (%d) needs %d KV blocks of %d tokens, but the KV pool "
+        "has %d",
+        prompt_len, max_tokens, blocks, limits.block_size, limits.num_blocks));
+  }
+  params.max_tokens = static_cast<int32_t>(max_tokens);
+  return absl::OkStatus();
+}
+
+ThreadedEngine::ThreadedEngine(const EngineConfig& config, const model::ModelConfig& model_config,
+                               std::unique_ptr<tokenizer::Tokenizer> tokenizer,
+                               std::unique_ptr<EngineCore> core, const RequestLimits& limits)
+    : config_(config),
+      model_config_(model_config),
+      limits_(limits),
+      tokenizer_(std::move(tokenizer)),
+      inbox_(std::make_shared<EngineInbox>(config.max_queued_requests)),
+      core_(std::move(core)) {
+  Publish();
+  thread_ = std::thread([this] { Loop(); });
+}
+
+ThreadedEngine::~ThreadedEngine() { Shutdown(absl::ZeroDuration()); }
+
+absl::StatusOr<std::shared_ptr<RequestHandle>> ThreadedEngine::Submit(Request request) {
+  if (absl::Status s = ValidateRequest(limits_, request); !s.ok()) return s;
+  const uint64_t id = next_request_id_.fetch_add(1, std::memory_order_relaxed);
+  auto stream = std::make_shared<RequestStream>(id, inbox_);
+  absl::Status pushed = inbox_->Push(
+      PendingRequest{.request_id = id, .request = std::move(request), .stream = stream});
+  if (!pushed.ok()) {
+    stream->Detach();
+    return pushed;
+  }
+  return stream;
+}
+
+void ThreadedEngine::Shutdown(absl::Duration timeout) {
+  std::lock_guard<std::mutex> lock(join_mu_);
+  inbox_->BeginDrain(absl::Now() + timeout);
+  if (thread_.joinable()) thread_.join();
+}
+
+absl::Status ThreadedEngine::CheckIntegrity() {
+  absl::Status result;
+  absl::Notification done;
+  const bool posted = inbox_->PostTask([&] {
+    result = core_->CheckIntegrity();
+    done.Notify();
+  });
+  if (!posted) return core_->CheckIntegrity();  // the engine thread has stopped
+  done.WaitForNotification();
+  return result;
+}
+
+void ThreadedEngine::Loop() {
+  InboxBatch batch;
+  for (;;) {
+    const bool busy = !faulted_ && !core_->idle();
+    inbox_->Take(/*wait=*/!busy, &batch);
+    if (!Process(batch)) break;
+  }
+  for (std::function<void()>& task : inbox_->MarkStopped()) task();
+}
+
+bool ThreadedEngine::Process(InboxBatch& batch) {
+  for (std::function<void()>& task : batch.tasks) task();
+  if (faulted_) {
+    for (const PendingRequest& pending : batch.requests) {
+      EndUnstartedRequest(pending, FinishReason::kError, fault_message_);
+    }
+    return !batch.draining;
+  }
+  for (PendingRequest& pending : batch.requests) core_->Add(std::move(pending));
+  for (uint64_t id : batch.aborts) core_->Abort(id);
+  if (batch.draining) {
+    if (core_->idle()) {
+      Publish();
+      return false;
+    }
+    if (absl::Now() >= batch.drain_deadline) core_->AbortAll();
+  }
+  if (core_->idle()) {
+    Publish();  // requests may have ended without a step (dropped handles)
+    return true;
+  }
+  absl::Status stepped = core_->Step();
+  if (!stepped.ok()) Fault(stepped);
+  Publish();
+  return true;
+}
+
+void ThreadedEngine::Fault(const absl::Status& status) {
+  faulted_ = true;
+  fault_message_ = absl::StrCat("engine fault: ", status.ToString());
+  inbox_->MarkFaulted();
+  core_->FailAll(fault_message_);
+}
+
+void ThreadedEngine::Publish() {
+  inbox_->SetNumWaiting(core_->num_waiting());
+  inbox_->PublishStats(core_->stats());
+}
+
+}  // namespace r2::engine

@@ -1,0 +1,149 @@
+// Host-side cost of one engine step at 256 running sequences, excluding the forward pass.
+//
+// EngineCore runs its real step (Schedule, batch assembly, Sampler, detokenizer-less stop checks,
+// Postprocess, delivery into RequestStreams, stats) over a ModelRunner that does no model work:
+// it points each needs_logits chunk at one of 256 rows of fixed random logits (filled once), so
+// the "forward" share is only the runner call itself. The step's own timers split the time into
+// schedule / forward / sample / postprocess. A reader drains every stream between steps, outside
+// the timed step, as a front end would on its own thread.
+//
+//   build/<dir>/tests/r2_engine_step_bench [steps=200]
+//
+// Cases: greedy and seeded top-p sampling at the DeepSeek-V3 vocabulary (129280), and greedy at a
+// 1024 vocabulary, where sampling is nearly free and the rest of the step shows.
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "engine/engine_core.h"
+#include "engine/request_stream.h"
+
+namespace r2::engine {
+namespace {
+
+constexpr int32_t kRunning = 256;
+constexpr int32_t kPromptTokens = 128;
+constexpr int32_t kBlockSize = 64;
+
+class FixedLogitsRunner final : public ModelRunner {
+ public:
+  FixedLogitsRunner(int32_t vocab, int32_t rows) : vocab_(vocab), rows_(rows) {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    table_.resize(static_cast<size_t>(vocab) * rows);
+    for (float& x : table_) x = normal(rng);
+  }
+  absl::Status Run(const scheduler::SchedulerOutput& plan, StepLogits* logits) override {
+    if (logits->logits.size() != table_.size()) logits->logits = table_;  // once
+    logits->vocab_size = vocab_;
+    logits->rows.clear();
+    int64_t next = 0;
+    for (const scheduler::ScheduledChunk& chunk : plan.chunks) {
+      if (chunk.needs_logits) logits->rows.push_back(next++ % rows_);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  int32_t vocab_;
+  int32_t rows_;
+  std::vector<float> table_;
+};
+
+struct Case {
+  const char* name;
+  int32_t vocab;
+  bool greedy;
+};
+
+struct Summary {
+  double schedule = 0, forward = 0, sample = 0, postprocess = 0, total = 0;
+};
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+void RunCase(const Case& c, int steps) {
+  const int32_t max_tokens = steps + 64;
+  const int32_t blocks_per_seq = (kPromptTokens + max_tokens + kBlockSize - 1) / kBlockSize;
+  EngineCoreOptions options{
+      .scheduler = {.max_num_seqs = kRunning,
+                    .max_num_batched_tokens = 8192,
+                    .max_model_len = kPromptTokens + max_tokens},
+      .num_blocks = kRunning * blocks_per_seq + 16,
+      .block_size = kBlockSize,
+      .output = {.vocab_size = c.vocab, .eos_token_ids = {1}},
+  };
+  auto core = EngineCore::Create(options, std::make_unique<FixedLogitsRunner>(c.vocab, kRunning));
+  if (!core.ok()) {
+    std::fprintf(stderr, "%s\n", core.status().ToString().c_str());
+    std::exit(1);
+  }
+  auto inbox = std::make_shared<EngineInbox>(1 << 20);
+  std::vector<std::shared_ptr<RequestStream>> streams;
+  std::mt19937 rng(2);
+  std::uniform_int_distribution<int32_t> token(2, c.vocab - 1);
+  for (int32_t i = 0; i < kRunning; ++i) {
+    PendingRequest pending{.request_id = static_cast<uint64_t>(i + 1)};
+    pending.request.prompt.resize(kPromptTokens);
+    for (int32_t& t : pending.request.prompt) t = token(rng);
+    pending.request.params.temperature = c.greedy ? 0.0f : 0.8f;
+    pending.request.params.top_p = c.greedy ? 1.0f : 0.95f;
+    if (!c.greedy) pending.request.params.seed = i;
+    pending.request.params.max_tokens = max_tokens;
+    pending.request.params.ignore_eos = true;
+    streams.push_back(std::make_shared<RequestStream>(pending.request_id, inbox));
+    pending.stream = streams.back();
+    (*core)->Add(std::move(pending));
+  }
+  RequestOutput out;
+  // Prefill (and warm-up) until every sequence decodes.
+  for (int i = 0; i < 8; ++i) {
+    if (absl::Status s = (*core)->Step(); !s.ok()) std::exit(2);
+  }
+  std::vector<double> schedule, forward, sample, postprocess, total;
+  for (int i = 0; i < steps; ++i) {
+    if (absl::Status s = (*core)->Step(); !s.ok()) {
+      std::fprintf(stderr, "%s\n", s.ToString().c_str());
+      std::exit(2);
+    }
+    const StepTimings& t = (*core)->last_step_timings();
+    schedule.push_back(t.schedule);
+    forward.push_back(t.forward);
+    sample.push_back(t.sample);
+    postprocess.push_back(t.postprocess);
+    total.push_back(t.total);
+    for (auto& stream : streams) stream->TryNext(&out);
+  }
+  const EngineStats& stats = (*core)->stats();
+  const double ms = 1e3;
+  const double host = Median(total) - Median(forward);
+  std::printf(
+      "%-26s running %3d  step %7.3f ms | schedule %6.3f  forward(fake) %6.3f  sample %7.3f  "
+      "postprocess %6.3f ms | host excl. forward %7.3f ms, excl. forward+sampling %6.3f ms "
+      "(%4.1f%% of host)\n",
+      c.name, stats.num_running, Median(total) * ms, Median(schedule) * ms, Median(forward) * ms,
+      Median(sample) * ms, Median(postprocess) * ms, host * ms,
+      (Median(schedule) + Median(postprocess)) * ms,
+      100.0 * (Median(schedule) + Median(postprocess)) / host);
+}
+
+}  // namespace
+}  // namespace r2::engine
+
+int main(int argc, char** argv) {
+  const int steps = argc > 1 ? std::atoi(argv[1]) : 200;
+  std::printf("engine step, %d decode steps per case, medians per step\n", steps);
+  for (const r2::engine::Case& c : {r2::engine::Case{"greedy, vocab 129280", 129280, true},
+                                    r2::engine::Case{"top-p 0.95, vocab 129280", 129280, false},
+                                    r2::engine::Case{"greedy, vocab 1024", 1024, true}}) {
+    r2::engine::RunCase(c, steps);
+  }
+  return 0;
+}
