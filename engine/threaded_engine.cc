@@ -1,5 +1,6 @@
 #include "engine/threaded_engine.h"
 
+#include <exception>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
@@ -133,10 +134,20 @@ bool ThreadedEngine::Process(InboxBatch& batch) {
     Publish();  // requests may have ended without a step (dropped handles)
     return true;
   }
-  absl::Status stepped = core_->Step();
+  absl::Status stepped = StepCatchingExceptions();
   if (!stepped.ok()) Fault(stepped);
   Publish();
   return true;
+}
+
+// Nothing in the step throws on purpose; an allocation failure (or a bug) that does must still end
+// every request with an error instead of terminating the process from the engine thread.
+absl::Status ThreadedEngine::StepCatchingExceptions() {
+  try {
+    return core_->Step();
+  } catch (const std::exception& e) {
+    return absl::InternalError(absl::StrCat("exception in the engine step: ", e.what()));
+  }
 }
 
 void ThreadedEngine::Fault(const absl::Status& status) {

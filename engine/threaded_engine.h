@@ -61,6 +61,7 @@ class ThreadedEngine final : public Engine {
   void Loop();
   // One pass of the loop over what was taken from the inbox. False when the loop should end.
   bool Process(InboxBatch& batch);
+  absl::Status StepCatchingExceptions();
   void Fault(const absl::Status& status);
   void Publish();
 
