@@ -98,8 +98,7 @@ absl::Status Scheduler::Schedule(SchedulerOutput* out) {
   pending_.clear();
   ProcessAborts(out);
   StepBudget budget(config_.max_num_batched_tokens, config_.max_num_seqs);
-  ScheduleRunning(/*decode=*/true, budget, out);
-  ScheduleRunning(/*decode=*/false, budget, out);
+  ScheduleRunning(budget, out);
   AdmitWaiting(budget, out);
   counters_.block_copies += out->block_copies.size();
   awaiting_postprocess_ = true;
@@ -126,13 +125,21 @@ void Scheduler::ProcessAborts(SchedulerOutput* out) {
   pending_aborts_.clear();
 }
 
-void Scheduler::ScheduleRunning(bool decode, StepBudget& budget, SchedulerOutput* out) {
-  const SequenceState wanted = decode ? SequenceState::kDecoding : SequenceState::kPrefilling;
+void Scheduler::ScheduleRunning(StepBudget& budget, SchedulerOutput* out) {
+  // One pass in admission order, so blocks go to the oldest first and every preemption victim
+  // (always newer) is still unvisited. Tokens go to decodes first: a prefill chunk leaves room for
+  // each decode still to come.
+  unvisited_decodes_ =
+      static_cast<int32_t>(std::count_if(running_.begin(), running_.end(), [](const Sequence* s) {
+        return s->state == SequenceState::kDecoding;
+      }));
+  decided_.clear();
   for (int32_t i = 0; i < static_cast<int32_t>(running_.size()); ++i) {
     Sequence& seq = *running_[i];
-    if (seq.state != wanted || seq.scheduled_step == counters_.steps) continue;
-    if (budget.exhausted()) return;
-    const int32_t want = budget.Available(seq.compute_target() - seq.num_computed);
+    const bool decode = seq.state == SequenceState::kDecoding;
+    if (decode) --unvisited_decodes_;
+    const int32_t want = budget.Available(seq.compute_target() - seq.num_computed,
+                                          /*reserved=*/decode ? 0 : unvisited_decodes_);
     if (want <= 0) continue;
     SlotRequest request{.num_tokens = want, .allow_partial = !decode, .allow_preempt = true};
     const int32_t granted = ReserveSlots(seq, request, out);
@@ -141,7 +148,14 @@ void Scheduler::ScheduleRunning(bool decode, StepBudget& budget, SchedulerOutput
       --i;
       continue;
     }
-    EmitChunk(seq, seq.num_computed + granted, decode, budget, out);
+    budget.Take(granted);
+    seq.scheduled_step = counters_.steps;
+    decided_.push_back(RunningChunk{&seq, seq.num_computed + granted, decode});
+  }
+  for (const bool decode : {true, false}) {  // the output lists decodes first
+    for (const RunningChunk& chunk : decided_) {
+      if (chunk.is_decode == decode) EmitChunk(*chunk.seq, chunk.end, decode, out);
+    }
   }
 }
 
@@ -182,7 +196,9 @@ void Scheduler::AdmitWaiting(StepBudget& budget, SchedulerOutput* out) {
     counters_.prefix_cache_hits += seq.num_computed;
     if (seq.num_cached_tokens < 0) seq.num_cached_tokens = seq.num_computed;
     if (granted > 0) {
-      EmitChunk(seq, seq.num_computed + granted, /*is_decode=*/false, budget, out);
+      budget.Take(granted);
+      seq.scheduled_step = counters_.steps;
+      EmitChunk(seq, seq.num_computed + granted, /*is_decode=*/false, out);
     } else {
       Fork(seq);  // a leader whose prompt (but the last token) was all cached
     }
@@ -256,6 +272,7 @@ bool Scheduler::PreemptNewestUnscheduled(const Sequence& requester, SchedulerOut
     Sequence& victim = *running_[i];
     if (victim.admitted_order <= requester.admitted_order) return false;
     if (victim.scheduled_step == counters_.steps) continue;
+    if (victim.state == SequenceState::kDecoding) --unvisited_decodes_;
     Preempt(victim, out);
     return true;
   }
@@ -274,11 +291,8 @@ void Scheduler::Preempt(Sequence& seq, SchedulerOutput* out) {
   preempted_this_step_ = true;
 }
 
-void Scheduler::EmitChunk(Sequence& seq, int32_t end, bool is_decode, StepBudget& budget,
-                          SchedulerOutput* out) {
+void Scheduler::EmitChunk(Sequence& seq, int32_t end, bool is_decode, SchedulerOutput* out) {
   const int32_t start = seq.num_computed;
-  budget.Take(end - start);
-  seq.scheduled_step = counters_.steps;
   ScheduledChunk chunk;
   chunk.seq_id = seq.id;
   chunk.request_id = seq.request_id;

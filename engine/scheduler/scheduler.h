@@ -11,20 +11,21 @@
 // Schedule and Postprocess strictly alternate (FailedPrecondition otherwise). AddRequest and Abort
 // may be called between any two calls; an abort takes effect at the next Schedule.
 //
-// Policy of Schedule, in this order, within max_num_batched_tokens tokens and max_num_seqs
-// sequences (StepBudget):
-//   1. one decode token for every decoding sequence, oldest admitted first;
-//   2. the next chunk of every running sequence that is still prefilling, oldest first;
-//   3. admission from the waiting queue (lowest priority value first, FCFS within a priority;
+// Policy of Schedule, within max_num_batched_tokens tokens and max_num_seqs sequences (StepBudget):
+//   1. running sequences, in one pass in admission order (oldest first): one decode token for each
+//      decoding sequence, and the next chunk for each one still prefilling, sized to leave a token
+//      for every decode later in the pass (decodes are never crowded out by prefill);
+//   2. admission from the waiting queue (lowest priority value first, FCFS within a priority;
 //      preempted sequences keep their place, which puts them ahead of later arrivals): the prompt
 //      is matched against the prefix cache in full blocks (never all of it: at least the last token
 //      is computed so its logits exist), and the first chunk of the rest is scheduled. Admission
 //      stops at the first sequence that does not fit, and is skipped in a step that preempted.
-// When a running sequence cannot get a block, the most recently admitted running sequence not yet
-// scheduled in this step is preempted (its blocks released; its full computed blocks stay in the
-// prefix cache, so its recompute finds them); if there is none, the sequence preempts itself. The
-// oldest running sequence therefore always progresses, and AddRequest rejects anything that could
-// not run alone in the whole pool, so no request is preempted forever.
+// The output lists decode chunks first, then prefill chunks.
+// When a running sequence cannot get a block, the most recently admitted running sequence (not
+// yet visited in this pass) is preempted: its blocks are released, its full computed blocks stay
+// in the prefix cache so its recompute finds them. If there is none, the sequence preempts itself.
+// The oldest running sequence therefore always progresses, and AddRequest rejects anything that
+// could not run alone in the whole pool, so no request is preempted forever.
 //
 // Invariants (CheckIntegrity; also run automatically whenever the scheduler becomes idle, and a
 // violation is returned as an Internal status from that call): pool accounting, reference counts
@@ -122,6 +123,11 @@ class Scheduler {
     int32_t end;
     bool needs_logits;
   };
+  struct RunningChunk {  // a running sequence's chunk, decided before it is emitted
+    Sequence* seq;
+    int32_t end;
+    bool is_decode;
+  };
   struct SlotRequest {  // how ReserveSlots may get blocks
     int32_t num_tokens = 0;
     bool allow_partial = false;  // fewer tokens when blocks run short
@@ -134,7 +140,7 @@ class Scheduler {
 
   // Schedule's parts (scheduler.cc).
   void ProcessAborts(SchedulerOutput* out);
-  void ScheduleRunning(bool decode, StepBudget& budget, SchedulerOutput* out);
+  void ScheduleRunning(StepBudget& budget, SchedulerOutput* out);
   void AdmitWaiting(StepBudget& budget, SchedulerOutput* out);
   int32_t ReserveSlots(Sequence& seq, const SlotRequest& request, SchedulerOutput* out);
   bool IsShared(int32_t block) const;
@@ -142,8 +148,7 @@ class Scheduler {
   int32_t MatchPrefix(const Sequence& seq);
   bool PreemptNewestUnscheduled(const Sequence& requester, SchedulerOutput* out);
   void Preempt(Sequence& seq, SchedulerOutput* out);
-  void EmitChunk(Sequence& seq, int32_t end, bool is_decode, StepBudget& budget,
-                 SchedulerOutput* out);
+  void EmitChunk(Sequence& seq, int32_t end, bool is_decode, SchedulerOutput* out);
 
   // Postprocess's parts and bookkeeping (scheduler_postprocess.cc).
   absl::Status ValidateSampled(absl::Span<const SampledToken> sampled) const;
@@ -172,6 +177,8 @@ class Scheduler {
   bool awaiting_postprocess_ = false;
   bool preempted_this_step_ = false;
   std::vector<PendingChunk> pending_;        // chunks of the step in flight
+  std::vector<RunningChunk> decided_;        // scratch: running sequences' chunks, admission order
+  int32_t unvisited_decodes_ = 0;            // decodes the running pass has still to visit
   std::vector<int32_t> pinned_cow_sources_;  // released at Postprocess
   std::vector<int32_t> matched_;             // scratch for MatchPrefix
 

@@ -26,6 +26,7 @@ constexpr int32_t kBlockSize = 64;
 struct Workload {
   bool prefix_caching = true;
   bool with_arrivals = false;  // count AddRequest (prompt hashing) in the step time
+  int32_t num_blocks = 0;      // 0: room for every sequence at its longest; else a tighter pool
 };
 
 class SteadyState {
@@ -37,7 +38,8 @@ class SteadyState {
     config.max_model_len = 8192;
     config.enable_prefix_caching = w.prefix_caching;
     // Room for every running sequence at its longest (prompt <= 2048, output <= 1024), plus cache.
-    const int32_t num_blocks = kRunning * (3072 / kBlockSize) + 2048;
+    const int32_t num_blocks =
+        w.num_blocks > 0 ? w.num_blocks : kRunning * (3072 / kBlockSize) + 2048;
     scheduler_ = *Scheduler::Create(config, *cache::BlockPool::Create(num_blocks, kBlockSize));
     system_prompt_.resize(512);
     for (int32_t& t : system_prompt_) t = Uniform(0, 100000);
@@ -122,7 +124,13 @@ void BM_StepDecodeHeavy256WithArrivals(benchmark::State& state) {
   RunSteps(state, Workload{.with_arrivals = true});
 }
 
+// A third of the blocks the running set wants at its longest: preemption and recompute in the mix.
+void BM_StepDecodeHeavy256MemoryPressure(benchmark::State& state) {
+  RunSteps(state, Workload{.num_blocks = kRunning * 1024 / kBlockSize});
+}
+
 BENCHMARK(BM_StepDecodeHeavy256)->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_StepDecodeHeavy256MemoryPressure)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_StepDecodeHeavy256NoPrefixCache)->Unit(benchmark::kMicrosecond);
 BENCHMARK(BM_StepDecodeHeavy256WithArrivals)->Unit(benchmark::kMicrosecond);
 
