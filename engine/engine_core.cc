@@ -234,6 +234,7 @@ void EngineCore::FailAll(const std::string& message) {
   }
   requests_.clear();
   sequence_owner_.clear();
+  touched_.clear();
 }
 
 void EngineCore::UpdateStats() {

@@ -11,6 +11,9 @@
 // the inbox get error events, CheckIntegrity and Shutdown keep working.
 // Shutdown: draining refuses new requests, lets in-flight ones run until the deadline, then
 // aborts the rest through the scheduler (so the pool ends clean) and joins the thread.
+//
+// Shutdown, CheckIntegrity and the destructor wait for the engine thread, so they must not be
+// called on it (from a notifier or the before_forward hook).
 #include <atomic>
 #include <cstdint>
 #include <memory>
