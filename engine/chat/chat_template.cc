@@ -24,9 +24,9 @@ absl::StatusOr<Json> FlattenContent(const Json& content, size_t index) {
       return MessageError(index, "content parts must be objects with a \"type\"");
     }
     if (part["type"] != "text") {
-      return MessageError(index, absl::StrCat("content part type '",
-                                              part["type"].get<std::string>(),
-                                              "' is not supported"));
+      return MessageError(index,
+                          absl::StrCat("content part type '", part["type"].get<std::string>(),
+                                       "' is not supported"));
     }
     if (!part.contains("text") || !part["text"].is_string()) {
       return MessageError(index, "text content part without a string \"text\"");
@@ -122,9 +122,8 @@ absl::StatusOr<ChatTemplate> ChatTemplate::FromTokenizerConfig(const Json& confi
     absl::StatusOr<jinja::Template> t =
         jinja::Template::Parse(entry["template"].get<std::string>());
     if (!t.ok()) {
-      return absl::InvalidArgumentError(absl::StrCat("chat template '",
-                                                     entry["name"].get<std::string>(),
-                                                     "': ", t.status().message()));
+      return absl::InvalidArgumentError(absl::StrCat(
+          "chat template '", entry["name"].get<std::string>(), "': ", t.status().message()));
     }
     ct.templates_.emplace(entry["name"].get<std::string>(), *std::move(t));
   }

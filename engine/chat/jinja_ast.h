@@ -15,20 +15,20 @@ using ExprPtr = std::unique_ptr<Expr>;
 
 struct Expr {
   enum class Kind {
-    kLiteral,   // literal
-    kName,      // name
-    kList,      // args = items; name "tuple" for tuples
-    kDict,      // keys[i] -> args[i]
-    kAttr,      // args[0].name
-    kItem,      // args[0][args[1]]
-    kSlice,     // args[0][args[1]:args[2]:args[3]], absent parts are null
-    kCall,      // args[0](args[1:], kwargs)
-    kFilter,    // args[0] | name(args[1:], kwargs)
-    kTest,      // args[0] is [not] name(args[1:]); negated
-    kUnary,     // name in {"-", "+", "not"}, args[0]
-    kBinary,    // args[0] name args[1]: + - * / // % ** ~ and or
-    kCompare,   // args[0] ops[0] args[1] ops[1] args[2] ...
-    kTernary,   // args[0] if args[1] else args[2] (args[2] may be null)
+    kLiteral,  // literal
+    kName,     // name
+    kList,     // args = items; name "tuple" for tuples
+    kDict,     // keys[i] -> args[i]
+    kAttr,     // args[0].name
+    kItem,     // args[0][args[1]]
+    kSlice,    // args[0][args[1]:args[2]:args[3]], absent parts are null
+    kCall,     // args[0](args[1:], kwargs)
+    kFilter,   // args[0] | name(args[1:], kwargs)
+    kTest,     // args[0] is [not] name(args[1:]); negated
+    kUnary,    // name in {"-", "+", "not"}, args[0]
+    kBinary,   // args[0] name args[1]: + - * / // % ** ~ and or
+    kCompare,  // args[0] ops[0] args[1] ops[1] args[2] ...
+    kTernary,  // args[0] if args[1] else args[2] (args[2] may be null)
   };
   Kind kind;
   int line = 0;

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cctype>
 #include <cerrno>
-#include <cstdio>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <ctime>
 #include <functional>
@@ -52,7 +52,8 @@ int AsciiUpper(int c) { return (c >= 'a' && c <= 'z') ? c - 32 : c; }
 std::string MapAscii(const std::string& s, int (*fn)(int)) {
   std::string out = s;
   for (char& c : out) {
-    if (static_cast<unsigned char>(c) < 0x80) c = static_cast<char>(fn(static_cast<unsigned char>(c)));
+    if (static_cast<unsigned char>(c) < 0x80)
+      c = static_cast<char>(fn(static_cast<unsigned char>(c)));
   }
   return out;
 }
@@ -157,6 +158,7 @@ absl::StatusOr<Value> Replace(Evaluator& ev, const std::string& s, const Value* 
   size_t start = 0;
   int64_t n = 0;
   if (from.empty()) {  // Python inserts `to` between every character
+    JINJA_RETURN_IF_ERROR(ev.ChargeItems(s.size()));
     ValueList chars = Utf8Chars(s);
     for (const Value& c : chars) {
       if (count < 0 || n < count) {
@@ -250,11 +252,13 @@ Value AttributePath(const Value& item, const std::string& path) {
   size_t start = 0;
   while (true) {
     size_t dot = path.find('.', start);
-    std::string part = path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
-    bool numeric = !part.empty() &&
-                   std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; });
-    cur = numeric && cur.is_list() ? GetItem(cur, Value(static_cast<int64_t>(std::atoll(part.c_str()))))
-                                   : GetAttr(cur, part);
+    std::string part =
+        path.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    bool numeric = !part.empty() && std::all_of(part.begin(), part.end(),
+                                                [](char c) { return c >= '0' && c <= '9'; });
+    cur = numeric && cur.is_list()
+              ? GetItem(cur, Value(static_cast<int64_t>(std::atoll(part.c_str()))))
+              : GetAttr(cur, part);
     if (dot == std::string::npos) return cur;
     start = dot + 1;
   }
@@ -363,8 +367,8 @@ absl::StatusOr<Value> FilterLength(const Value& input) {
     case Value::Kind::kUndefined:
       return Value(int64_t{0});
     default:
-      return ArgError("length", absl::StrCat("object of type '", input.TypeName(),
-                                             "' has no len()"));
+      return ArgError("length",
+                      absl::StrCat("object of type '", input.TypeName(), "' has no len()"));
   }
 }
 
@@ -409,8 +413,8 @@ absl::StatusOr<Value> FilterInt(const Value& input, const CallArgs& args) {
 absl::StatusOr<Value> FilterFloat(const Value& input, const CallArgs& args) {
   const Value* def = args.Get(0, "default");
   if (input.is_float()) return input;
-  if (input.is_int() || input.is_bool()) return Value(input.is_int() ? input.as_number()
-                                                                     : (input.as_bool() ? 1.0 : 0.0));
+  if (input.is_int() || input.is_bool())
+    return Value(input.is_int() ? input.as_number() : (input.as_bool() ? 1.0 : 0.0));
   if (input.is_string()) {
     std::string s = Strip(input.as_string(), nullptr, true, true);
     char* end = nullptr;
@@ -457,11 +461,15 @@ const std::map<std::string, FilterFn, std::less<>>& Filters() {
       {"length", [](Evaluator&, const Value& v, const CallArgs&) { return FilterLength(v); }},
       {"count", [](Evaluator&, const Value& v, const CallArgs&) { return FilterLength(v); }},
       {"string", [](Evaluator&, const Value& v, const CallArgs&) { return Value(v.Str()); }},
-      {"safe", [](Evaluator&, const Value& v, const CallArgs&) { return absl::StatusOr<Value>(v); }},
-      {"first", [](Evaluator&, const Value& v, const CallArgs&) { return FilterFirstLast(v, true); }},
-      {"last", [](Evaluator&, const Value& v, const CallArgs&) { return FilterFirstLast(v, false); }},
+      {"safe",
+       [](Evaluator&, const Value& v, const CallArgs&) { return absl::StatusOr<Value>(v); }},
+      {"first",
+       [](Evaluator&, const Value& v, const CallArgs&) { return FilterFirstLast(v, true); }},
+      {"last",
+       [](Evaluator&, const Value& v, const CallArgs&) { return FilterFirstLast(v, false); }},
       {"items", [](Evaluator&, const Value& v, const CallArgs&) { return FilterItems(v); }},
-      {"list", [](Evaluator&, const Value& v, const CallArgs&) -> absl::StatusOr<Value> {
+      {"list",
+       [](Evaluator&, const Value& v, const CallArgs&) -> absl::StatusOr<Value> {
          JINJA_ASSIGN_OR_RETURN(ValueList items, Iterate(v));
          return Value::List(std::move(items));
        }},
@@ -469,8 +477,10 @@ const std::map<std::string, FilterFn, std::less<>>& Filters() {
       {"map", FilterMap},
       {"sort", FilterSort},
       {"unique", [](Evaluator&, const Value& v, const CallArgs&) { return FilterUnique(v); }},
-      {"reverse", [](Evaluator&, const Value& v, const CallArgs&) -> absl::StatusOr<Value> {
+      {"reverse",
+       [](Evaluator& ev, const Value& v, const CallArgs&) -> absl::StatusOr<Value> {
          if (v.is_string()) {
+           JINJA_RETURN_IF_ERROR(ev.ChargeItems(v.as_string().size()));
            ValueList chars = Utf8Chars(v.as_string());
            std::string out;
            for (auto it = chars.rbegin(); it != chars.rend(); ++it) out += it->as_string();
@@ -482,30 +492,28 @@ const std::map<std::string, FilterFn, std::less<>>& Filters() {
        }},
       {"int", [](Evaluator&, const Value& v, const CallArgs& a) { return FilterInt(v, a); }},
       {"float", [](Evaluator&, const Value& v, const CallArgs& a) { return FilterFloat(v, a); }},
-      {"abs", [](Evaluator&, const Value& v, const CallArgs&) -> absl::StatusOr<Value> {
+      {"abs",
+       [](Evaluator&, const Value& v, const CallArgs&) -> absl::StatusOr<Value> {
          if (v.is_int() && v.as_int() != INT64_MIN) return Value(std::abs(v.as_int()));
          if (v.is_float()) return Value(std::fabs(v.as_float()));
          return ArgError("abs", "expects a number");
        }},
-      {"default", [](Evaluator&, const Value& v, const CallArgs& a) -> absl::StatusOr<Value> {
+      {"default",
+       [](Evaluator&, const Value& v, const CallArgs& a) -> absl::StatusOr<Value> {
          const Value* def = a.Get(0, "default_value");
          const Value* boolean = a.Get(1, "boolean");
          bool use_default = v.is_undefined() || (boolean && boolean->Truthy() && !v.Truthy());
          if (!use_default) return v;
          return def ? *def : Value(std::string());
        }},
-      {"select", [](Evaluator& ev, const Value& v, const CallArgs& a) {
-         return FilterSelect(ev, v, a, false, true);
-       }},
-      {"reject", [](Evaluator& ev, const Value& v, const CallArgs& a) {
-         return FilterSelect(ev, v, a, false, false);
-       }},
-      {"selectattr", [](Evaluator& ev, const Value& v, const CallArgs& a) {
-         return FilterSelect(ev, v, a, true, true);
-       }},
-      {"rejectattr", [](Evaluator& ev, const Value& v, const CallArgs& a) {
-         return FilterSelect(ev, v, a, true, false);
-       }},
+      {"select", [](Evaluator& ev, const Value& v,
+                    const CallArgs& a) { return FilterSelect(ev, v, a, false, true); }},
+      {"reject", [](Evaluator& ev, const Value& v,
+                    const CallArgs& a) { return FilterSelect(ev, v, a, false, false); }},
+      {"selectattr", [](Evaluator& ev, const Value& v,
+                        const CallArgs& a) { return FilterSelect(ev, v, a, true, true); }},
+      {"rejectattr", [](Evaluator& ev, const Value& v,
+                        const CallArgs& a) { return FilterSelect(ev, v, a, true, false); }},
   };
   return *filters;
 }
@@ -580,9 +588,9 @@ absl::StatusOr<bool> ApplyTest(Evaluator& ev, std::string_view name, const Value
     bool divisible = d == -1 || v.as_int() % d == 0;
     return name == "odd" ? !divisible : divisible;
   }
-  static const char* kCompareTests[] = {"eq", "equalto", "==", "ne", "!=", "sameas", "in",
-                                        "lt", "lessthan", "<", "le", "<=", "gt", "greaterthan",
-                                        ">", "ge", ">="};
+  static const char* kCompareTests[] = {
+      "eq", "equalto", "==", "ne", "!=",          "sameas", "in", "lt", "lessthan",
+      "<",  "le",      "<=", "gt", "greaterthan", ">",      "ge", ">="};
   for (const char* t : kCompareTests) {
     if (name == t) return CompareTest(name, v, args);
   }
@@ -666,18 +674,18 @@ absl::StatusOr<Value> CallMethod(Evaluator& ev, const Value& obj, std::string_vi
   JINJA_RETURN_IF_ERROR(ev.Charge());
   if (obj.is_string()) return StringMethod(ev, obj.as_string(), name, args, found);
   if (obj.is_dict()) return DictMethod(obj.as_dict(), name, args, found);
-  if (obj.is_list() && (name == "append" || name == "pop" || name == "extend" ||
-                        name == "insert" || name == "remove" || name == "clear")) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("list.", std::string(name), " is not allowed: templates cannot modify values"));
+  if (obj.is_list() && (name == "append" || name == "pop" || name == "extend" || name == "insert" ||
+                        name == "remove" || name == "clear")) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "list.", std::string(name), " is not allowed: templates cannot modify values"));
   }
   *found = false;
   return Value::MakeUndefined();
 }
 
 bool IsGlobalFunction(std::string_view name) {
-  return name == "range" || name == "namespace" || name == "dict" ||
-         name == "raise_exception" || name == "strftime_now";
+  return name == "range" || name == "namespace" || name == "dict" || name == "raise_exception" ||
+         name == "strftime_now";
 }
 
 namespace {
@@ -695,12 +703,12 @@ absl::StatusOr<Value> Range(Evaluator& ev, const CallArgs& args) {
   if (step == 0) return ArgError("range", "step must not be zero");
   double count = std::ceil((static_cast<double>(stop) - static_cast<double>(start)) /
                            static_cast<double>(step));
-  if (count > static_cast<double>(ev.limits().max_output_bytes)) {
+  if (count > static_cast<double>(Evaluator::kMaxListItems)) {
     return absl::ResourceExhaustedError("range is too large");
   }
   ValueList out;
   if (count > 0) {
-    JINJA_RETURN_IF_ERROR(ev.ChargeSize(static_cast<size_t>(count)));
+    JINJA_RETURN_IF_ERROR(ev.ChargeItems(static_cast<size_t>(count)));
     for (int64_t i = 0, v = start; i < static_cast<int64_t>(count); ++i, v += step) {
       out.push_back(Value(v));
     }

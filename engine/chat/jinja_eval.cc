@@ -19,7 +19,8 @@ const Value* CallArgs::Get(size_t pos, std::string_view name) const {
 }
 
 absl::Status RenderError(int line, std::string_view message) {
-  return absl::InvalidArgumentError(absl::StrCat("template error at line ", line, ": ", std::string(message)));
+  return absl::InvalidArgumentError(
+      absl::StrCat("template error at line ", line, ": ", std::string(message)));
 }
 
 namespace {
@@ -52,6 +53,13 @@ absl::Status Evaluator::ChargeSize(size_t size) {
     return absl::ResourceExhaustedError("template built a value larger than the output limit");
   }
   return Charge(static_cast<int64_t>(size / 256));
+}
+
+absl::Status Evaluator::ChargeItems(size_t count) {
+  if (count > kMaxListItems) {
+    return absl::ResourceExhaustedError("template built a list longer than the limit");
+  }
+  return Charge(static_cast<int64_t>(count / 8));
 }
 
 absl::Status Evaluator::Run(const StmtList& body) {
@@ -147,9 +155,11 @@ Value LoopInfo(size_t index, size_t length, const ValueList& items) {
 absl::Status Evaluator::ExecFor(const Stmt& s, Flow* flow) {
   JINJA_ASSIGN_OR_RETURN(Value iterable, Eval(*s.expr));
   JINJA_ASSIGN_OR_RETURN(ValueList all, AtLine(Iterate(iterable), s.line));
+  JINJA_RETURN_IF_ERROR(ChargeItems(all.size()));
   ValueList items;
   if (s.cond) {  // "for x in xs if cond" filters before loop.index and loop.length are known
     for (const Value& item : all) {
+      JINJA_RETURN_IF_ERROR(Charge());
       frames_.emplace_back();
       absl::Status st = Assign(s.targets, item, s.line);
       absl::StatusOr<Value> keep = st.ok() ? Eval(*s.cond) : absl::StatusOr<Value>(st);
@@ -161,6 +171,7 @@ absl::Status Evaluator::ExecFor(const Stmt& s, Flow* flow) {
     items = std::move(all);
   }
   for (size_t i = 0; i < items.size(); ++i) {
+    JINJA_RETURN_IF_ERROR(Charge());
     frames_.emplace_back();
     frames_.back()["loop"] = LoopInfo(i, items.size(), items);
     absl::Status st = Assign(s.targets, items[i], s.line);
@@ -232,20 +243,34 @@ absl::StatusOr<Value> Evaluator::Eval(const Expr& e) {
 
 absl::StatusOr<Value> Evaluator::EvalNode(const Expr& e) {
   switch (e.kind) {
-    case Expr::Kind::kLiteral: return e.literal;
-    case Expr::Kind::kName: return EvalName(e);
-    case Expr::Kind::kList: return EvalList(e);
-    case Expr::Kind::kDict: return EvalDict(e);
-    case Expr::Kind::kAttr: return EvalAttr(e);
-    case Expr::Kind::kItem: return EvalItem(e);
-    case Expr::Kind::kSlice: return EvalSlice(e);
-    case Expr::Kind::kCall: return EvalCall(e);
-    case Expr::Kind::kFilter: return EvalFilter(e);
-    case Expr::Kind::kTest: return EvalTest(e);
-    case Expr::Kind::kUnary: return EvalUnary(e);
-    case Expr::Kind::kBinary: return EvalBinary(e);
-    case Expr::Kind::kCompare: return EvalCompare(e);
-    case Expr::Kind::kTernary: return EvalTernary(e);
+    case Expr::Kind::kLiteral:
+      return e.literal;
+    case Expr::Kind::kName:
+      return EvalName(e);
+    case Expr::Kind::kList:
+      return EvalList(e);
+    case Expr::Kind::kDict:
+      return EvalDict(e);
+    case Expr::Kind::kAttr:
+      return EvalAttr(e);
+    case Expr::Kind::kItem:
+      return EvalItem(e);
+    case Expr::Kind::kSlice:
+      return EvalSlice(e);
+    case Expr::Kind::kCall:
+      return EvalCall(e);
+    case Expr::Kind::kFilter:
+      return EvalFilter(e);
+    case Expr::Kind::kTest:
+      return EvalTest(e);
+    case Expr::Kind::kUnary:
+      return EvalUnary(e);
+    case Expr::Kind::kBinary:
+      return EvalBinary(e);
+    case Expr::Kind::kCompare:
+      return EvalCompare(e);
+    case Expr::Kind::kTernary:
+      return EvalTernary(e);
   }
   return RenderError(e.line, "unknown expression");
 }
@@ -288,6 +313,7 @@ absl::StatusOr<Value> Evaluator::EvalAttr(const Expr& e) {
 absl::StatusOr<Value> Evaluator::EvalItem(const Expr& e) {
   JINJA_ASSIGN_OR_RETURN(Value obj, Eval(*e.args[0]));
   JINJA_ASSIGN_OR_RETURN(Value key, Eval(*e.args[1]));
+  if (obj.is_string()) JINJA_RETURN_IF_ERROR(ChargeSize(obj.as_string().size()));
   return GetItem(obj, key);
 }
 
@@ -299,6 +325,8 @@ absl::StatusOr<Value> Evaluator::EvalSlice(const Expr& e) {
       JINJA_ASSIGN_OR_RETURN(parts[i], Eval(*e.args[i + 1]));
     }
   }
+  if (obj.is_string()) JINJA_RETURN_IF_ERROR(ChargeSize(obj.as_string().size()));
+  if (obj.is_list()) JINJA_RETURN_IF_ERROR(ChargeItems(obj.as_list().size()));
   return AtLine(Slice(obj, parts[0], parts[1], parts[2]), e.line);
 }
 
@@ -325,8 +353,8 @@ absl::StatusOr<Value> Evaluator::EvalCall(const Expr& e) {
     if (found || !r.ok()) return AtLine(std::move(r), e.line);
     Value attr = GetAttr(obj, callee.name);
     if (attr.is_callable()) return Call(attr, args, e.line);
-    return RenderError(e.line, absl::StrCat("'", obj.TypeName(), "' object has no method '",
-                                            callee.name, "'"));
+    return RenderError(
+        e.line, absl::StrCat("'", obj.TypeName(), "' object has no method '", callee.name, "'"));
   }
   JINJA_ASSIGN_OR_RETURN(Value fn, Eval(callee));
   return Call(fn, args, e.line);
@@ -347,8 +375,8 @@ absl::StatusOr<Value> Evaluator::CallMacro(const Stmt& macro, const CallArgs& ar
     return absl::ResourceExhaustedError("template macro recursion is too deep");
   }
   if (args.args.size() > macro.params.size()) {
-    return RenderError(line, absl::StrCat("macro '", macro.name, "' takes ",
-                                          macro.params.size(), " arguments"));
+    return RenderError(
+        line, absl::StrCat("macro '", macro.name, "' takes ", macro.params.size(), " arguments"));
   }
   std::unordered_map<std::string, Value> frame;
   for (size_t i = 0; i < macro.params.size(); ++i) {
@@ -401,8 +429,8 @@ absl::StatusOr<Value> Evaluator::EvalUnary(const Expr& e) {
   if (e.name == "+" && (v.is_int() || v.is_float())) return v;
   if (v.is_float()) return Value(-v.as_float());
   if (v.is_int() && v.as_int() != INT64_MIN) return Value(-v.as_int());
-  return RenderError(e.line, absl::StrCat("bad operand type for unary ", e.name, ": '",
-                                          v.TypeName(), "'"));
+  return RenderError(e.line,
+                     absl::StrCat("bad operand type for unary ", e.name, ": '", v.TypeName(), "'"));
 }
 
 absl::StatusOr<Value> Evaluator::EvalBinary(const Expr& e) {

@@ -36,6 +36,10 @@ class Evaluator {
   absl::Status Charge(int64_t steps = 1);
   // Charges for building a string or list of `size` bytes or items, and enforces the size cap.
   absl::Status ChargeSize(size_t size);
+  // Charges for building or copying a list of `count` items; lists longer than kMaxListItems
+  // are ResourceExhausted.
+  absl::Status ChargeItems(size_t count);
+  static constexpr size_t kMaxListItems = size_t{1} << 20;
   const RenderLimits& limits() const { return limits_; }
 
   absl::StatusOr<Value> Call(const Value& callee, const CallArgs& args, int line);

@@ -11,7 +11,9 @@
 namespace r2::chat::jinja {
 namespace {
 
-bool IsSpace(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
+bool IsSpace(char c) {
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v';
+}
 bool IsNameStart(char c) { return std::isalpha(static_cast<unsigned char>(c)) || c == '_'; }
 bool IsNameChar(char c) { return std::isalnum(static_cast<unsigned char>(c)) || c == '_'; }
 bool IsDigit(char c) { return c >= '0' && c <= '9'; }
@@ -132,8 +134,8 @@ class Lexer {
   }
 
   absl::Status Error(const std::string& message, int line) const {
-    return absl::InvalidArgumentError(absl::StrCat("template syntax error at line ", line, ": ",
-                                                   message));
+    return absl::InvalidArgumentError(
+        absl::StrCat("template syntax error at line ", line, ": ", message));
   }
 
   absl::Status LexComment(char sign) {
@@ -141,8 +143,8 @@ class Lexer {
     size_t content = pos_ + 2 + ((sign == '-' || sign == '+') ? 1 : 0);
     size_t end = src_.find("#}", content);
     if (end == std::string::npos) return Error("unterminated comment", line);
-    char close_sign = (end > content && (src_[end - 1] == '-' || src_[end - 1] == '+'))
-                          ? src_[end - 1] : '\0';
+    char close_sign =
+        (end > content && (src_[end - 1] == '-' || src_[end - 1] == '+')) ? src_[end - 1] : '\0';
     Advance(end + 2 - pos_);
     ApplyRightStrip('#', close_sign);
     return absl::OkStatus();
@@ -152,7 +154,8 @@ class Lexer {
     int line = line_;
     Advance(2 + ((sign == '-' || sign == '+') ? 1 : 0));
     if (kind == '%' && IsRawTag()) return LexRaw(line);
-    out_.push_back(Token{kind == '{' ? Token::Type::kVarBegin : Token::Type::kBlockBegin, "", line});
+    out_.push_back(
+        Token{kind == '{' ? Token::Type::kVarBegin : Token::Type::kBlockBegin, "", line});
     const char close = kind == '{' ? '}' : '%';
     int depth = 0;
     while (true) {
@@ -243,8 +246,8 @@ class Lexer {
   }
 
   size_t ScanDigits(size_t i) const {
-    while (i < src_.size() && (IsDigit(src_[i]) || (src_[i] == '_' && i + 1 < src_.size() &&
-                                                    IsDigit(src_[i + 1])))) {
+    while (i < src_.size() &&
+           (IsDigit(src_[i]) || (src_[i] == '_' && i + 1 < src_.size() && IsDigit(src_[i + 1])))) {
       ++i;
     }
     return i;
@@ -286,20 +289,44 @@ class Lexer {
   size_t DecodeEscape(size_t i, std::string* out) const {
     char e = i + 1 < src_.size() ? src_[i + 1] : '\0';
     switch (e) {
-      case 'n': *out += '\n'; return i + 2;
-      case 't': *out += '\t'; return i + 2;
-      case 'r': *out += '\r'; return i + 2;
-      case 'b': *out += '\b'; return i + 2;
-      case 'f': *out += '\f'; return i + 2;
-      case 'v': *out += '\v'; return i + 2;
-      case 'a': *out += '\a'; return i + 2;
-      case '\\': *out += '\\'; return i + 2;
-      case '\'': *out += '\''; return i + 2;
-      case '"': *out += '"'; return i + 2;
-      case '\n': return i + 2;  // line continuation
-      case 'x': return DecodeHex(i, 2, out);
-      case 'u': return DecodeHex(i, 4, out);
-      case 'U': return DecodeHex(i, 8, out);
+      case 'n':
+        *out += '\n';
+        return i + 2;
+      case 't':
+        *out += '\t';
+        return i + 2;
+      case 'r':
+        *out += '\r';
+        return i + 2;
+      case 'b':
+        *out += '\b';
+        return i + 2;
+      case 'f':
+        *out += '\f';
+        return i + 2;
+      case 'v':
+        *out += '\v';
+        return i + 2;
+      case 'a':
+        *out += '\a';
+        return i + 2;
+      case '\\':
+        *out += '\\';
+        return i + 2;
+      case '\'':
+        *out += '\'';
+        return i + 2;
+      case '"':
+        *out += '"';
+        return i + 2;
+      case '\n':
+        return i + 2;  // line continuation
+      case 'x':
+        return DecodeHex(i, 2, out);
+      case 'u':
+        return DecodeHex(i, 4, out);
+      case 'U':
+        return DecodeHex(i, 8, out);
       default:
         if (e >= '0' && e <= '7') {
           uint32_t v = 0;

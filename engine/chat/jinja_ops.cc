@@ -12,14 +12,17 @@ namespace r2::chat::jinja {
 namespace {
 
 absl::Status TypeError(std::string_view op, const Value& a, const Value& b) {
-  return absl::InvalidArgumentError(absl::StrCat("unsupported operand types for ", std::string(op), ": '",
-                                                 a.TypeName(), "' and '", b.TypeName(), "'"));
+  return absl::InvalidArgumentError(absl::StrCat("unsupported operand types for ", std::string(op),
+                                                 ": '", a.TypeName(), "' and '", b.TypeName(),
+                                                 "'"));
 }
 
 bool IsIntLike(const Value& v) { return v.is_int() || v.is_bool(); }
 int64_t IntOf(const Value& v) { return v.is_bool() ? (v.as_bool() ? 1 : 0) : v.as_int(); }
 bool IsNum(const Value& v) { return IsIntLike(v) || v.is_float(); }
-double FloatOf(const Value& v) { return v.is_float() ? v.as_float() : static_cast<double>(IntOf(v)); }
+double FloatOf(const Value& v) {
+  return v.is_float() ? v.as_float() : static_cast<double>(IntOf(v));
+}
 
 absl::StatusOr<Value> IntArith(std::string_view op, int64_t a, int64_t b) {
   int64_t r = 0;
@@ -82,7 +85,8 @@ absl::StatusOr<Value> Repeat(Evaluator& ev, const Value& seq, int64_t n) {
   if (unit != 0 && static_cast<uint64_t>(n) > ev.limits().max_output_bytes / unit) {
     return absl::ResourceExhaustedError("sequence repetition exceeds the size limit");
   }
-  JINJA_RETURN_IF_ERROR(ev.ChargeSize(unit * static_cast<size_t>(n)));
+  JINJA_RETURN_IF_ERROR(seq.is_string() ? ev.ChargeSize(unit * static_cast<size_t>(n))
+                                        : ev.ChargeItems(unit * static_cast<size_t>(n)));
   if (seq.is_string()) {
     std::string out;
     out.reserve(unit * n);
@@ -102,7 +106,7 @@ absl::StatusOr<Value> Concat(Evaluator& ev, const Value& a, const Value& b) {
     return Value(a.as_string() + b.as_string());
   }
   ValueList out = a.as_list();
-  JINJA_RETURN_IF_ERROR(ev.ChargeSize(out.size() + b.as_list().size()));
+  JINJA_RETURN_IF_ERROR(ev.ChargeItems(out.size() + b.as_list().size()));
   out.insert(out.end(), b.as_list().begin(), b.as_list().end());
   return Value::List(std::move(out));
 }
@@ -111,8 +115,7 @@ int64_t NormalizeIndex(int64_t i, int64_t size) { return i < 0 ? i + size : i; }
 
 }  // namespace
 
-absl::StatusOr<Value> BinaryOp(Evaluator& ev, std::string_view op, const Value& a,
-                               const Value& b) {
+absl::StatusOr<Value> BinaryOp(Evaluator& ev, std::string_view op, const Value& a, const Value& b) {
   if (op == "~") {
     std::string sa = a.Str();
     std::string sb = b.Str();
@@ -192,10 +195,12 @@ Value GetItem(const Value& obj, const Value& key) {
       if (i < 0 || i >= static_cast<int64_t>(items.size())) return Value::MakeUndefined();
       return items[i];
     }
-    ValueList chars = Utf8Chars(obj.as_string());
-    int64_t i = NormalizeIndex(IntOf(key), static_cast<int64_t>(chars.size()));
-    if (i < 0 || i >= static_cast<int64_t>(chars.size())) return Value::MakeUndefined();
-    return chars[i];
+    const std::string& s = obj.as_string();
+    std::vector<size_t> starts = Utf8Starts(s);
+    int64_t n = static_cast<int64_t>(starts.size()) - 1;
+    int64_t i = NormalizeIndex(IntOf(key), n);
+    if (i < 0 || i >= n) return Value::MakeUndefined();
+    return Value(s.substr(starts[i], starts[i + 1] - starts[i]));
   }
   if (key.is_string()) return GetAttr(obj, key.as_string());
   return Value::MakeUndefined();
@@ -224,8 +229,10 @@ absl::StatusOr<Value> Slice(const Value& obj, const Value& start, const Value& s
   if (!obj.is_list() && !obj.is_string()) {
     return absl::InvalidArgumentError(absl::StrCat("'", obj.TypeName(), "' is not sliceable"));
   }
-  ValueList items = obj.is_list() ? obj.as_list() : Utf8Chars(obj.as_string());
-  const int64_t n = static_cast<int64_t>(items.size());
+  std::vector<size_t> starts;
+  if (obj.is_string()) starts = Utf8Starts(obj.as_string());
+  const int64_t n = obj.is_list() ? static_cast<int64_t>(obj.as_list().size())
+                                  : static_cast<int64_t>(starts.size()) - 1;
   JINJA_ASSIGN_OR_RETURN(int64_t st, SliceBound(step, 1));
   if (st == 0) return absl::InvalidArgumentError("slice step cannot be zero");
   JINJA_ASSIGN_OR_RETURN(int64_t lo, SliceBound(start, st > 0 ? 0 : n - 1));
@@ -237,11 +244,16 @@ absl::StatusOr<Value> Slice(const Value& obj, const Value& start, const Value& s
   };
   lo = clamp(lo, false);
   hi = clamp(hi, true);
-  ValueList out;
-  for (int64_t i = lo; st > 0 ? i < hi : i > hi; i += st) out.push_back(items[i]);
-  if (obj.is_list()) return Value::List(std::move(out));
+  if (obj.is_list()) {
+    ValueList out;
+    for (int64_t i = lo; st > 0 ? i < hi : i > hi; i += st) out.push_back(obj.as_list()[i]);
+    return Value::List(std::move(out));
+  }
+  const std::string& str = obj.as_string();
   std::string s;
-  for (const Value& c : out) s += c.as_string();
+  for (int64_t i = lo; st > 0 ? i < hi : i > hi; i += st) {
+    s.append(str, starts[i], starts[i + 1] - starts[i]);
+  }
   return Value(std::move(s));
 }
 
@@ -257,6 +269,9 @@ absl::StatusOr<ValueList> Iterate(const Value& v) {
       return keys;
     }
     case Value::Kind::kString:
+      if (v.as_string().size() > Evaluator::kMaxListItems) {
+        return absl::ResourceExhaustedError("string too long to iterate over");
+      }
       return Utf8Chars(v.as_string());
     default:
       return absl::InvalidArgumentError(
@@ -277,6 +292,13 @@ size_t Utf8SequenceLength(const std::string& s, size_t i) {
 }
 
 }  // namespace
+
+std::vector<size_t> Utf8Starts(const std::string& s) {
+  std::vector<size_t> starts;
+  for (size_t i = 0; i < s.size(); i += Utf8SequenceLength(s, i)) starts.push_back(i);
+  starts.push_back(s.size());
+  return starts;
+}
 
 ValueList Utf8Chars(const std::string& s) {
   ValueList out;

@@ -4,6 +4,7 @@
 
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "absl/status/statusor.h"
 #include "engine/chat/jinja_eval.h"
@@ -34,6 +35,8 @@ absl::StatusOr<Value> Slice(const Value& obj, const Value& start, const Value& s
 // undefined and none iterate as empty.
 absl::StatusOr<ValueList> Iterate(const Value& v);
 
+// Byte offsets where each code point of `s` starts, plus s.size() at the end.
+std::vector<size_t> Utf8Starts(const std::string& s);
 // Splits a UTF-8 string into code points (invalid bytes become single-byte pieces).
 ValueList Utf8Chars(const std::string& s);
 // Number of code points, as Python's len(str).

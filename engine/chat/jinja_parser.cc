@@ -27,9 +27,7 @@ class Parser {
  private:
   // ---- token helpers ------------------------------------------------------------------------
   const Token& Cur() const { return tokens_[pos_]; }
-  const Token& Peek(size_t n = 1) const {
-    return tokens_[std::min(pos_ + n, tokens_.size() - 1)];
-  }
+  const Token& Peek(size_t n = 1) const { return tokens_[std::min(pos_ + n, tokens_.size() - 1)]; }
   void Next() {
     if (pos_ + 1 < tokens_.size()) ++pos_;
   }
@@ -52,11 +50,16 @@ class Parser {
   }
   std::string Describe(const Token& t) const {
     switch (t.type) {
-      case Type::kEof: return "end of template";
-      case Type::kBlockEnd: return "'%}'";
-      case Type::kVarEnd: return "'}}'";
-      case Type::kText: return "text";
-      default: return "'" + t.text + "'";
+      case Type::kEof:
+        return "end of template";
+      case Type::kBlockEnd:
+        return "'%}'";
+      case Type::kVarEnd:
+        return "'}}'";
+      case Type::kText:
+        return "text";
+      default:
+        return "'" + t.text + "'";
     }
   }
   absl::Status ExpectOp(std::string_view op) {
@@ -140,8 +143,8 @@ class Parser {
     s->line = Cur().line;
     Next();
     JINJA_ASSIGN_OR_RETURN(s->expr, ParseTupleExpr(true));
-    if (Cur().type != Type::kVarEnd) return Error(absl::StrCat("expected '}}', got ",
-                                                               Describe(Cur())));
+    if (Cur().type != Type::kVarEnd)
+      return Error(absl::StrCat("expected '}}', got ", Describe(Cur())));
     Next();
     return s;
   }

@@ -7,12 +7,11 @@
 #define JINJA_STATUS_CONCAT_INNER(a, b) a##b
 #define JINJA_STATUS_CONCAT(a, b) JINJA_STATUS_CONCAT_INNER(a, b)
 
-#define JINJA_RETURN_IF_ERROR(expr)              \
-  do {                                           \
-    if (absl::Status _jinja_status = (expr);     \
-        !_jinja_status.ok()) {                   \
-      return _jinja_status;                      \
-    }                                            \
+#define JINJA_RETURN_IF_ERROR(expr)                                 \
+  do {                                                              \
+    if (absl::Status _jinja_status = (expr); !_jinja_status.ok()) { \
+      return _jinja_status;                                         \
+    }                                                               \
   } while (0)
 
 #define JINJA_ASSIGN_OR_RETURN_IMPL(tmp, lhs, expr) \

@@ -20,17 +20,7 @@ struct Stmt;
 
 using ValueList = std::vector<Value>;
 
-// An insertion-ordered string-keyed map, like a Python dict loaded from JSON.
-class ValueDict {
- public:
-  const Value* Find(std::string_view key) const;
-  void Set(std::string key, Value value);
-  const std::vector<std::pair<std::string, Value>>& items() const { return items_; }
-  size_t size() const { return items_.size(); }
-
- private:
-  std::vector<std::pair<std::string, Value>> items_;
-};
+class ValueDict;
 
 // A macro defined in a template or a built-in global function.
 struct Callable {
@@ -44,19 +34,29 @@ struct Undefined {
 
 class Value {
  public:
-  enum class Kind { kUndefined, kNone, kBool, kInt, kFloat, kString, kList, kDict, kNamespace,
-                    kCallable };
+  enum class Kind {
+    kUndefined,
+    kNone,
+    kBool,
+    kInt,
+    kFloat,
+    kString,
+    kList,
+    kDict,
+    kNamespace,
+    kCallable
+  };
 
   Value() : data_(Undefined{}) {}
   static Value MakeUndefined(std::string name = "") { return Value(Undefined{std::move(name)}); }
   static Value None() { return Value(nullptr); }
-  Value(bool b) : data_(b) {}                         // NOLINT: implicit like Python literals
-  Value(int64_t i) : data_(i) {}                      // NOLINT
-  Value(int i) : data_(static_cast<int64_t>(i)) {}    // NOLINT
-  Value(double d) : data_(d) {}                       // NOLINT
-  Value(std::string s)                                // NOLINT
+  Value(bool b) : data_(b) {}                       // NOLINT: implicit like Python literals
+  Value(int64_t i) : data_(i) {}                    // NOLINT
+  Value(int i) : data_(static_cast<int64_t>(i)) {}  // NOLINT
+  Value(double d) : data_(d) {}                     // NOLINT
+  Value(std::string s)                              // NOLINT
       : data_(std::make_shared<const std::string>(std::move(s))) {}
-  Value(const char* s) : Value(std::string(s)) {}     // NOLINT
+  Value(const char* s) : Value(std::string(s)) {}  // NOLINT
   static Value List(ValueList items);
   static Value Tuple(ValueList items);  // a list that prints as a Python tuple
   static Value Dict(ValueDict dict);
@@ -113,9 +113,8 @@ class Value {
     std::shared_ptr<ValueDict> attrs;
   };
   using Data = std::variant<Undefined, std::nullptr_t, bool, int64_t, double,
-                            std::shared_ptr<const std::string>,
-                            std::shared_ptr<ValueList>, std::shared_ptr<ValueDict>, NamespaceBox,
-                            std::shared_ptr<Callable>>;
+                            std::shared_ptr<const std::string>, std::shared_ptr<ValueList>,
+                            std::shared_ptr<ValueDict>, NamespaceBox, std::shared_ptr<Callable>>;
   explicit Value(Data d) : data_(std::move(d)) {}
   explicit Value(Undefined u) : data_(std::move(u)) {}
   explicit Value(std::nullptr_t) : data_(nullptr) {}
@@ -123,6 +122,18 @@ class Value {
   Data data_;
   int depth_ = 0;
   bool tuple_ = false;
+};
+
+// An insertion-ordered string-keyed map, like a Python dict loaded from JSON.
+class ValueDict {
+ public:
+  const Value* Find(std::string_view key) const;
+  void Set(std::string key, Value value);
+  const std::vector<std::pair<std::string, Value>>& items() const { return items_; }
+  size_t size() const { return items_.size(); }
+
+ private:
+  std::vector<std::pair<std::string, Value>> items_;
 };
 
 // Values nested deeper than this are refused (keeps recursion over values bounded).

@@ -18,6 +18,13 @@ size_t PartialTagSuffix(std::string_view text, std::string_view tag) {
   return 0;
 }
 
+bool PromptOpensReasoning(std::string_view prompt, const ReasoningOptions& options) {
+  size_t start = prompt.rfind(options.start_tag);
+  if (start == std::string_view::npos) return false;
+  size_t end = prompt.rfind(options.end_tag);
+  return end == std::string_view::npos || end < start;
+}
+
 ReasoningParser::ReasoningParser(ReasoningOptions options) : options_(std::move(options)) {}
 
 ReasoningDelta ReasoningParser::Push(std::string_view text) {

@@ -59,6 +59,11 @@ class ReasoningParser {
   std::string buffer_;
 };
 
+// Whether a rendered prompt leaves the model inside the reasoning: its last start tag comes after
+// its last end tag (R1's "...<｜Assistant｜><think>\n", V3.1 with thinking on). Use it to set
+// ReasoningOptions::starts_in_reasoning for the prompt the chat template produced.
+bool PromptOpensReasoning(std::string_view prompt, const ReasoningOptions& options = {});
+
 // Length of the longest suffix of `text` that is a proper prefix of `tag` (text that must be
 // held back because the tag may be completed by the next delta).
 size_t PartialTagSuffix(std::string_view text, std::string_view tag);

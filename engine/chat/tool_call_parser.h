@@ -1,7 +1,8 @@
 #pragma once
 // Extracts DeepSeek tool calls from model output text, incrementally, as OpenAI tool_calls.
 //
-//   V3/R1:  <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```
+//   V3/R1:
+//   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>NAME\n```json\nARGS\n```
 //           <｜tool▁call▁end｜>[\n<｜tool▁call▁begin｜>...]<｜tool▁calls▁end｜>
 //   V3.1:   <｜tool▁calls▁begin｜><｜tool▁call▁begin｜>NAME<｜tool▁sep｜>ARGS<｜tool▁call▁end｜>
 //           [<｜tool▁call▁begin｜>...]<｜tool▁calls▁end｜>
@@ -26,7 +27,7 @@ enum class ToolCallFormat { kDeepSeekV3, kDeepSeekV31 };
 
 struct ToolCall {
   int index = 0;
-  std::string id;         // "call_" + caller-supplied suffix
+  std::string id;  // "call_" + caller-supplied suffix
   std::string name;
   std::string arguments;  // JSON text of an object
 };

@@ -41,8 +41,9 @@ TEST(ChatTemplateTest, FromTheSharedTokenizerConfig) {
 
 TEST(ChatTemplateTest, NamedTemplatesPickToolUseWhenToolsAreGiven) {
   Json config = {{"bos_token", "<s>"},
-                 {"chat_template", Json::array({{{"name", "default"}, {"template", "D{{ bos_token }}"}},
-                                                {{"name", "tool_use"}, {"template", "T{{ tools | length }}"}}})}};
+                 {"chat_template",
+                  Json::array({{{"name", "default"}, {"template", "D{{ bos_token }}"}},
+                               {{"name", "tool_use"}, {"template", "T{{ tools | length }}"}}})}};
   auto t = ChatTemplate::FromTokenizerConfig(config);
   ASSERT_TRUE(t.ok()) << t.status();
   ChatRenderRequest req;

@@ -12,9 +12,10 @@
 namespace r2::chat::jinja {
 namespace {
 
-absl::StatusOr<std::string> Render(const std::string& source,
-                                   const nlohmann::ordered_json& context = nlohmann::ordered_json::object(),
-                                   const RenderLimits& limits = {}) {
+absl::StatusOr<std::string> Render(
+    const std::string& source,
+    const nlohmann::ordered_json& context = nlohmann::ordered_json::object(),
+    const RenderLimits& limits = {}) {
   absl::StatusOr<Template> t = Template::Parse(source);
   if (!t.ok()) return t.status();
   return t->Render(context, limits);
@@ -80,15 +81,17 @@ TEST(JinjaTest, OutputIsCapped) {
 TEST(JinjaTest, RunawayLoopsStop) {
   RenderLimits limits;
   limits.max_steps = 100000;
-  auto r = Render("{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}",
-                  {}, limits);
+  auto r =
+      Render("{% for i in range(1000000) %}{% for j in range(1000000) %}{% endfor %}{% endfor %}",
+             {}, limits);
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
 }
 
 TEST(JinjaTest, DoublingStringsStop) {
-  auto r = Render("{% set ns = namespace(s='ab') %}{% for i in range(100) %}"
-                  "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s | length }}");
+  auto r = Render(
+      "{% set ns = namespace(s='ab') %}{% for i in range(100) %}"
+      "{% set ns.s = ns.s + ns.s %}{% endfor %}{{ ns.s | length }}");
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), absl::StatusCode::kResourceExhausted);
 }
@@ -150,13 +153,14 @@ TEST(JinjaTest, PythonFloatFormatting) {
 }
 
 TEST(JinjaTest, ToJsonMatchesPythonJsonDumps) {
-  auto v = Value::FromJson(nlohmann::ordered_json::parse(
-      R"({"z": [1, 2.0, "é\u0007"], "a": {}, "b": [], "c": null})"));
+  auto v = Value::FromJson(
+      nlohmann::ordered_json::parse(R"({"z": [1, 2.0, "é\u0007"], "a": {}, "b": [], "c": null})"));
   ASSERT_TRUE(v.ok());
   EXPECT_EQ(*ToPythonJson(*v, -1, false),
             "{\"z\": [1, 2.0, \"é\\u0007\"], \"a\": {}, \"b\": [], \"c\": null}");
-  EXPECT_EQ(*ToPythonJson(*v, 1, true),
-            "{\n \"a\": {},\n \"b\": [],\n \"c\": null,\n \"z\": [\n  1,\n  2.0,\n  \"é\\u0007\"\n ]\n}");
+  EXPECT_EQ(
+      *ToPythonJson(*v, 1, true),
+      "{\n \"a\": {},\n \"b\": [],\n \"c\": null,\n \"z\": [\n  1,\n  2.0,\n  \"é\\u0007\"\n ]\n}");
   EXPECT_EQ(*Render("{{ x | tojson(ensure_ascii=true) }}", {{"x", "é😀"}}),
             "\"\\u00e9\\ud83d\\ude00\"");
 }

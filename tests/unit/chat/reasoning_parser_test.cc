@@ -28,7 +28,8 @@ std::vector<ReasoningCase> Cases() {
       {"r1_truncated_in_reasoning", true, "Hmm, long reasoning that hits max_tokens <thi",
        "Hmm, long reasoning that hits max_tokens <thi", ""},
       {"r1_empty_reasoning", true, "</think>Just the answer.", "", "Just the answer."},
-      {"v31_thinking_unicode", true, "用户问的是天气。需要调用工具吗？</think>今天晴天 ☀️",
+      {"v31_thinking_unicode", true,
+       "用户问的是天气。需要调用工具吗？</think>今天晴天 ☀️",
        "用户问的是天气。需要调用工具吗？", "今天晴天 ☀️"},
       {"v31_nothink_plain", false, "Sure! Here is a haiku:\nold pond / frog", "",
        "Sure! Here is a haiku:\nold pond / frog"},
@@ -92,6 +93,14 @@ TEST(ReasoningParserTest, UndecidedStartWaitsForTheTag) {
   ReasoningDelta d = parser.Push("ink>x");
   EXPECT_EQ(d.reasoning, "x");
   EXPECT_TRUE(parser.Push("y").reasoning == "y");
+}
+
+TEST(ReasoningParserTest, PromptOpensReasoning) {
+  EXPECT_TRUE(PromptOpensReasoning("<｜User｜>hi<｜Assistant｜><think>\n"));
+  EXPECT_TRUE(PromptOpensReasoning("<｜User｜>hi<｜Assistant｜><think>"));
+  EXPECT_FALSE(PromptOpensReasoning("<｜User｜>hi<｜Assistant｜></think>"));
+  EXPECT_FALSE(PromptOpensReasoning("<｜User｜>hi<｜Assistant｜>"));
+  EXPECT_FALSE(PromptOpensReasoning("<｜Assistant｜><think>a</think>b<｜User｜>q<｜Assistant｜>"));
 }
 
 TEST(ReasoningParserTest, PartialTagSuffix) {

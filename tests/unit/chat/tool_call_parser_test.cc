@@ -42,58 +42,101 @@ std::vector<ToolCase> Cases() {
   const auto v31 = ToolCallFormat::kDeepSeekV31;
   const std::string paris = R"({"city": "Paris"})";
   const std::string tokyo = R"({"city": "Tokyo", "unit": "celsius"})";
-  const std::string nested = R"({"query": "DeepSeek \"V3\" 技术报告", "filters": {"year": [2024, 2025]}})";
+  const std::string nested =
+      R"({"query": "DeepSeek \"V3\" 技术报告", "filters": {"year": [2024, 2025]}})";
   return {
-      {"v3_one_call", v3, kCallsBegin + V3Call("get_weather", paris) + kCallsEnd, "",
+      {"v3_one_call",
+       v3,
+       kCallsBegin + V3Call("get_weather", paris) + kCallsEnd,
+       "",
        {{"get_weather", paris}}},
-      {"v3_two_calls", v3,
+      {"v3_two_calls",
+       v3,
        kCallsBegin + V3Call("get_weather", paris) + "\n" + V3Call("get_weather", tokyo) + kCallsEnd,
-       "", {{"get_weather", paris}, {"get_weather", tokyo}}},
-      {"v3_content_before", v3,
+       "",
+       {{"get_weather", paris}, {"get_weather", tokyo}}},
+      {"v3_content_before",
+       v3,
        "Let me check the weather.\n\n" + kCallsBegin + V3Call("get_weather", paris) + kCallsEnd,
-       "Let me check the weather.\n\n", {{"get_weather", paris}}},
-      {"v3_nested_unicode_args", v3, kCallsBegin + V3Call("web_search", nested) + kCallsEnd, "",
+       "Let me check the weather.\n\n",
+       {{"get_weather", paris}}},
+      {"v3_nested_unicode_args",
+       v3,
+       kCallsBegin + V3Call("web_search", nested) + kCallsEnd,
+       "",
        {{"web_search", nested}}},
-      {"v3_multiline_args", v3,
+      {"v3_multiline_args",
+       v3,
        kCallsBegin + V3Call("run", "{\n  \"cmd\": \"ls -la\",\n  \"cwd\": \"/tmp\"\n}") + kCallsEnd,
-       "", {{"run", "{\n  \"cmd\": \"ls -la\",\n  \"cwd\": \"/tmp\"\n}"}}},
-      {"v3_no_calls_end", v3, kCallsBegin + V3Call("get_weather", paris), "",
+       "",
+       {{"run", "{\n  \"cmd\": \"ls -la\",\n  \"cwd\": \"/tmp\"\n}"}}},
+      {"v3_no_calls_end",
+       v3,
+       kCallsBegin + V3Call("get_weather", paris),
+       "",
        {{"get_weather", paris}}},
       {"v3_plain_text", v3, "No tools needed: the answer is 42 <｜tool", "<output>", {}},
-      {"v31_one_call", v31, kCallsBegin + V31Call("get_weather", paris) + kCallsEnd, "",
+      {"v31_one_call",
+       v31,
+       kCallsBegin + V31Call("get_weather", paris) + kCallsEnd,
+       "",
        {{"get_weather", paris}}},
-      {"v31_three_calls", v31,
+      {"v31_three_calls",
+       v31,
        kCallsBegin + V31Call("a", "{}") + V31Call("b", R"({"x": 1})") + V31Call("c", nested) +
            kCallsEnd,
-       "", {{"a", "{}"}, {"b", R"({"x": 1})"}, {"c", nested}}},
-      {"v31_content_before_and_after", v31,
+       "",
+       {{"a", "{}"}, {"b", R"({"x": 1})"}, {"c", nested}}},
+      {"v31_content_before_and_after",
+       v31,
        "I'll search." + kCallsBegin + V31Call("web_search", nested) + kCallsEnd + " trailing",
-       "I'll search. trailing", {{"web_search", nested}}},
-      {"v31_two_blocks", v31,
+       "I'll search. trailing",
+       {{"web_search", nested}}},
+      {"v31_two_blocks",
+       v31,
        kCallsBegin + V31Call("a", "{}") + kCallsEnd + "mid" + kCallsBegin + V31Call("b", "{}") +
            kCallsEnd,
-       "mid", {{"a", "{}"}, {"b", "{}"}}},
+       "mid",
+       {{"a", "{}"}, {"b", "{}"}}},
       // Malformed: the bad part and everything after it is content; earlier calls stand.
       {"bad_json", v31, kCallsBegin + V31Call("f", "{\"a\": }") + kCallsEnd, "<output>", {}},
       {"args_not_object", v31, kCallsBegin + V31Call("f", "[1, 2]") + kCallsEnd, "<output>", {}},
-      {"missing_sep", v31, kCallsBegin + kCallBegin + "f{\"a\": 1}" + kCallEnd + kCallsEnd,
-       "<output>", {}},
-      {"unterminated_call", v31, "Hi" + kCallsBegin + kCallBegin + "f" + kSep + "{\"a\": 1",
-       "<output>", {}},
-      {"unterminated_block_only", v3, "Hi" + kCallsBegin, "<output>", {}},
-      {"good_then_bad", v31,
-       kCallsBegin + V31Call("good", "{}") + V31Call("bad", "{oops}") + kCallsEnd,
-       V31Call("bad", "{oops}") + kCallsEnd, {{"good", "{}"}}},
-      {"stray_text_between_calls", v3,
-       kCallsBegin + V3Call("a", "{}") + " junk " + V3Call("b", "{}") + kCallsEnd,
-       " junk " + V3Call("b", "{}") + kCallsEnd, {{"a", "{}"}}},
-      {"v3_wrong_type", v3,
-       kCallsBegin + kCallBegin + "retrieval" + kSep + "x\n```json\n{}\n```" + kCallEnd + kCallsEnd,
-       "<output>", {}},
-      {"v3_format_given_v31_text", v3, kCallsBegin + V31Call("f", "{}") + kCallsEnd, "<output>",
+      {"missing_sep",
+       v31,
+       kCallsBegin + kCallBegin + "f{\"a\": 1}" + kCallEnd + kCallsEnd,
+       "<output>",
        {}},
-      {"nested_begin_inside_call", v31,
-       kCallsBegin + kCallBegin + "f" + kSep + kCallBegin + "{}" + kCallEnd, "<output>", {}},
+      {"unterminated_call",
+       v31,
+       "Hi" + kCallsBegin + kCallBegin + "f" + kSep + "{\"a\": 1",
+       "<output>",
+       {}},
+      {"unterminated_block_only", v3, "Hi" + kCallsBegin, "<output>", {}},
+      {"good_then_bad",
+       v31,
+       kCallsBegin + V31Call("good", "{}") + V31Call("bad", "{oops}") + kCallsEnd,
+       V31Call("bad", "{oops}") + kCallsEnd,
+       {{"good", "{}"}}},
+      {"stray_text_between_calls",
+       v3,
+       kCallsBegin + V3Call("a", "{}") + " junk " + V3Call("b", "{}") + kCallsEnd,
+       " junk " + V3Call("b", "{}") + kCallsEnd,
+       {{"a", "{}"}}},
+      {"v3_wrong_type",
+       v3,
+       kCallsBegin + kCallBegin + "retrieval" + kSep + "x\n```json\n{}\n```" + kCallEnd + kCallsEnd,
+       "<output>",
+       {}},
+      {"v3_format_given_v31_text",
+       v3,
+       kCallsBegin + V31Call("f", "{}") + kCallsEnd,
+       "<output>",
+       {}},
+      {"nested_begin_inside_call",
+       v31,
+       kCallsBegin + kCallBegin + "f" + kSep + kCallBegin + "{}" + kCallEnd,
+       "<output>",
+       {}},
       {"empty_name", v31, kCallsBegin + V31Call("", "{}") + kCallsEnd, "<output>", {}},
   };
 }
@@ -124,8 +167,8 @@ void ExpectSameCalls(const std::vector<ToolCall>& a, const std::vector<ToolCall>
 TEST(ToolCallParserTest, RecordedOutputsParse) {
   for (const ToolCase& c : Cases()) {
     SCOPED_TRACE(c.name);
-    ToolCallDelta r = ToolCallParser::Parse(c.output, c.format,
-                                            [](int i) { return "id" + std::to_string(i); });
+    ToolCallDelta r =
+        ToolCallParser::Parse(c.output, c.format, [](int i) { return "id" + std::to_string(i); });
     EXPECT_EQ(r.content, ExpectedContent(c));
     ASSERT_EQ(r.calls.size(), c.calls.size());
     for (size_t i = 0; i < r.calls.size(); ++i) {
@@ -141,8 +184,8 @@ TEST(ToolCallParserTest, RecordedOutputsParse) {
 TEST(ToolCallParserTest, EverySplitEqualsWholeParse) {
   for (const ToolCase& c : Cases()) {
     SCOPED_TRACE(c.name);
-    ToolCallDelta whole = ToolCallParser::Parse(c.output, c.format,
-                                                [](int i) { return "id" + std::to_string(i); });
+    ToolCallDelta whole =
+        ToolCallParser::Parse(c.output, c.format, [](int i) { return "id" + std::to_string(i); });
     for (const auto& deltas : testing::AllSplits(c.output, 20)) {
       ToolCallDelta streamed = Stream(deltas, c.format);
       ASSERT_EQ(streamed.content, whole.content) << deltas.size() << " deltas";
@@ -200,9 +243,16 @@ TEST(ToolCallParserTest, ChainedAfterReasoningParser) {
 
 TEST(ToolCallParserTest, GarbageNeverCrashes) {
   std::vector<std::string> inputs = {
-      "", kCallsBegin, kCallsEnd, kCallEnd, kSep, kCallBegin,
-      kCallsBegin + kCallsBegin + kCallEnd, kCallsBegin + kCallBegin + kSep + kCallEnd,
-      "\xff\xfe<｜tool▁calls▁begin｜>\x80", kCallsBegin + kCallBegin + "f" + kSep + "{" + kCallEnd,
+      "",
+      kCallsBegin,
+      kCallsEnd,
+      kCallEnd,
+      kSep,
+      kCallBegin,
+      kCallsBegin + kCallsBegin + kCallEnd,
+      kCallsBegin + kCallBegin + kSep + kCallEnd,
+      "\xff\xfe<｜tool▁calls▁begin｜>\x80",
+      kCallsBegin + kCallBegin + "f" + kSep + "{" + kCallEnd,
   };
   for (const std::string& in : inputs) {
     for (auto format : {ToolCallFormat::kDeepSeekV3, ToolCallFormat::kDeepSeekV31}) {
