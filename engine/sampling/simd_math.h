@@ -2,8 +2,9 @@
 // The vector arithmetic under the sampler's O(V) passes, written once with GCC/Clang vector
 // extensions (4 float lanes, 16 bytes, so no ABI change between SSE2 and AVX builds); the same
 // source compiles to SSE2, AVX or NEON. Only IEEE add, subtract, multiply, divide, compare and
-// integer operations are used, and ISO C++ mode does not fuse multiply-adds, so a result is the
-// same bit for bit on every machine and in every position of a row (a partial block is padded,
+// integer operations are used, and ExpNonPositive is compiled without fused multiply-adds (which
+// GCC and Clang would otherwise form on FMA and NEON targets), so a result is the same bit for bit
+// on every machine, in every build, and in every position of a row (a partial block is padded,
 // never computed by other code).
 //
 //   ExpNonPositive(x)  e^x for x <= 0: n = round(x log2 e) (by adding 1.5 * 2^23),
@@ -20,6 +21,14 @@
 #include <cstdint>
 #include <cstring>
 #include <limits>
+
+// Turns off the contraction of a * b + c into one rounding for a function (GCC; Clang uses the
+// pragma inside the function body).
+#if defined(__clang__)
+#define R2_SAMPLING_NO_FP_CONTRACT
+#else
+#define R2_SAMPLING_NO_FP_CONTRACT __attribute__((optimize("fp-contract=off")))
+#endif
 
 namespace r2::sampling::simd {
 
@@ -59,7 +68,10 @@ inline int32_t SumLanes(I4 v) { return (v[0] + v[1]) + (v[2] + v[3]); }
 // The number of set lanes of a comparison result (lanes are 0 or -1).
 inline int32_t CountLanes(I4 mask) { return -SumLanes(mask); }
 
-inline F4 ExpNonPositive(F4 x) {
+R2_SAMPLING_NO_FP_CONTRACT inline F4 ExpNonPositive(F4 x) {
+#if defined(__clang__)
+#pragma clang fp contract(off)
+#endif
   const F4 lowest = Broadcast(-87.0f);
   const I4 underflow = x < lowest;
   const F4 clamped = underflow ? lowest : x;
