@@ -17,11 +17,11 @@ namespace {
 
 using nlohmann::json;
 
-constexpr int64_t kMaxId = (1 << 24) - 1;   // ids beyond this are refused (memory bound)
-constexpr size_t kSmallWord = 48;           // words up to this many symbols use MergeSmall
-constexpr size_t kCachedWordBytes = 32;     // longer words are not cached
-constexpr size_t kCacheEntries = 1 << 16;   // a full cache is cleared
-constexpr int kCacheSlots = 4;              // models with a cache per thread
+constexpr int64_t kMaxId = (1 << 24) - 1;  // ids beyond this are refused (memory bound)
+constexpr size_t kSmallWord = 48;          // words up to this many symbols use MergeSmall
+constexpr size_t kCachedWordBytes = 32;    // longer words are not cached
+constexpr size_t kCacheEntries = 1 << 16;  // a full cache is cleared
+constexpr int kCacheSlots = 4;             // models with a cache per thread
 
 std::atomic<uint64_t> next_serial{1};
 
@@ -67,8 +67,8 @@ absl::Status CheckUnsupportedOptions(const json& spec) {
   }
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
     if (!IsNullOrEmptyString(spec, key)) {
-      return absl::InvalidArgumentError(absl::StrCat("unsupported model: ", key, " ",
-                                                     spec[key].dump()));
+      return absl::InvalidArgumentError(
+          absl::StrCat("unsupported model: ", key, " ", spec[key].dump()));
     }
   }
   for (const char* key : {"fuse_unk", "ignore_merges"}) {
@@ -84,7 +84,7 @@ absl::Status CheckUnsupportedOptions(const json& spec) {
 BpeModel::BpeModel() : serial_(next_serial.fetch_add(1)) {}
 
 absl::StatusOr<std::unique_ptr<BpeModel>> BpeModel::FromJson(const json& spec,
-                                                           std::string_view source) {
+                                                             std::string_view source) {
   if (!spec.is_object()) return absl::InvalidArgumentError("'model' must be an object");
   if (absl::Status s = CheckUnsupportedOptions(spec); !s.ok()) return s;
   if (!spec.contains("vocab") || !spec.contains("merges")) {
@@ -169,10 +169,11 @@ absl::Status BpeModel::AddMerge(std::string_view left, std::string_view right, i
   const std::string joined = absl::StrCat(Sv(left), Sv(right));
   const std::optional<int32_t> merged = TokenToId(joined);
   if (!a || !b || !merged) {
-    return absl::InvalidArgumentError(absl::StrCat("model.merges: merge '", Sv(left), " ", Sv(right),
-                                                   "' uses a token not in the vocabulary"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "model.merges: merge '", Sv(left), " ", Sv(right), "' uses a token not in the vocabulary"));
   }
-  merges_.Insert(PairKey(*a, *b), Merge{rank, *merged}, /*overwrite=*/true);  // a repeat: the last wins
+  merges_.Insert(PairKey(*a, *b), Merge{rank, *merged},
+                 /*overwrite=*/true);  // a repeat: the last wins
   return absl::OkStatus();
 }
 
@@ -306,7 +307,8 @@ void BpeModel::EncodeWord(std::string_view word, std::vector<int32_t>* ids) cons
   const size_t first = ids->size();
   EncodeWordUncached(word, false, ids);
   if (cache.words.size() >= kCacheEntries) cache.words.clear();
-  cache.words.emplace(std::string(word), absl::InlinedVector<int32_t, 3>(ids->begin() + first, ids->end()));
+  cache.words.emplace(std::string(word),
+                      absl::InlinedVector<int32_t, 3>(ids->begin() + first, ids->end()));
 }
 
 }  // namespace r2::tokenizer

@@ -21,7 +21,7 @@ class BpeModel {
  public:
   // `spec` is tokenizer.json's "model" value; `source` names the file in errors.
   static absl::StatusOr<std::unique_ptr<BpeModel>> FromJson(const nlohmann::json& spec,
-                                                           std::string_view source);
+                                                            std::string_view source);
 
   // Appends the ids of one pre-tokenized word, given as raw bytes.
   void EncodeWord(std::string_view word, std::vector<int32_t>* ids) const;

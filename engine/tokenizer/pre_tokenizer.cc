@@ -56,8 +56,7 @@ struct Event {
   bool is_match;
 };
 
-std::vector<Event> MatchEvents(size_t length, const std::vector<ByteRange>& matches,
-                               bool invert) {
+std::vector<Event> MatchEvents(size_t length, const std::vector<ByteRange>& matches, bool invert) {
   std::vector<Event> events;
   events.reserve(matches.size() * 2 + 1);
   size_t prev = 0;
@@ -213,11 +212,11 @@ absl::Status PreTokenizer::AddStep(const json& spec, int depth) {
 
 absl::Status PreTokenizer::ApplyStep(const Step& step, std::string_view piece,
                                      std::vector<std::string_view>* out,
-                                     std::deque<std::string>* storage,
+                                     std::forward_list<std::string>* storage,
                                      std::vector<ByteRange>* matches) const {
   if (step.kind == Step::kByteLevel && step.add_prefix_space && piece.front() != ' ') {
-    storage->push_back(absl::StrCat(" ", Sv(piece)));
-    piece = storage->back();
+    storage->push_front(absl::StrCat(" ", Sv(piece)));
+    piece = storage->front();
   }
   if (step.regex == nullptr) {
     out->push_back(piece);
@@ -230,7 +229,7 @@ absl::Status PreTokenizer::ApplyStep(const Step& step, std::string_view piece,
 }
 
 absl::Status PreTokenizer::Split(std::string_view text, std::vector<std::string_view>* pieces,
-                                 std::deque<std::string>* storage) const {
+                                 std::forward_list<std::string>* storage) const {
   if (text.empty()) return absl::OkStatus();
   std::vector<std::string_view> current = {text};
   std::vector<std::string_view> next;

@@ -3,7 +3,7 @@
 // Sequences), each splitting every piece the previous step produced, as Hugging Face does.
 // ByteLevel must be the last step; its byte-to-character mapping is left to the BPE model, so the
 // pieces here are raw bytes.
-#include <deque>
+#include <forward_list>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -31,7 +31,7 @@ class PreTokenizer {
   // Appends the pieces of `text` to *pieces. A piece views `text`, or a string appended to
   // *storage when ByteLevel's add_prefix_space prepended a space.
   absl::Status Split(std::string_view text, std::vector<std::string_view>* pieces,
-                     std::deque<std::string>* storage) const;
+                     std::forward_list<std::string>* storage) const;
 
  private:
   struct Step {
@@ -44,7 +44,8 @@ class PreTokenizer {
   PreTokenizer() = default;
   absl::Status AddStep(const nlohmann::json& spec, int depth);
   absl::Status ApplyStep(const Step& step, std::string_view piece,
-                         std::vector<std::string_view>* out, std::deque<std::string>* storage,
+                         std::vector<std::string_view>* out,
+                         std::forward_list<std::string>* storage,
                          std::vector<ByteRange>* matches) const;
 
   std::vector<Step> steps_;

@@ -14,15 +14,14 @@ namespace r2::tokenizer {
 namespace {
 
 absl::Status Unsupported(std::string_view pattern, std::string_view what) {
-  return absl::InvalidArgumentError(absl::StrCat("unsupported regex construct ", Sv(what),
-                                                 " in pattern '", Sv(pattern), "'"));
+  return absl::InvalidArgumentError(
+      absl::StrCat("unsupported regex construct ", Sv(what), " in pattern '", Sv(pattern), "'"));
 }
 
 // Oniguruma's \s: the White_Space property (PCRE2's \s also matches U+180E).
 CodePointSet WhiteSpace() {
-  return {{0x09, 0x0D}, {0x20, 0x20},     {0x85, 0x85},     {0xA0, 0xA0},
-          {0x1680, 0x1680}, {0x2000, 0x200A}, {0x2028, 0x2029}, {0x202F, 0x202F},
-          {0x205F, 0x205F}, {0x3000, 0x3000}};
+  return {{0x09, 0x0D},     {0x20, 0x20},     {0x85, 0x85},     {0xA0, 0xA0},     {0x1680, 0x1680},
+          {0x2000, 0x200A}, {0x2028, 0x2029}, {0x202F, 0x202F}, {0x205F, 0x205F}, {0x3000, 0x3000}};
 }
 
 // Oniguruma's \w: Letter, Mark, Decimal_Number, Connector_Punctuation.
@@ -53,7 +52,8 @@ absl::StatusOr<CodePointSet> PropertyAt(std::string_view pattern, size_t i, size
     name.remove_prefix(1);
   }
   std::optional<CodePointSet> set = GeneralCategory(name);
-  if (!set) return Unsupported(pattern, absl::StrCat("\\p{", Sv(name), "} (only general categories)"));
+  if (!set)
+    return Unsupported(pattern, absl::StrCat("\\p{", Sv(name), "} (only general categories)"));
   return *std::move(set);
 }
 
@@ -190,8 +190,8 @@ std::string EscapeLiteral(std::string_view literal) {
   std::string out;
   for (char c : literal) {
     const auto u = static_cast<unsigned char>(c);
-    const bool plain = u >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-                       (c >= 'A' && c <= 'Z');
+    const bool plain =
+        u >= 0x80 || (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z');
     if (!plain) out.push_back('\\');
     out.push_back(c);
   }
@@ -204,13 +204,13 @@ absl::StatusOr<std::unique_ptr<Regex>> CompileTranslated(std::string pcre2_patte
   pcre2_set_newline(cc, PCRE2_NEWLINE_LF);
   int error = 0;
   PCRE2_SIZE offset = 0;
-  pcre2_code* code = pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pcre2_pattern.data()),
-                                   pcre2_pattern.size(), PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE,
-                                   &error, &offset, cc);
+  pcre2_code* code =
+      pcre2_compile(reinterpret_cast<PCRE2_SPTR>(pcre2_pattern.data()), pcre2_pattern.size(),
+                    PCRE2_UTF | PCRE2_UCP | PCRE2_MULTILINE, &error, &offset, cc);
   pcre2_compile_context_free(cc);
   if (code == nullptr) {
-    return absl::InvalidArgumentError(absl::StrCat("bad regex '", Sv(original), "': ",
-                                                   Pcre2Message(error), " at offset ", offset));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "bad regex '", Sv(original), "': ", Pcre2Message(error), " at offset ", offset));
   }
   pcre2_jit_compile(code, PCRE2_JIT_COMPLETE);  // without JIT pcre2_match interprets: still fine
   return Regex::Wrap(code, std::move(pcre2_pattern));

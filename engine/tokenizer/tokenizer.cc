@@ -1,7 +1,7 @@
 #include "engine/tokenizer/tokenizer.h"
 
-#include <deque>
 #include <filesystem>
+#include <forward_list>
 #include <fstream>
 #include <sstream>
 
@@ -48,8 +48,7 @@ absl::Status CheckDecoder(const json& spec) {
     }
     return absl::OkStatus();
   }
-  return absl::InvalidArgumentError("unsupported decoder " + TypeOf(spec) +
-                                    " (only ByteLevel)");
+  return absl::InvalidArgumentError("unsupported decoder " + TypeOf(spec) + " (only ByteLevel)");
 }
 
 // TemplateProcessing's "single" template: ids before and after the sequence.
@@ -67,8 +66,8 @@ absl::Status ParseTemplate(const json& spec, std::vector<int32_t>* prefix,
       ++sequences;
       continue;
     }
-    const json name = piece.contains("SpecialToken") ? piece["SpecialToken"].value("id", json())
-                                                     : json();
+    const json name =
+        piece.contains("SpecialToken") ? piece["SpecialToken"].value("id", json()) : json();
     if (!name.is_string() || !special.contains(name.get<std::string>())) {
       return absl::InvalidArgumentError("post_processor TemplateProcessing: bad piece " +
                                         piece.dump());
@@ -158,8 +157,8 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const json& list, const
     } else if (max_id < 0) {
       expected = model_vocab_count;
     } else {
-      expected = (max_id >= model_vocab_count || model_vocab_count == 0) ? max_id + 1
-                                                                         : model_vocab_count;
+      expected =
+          (max_id >= model_vocab_count || model_vocab_count == 0) ? max_id + 1 : model_vocab_count;
     }
     if (expected != token->id) {
       return absl::InvalidArgumentError(absl::StrCat("added_tokens: '", token->content, "' has id ",
@@ -232,8 +231,8 @@ absl::Status Tokenizer::LoadJson(std::string_view json_text, std::string_view so
                                 static_cast<int64_t>(root["model"]["vocab"].size()));
   if (!added.ok()) return added.status();
   added_ = std::make_unique<AddedVocabulary>(*std::move(added));
-  if (absl::Status s = ParsePostProcessor(root.value("post_processor", json()), &prefix_ids_,
-                                          &suffix_ids_);
+  if (absl::Status s =
+          ParsePostProcessor(root.value("post_processor", json()), &prefix_ids_, &suffix_ids_);
       !s.ok()) {
     return s;
   }
@@ -312,7 +311,7 @@ absl::StatusOr<std::vector<int32_t>> Tokenizer::Encode(std::string_view text,
 
 absl::Status Tokenizer::EncodeSegment(std::string_view text, std::vector<int32_t>* ids) const {
   std::vector<std::string_view> pieces;
-  std::deque<std::string> storage;
+  std::forward_list<std::string> storage;
   if (absl::Status s = pre_tokenizer_->Split(text, &pieces, &storage); !s.ok()) return s;
   for (std::string_view piece : pieces) model_->EncodeWord(piece, ids);
   return absl::OkStatus();
@@ -325,20 +324,18 @@ absl::StatusOr<std::vector<std::string>> Tokenizer::PreTokenize(std::string_view
     text = replaced;
   }
   std::vector<std::string_view> pieces;
-  std::deque<std::string> storage;
+  std::forward_list<std::string> storage;
   if (absl::Status s = pre_tokenizer_->Split(text, &pieces, &storage); !s.ok()) return s;
   return std::vector<std::string>(pieces.begin(), pieces.end());
 }
 
 std::string_view Tokenizer::TokenBytes(int32_t id) const {
   if (id < 0 || id >= vocab_size_) return {};
-  return std::string_view(decode_bytes_).substr(decode_start_[id],
-                                                decode_start_[id + 1] - decode_start_[id]);
+  return std::string_view(decode_bytes_)
+      .substr(decode_start_[id], decode_start_[id + 1] - decode_start_[id]);
 }
 
-bool Tokenizer::IsSpecial(int32_t id) const {
-  return id >= 0 && id < vocab_size_ && special_[id];
-}
+bool Tokenizer::IsSpecial(int32_t id) const { return id >= 0 && id < vocab_size_ && special_[id]; }
 
 std::string Tokenizer::Decode(absl::Span<const int32_t> ids, bool skip_special_tokens) const {
   std::string bytes;

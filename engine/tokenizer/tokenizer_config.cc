@@ -36,8 +36,7 @@ absl::StatusOr<std::optional<bool>> BoolField(const json& root, const char* fiel
 }
 
 // chat_template: a string, or a list of {"name", "template"} (the one named "default" is used).
-absl::StatusOr<std::optional<std::string>> ChatTemplate(const json& root,
-                                                        std::string_view source) {
+absl::StatusOr<std::optional<std::string>> ChatTemplate(const json& root, std::string_view source) {
   if (!root.contains("chat_template") || root["chat_template"].is_null()) {
     return std::optional<std::string>();
   }
@@ -56,7 +55,8 @@ absl::StatusOr<std::optional<std::string>> ChatTemplate(const json& root,
 }
 
 absl::Status Fill(const json& root, std::string_view source, TokenizerConfig* config) {
-  if (!root.is_object()) return absl::InvalidArgumentError(absl::StrCat(Sv(source), ": not an object"));
+  if (!root.is_object())
+    return absl::InvalidArgumentError(absl::StrCat(Sv(source), ": not an object"));
   auto add_bos = BoolField(root, "add_bos_token", source);
   auto add_eos = BoolField(root, "add_eos_token", source);
   auto bos = TokenField(root, "bos_token", source);
@@ -90,7 +90,8 @@ absl::Status Fill(const json& root, std::string_view source, TokenizerConfig* co
 absl::StatusOr<TokenizerConfig> ParseTokenizerConfig(std::string_view text,
                                                      std::string_view source) {
   const json root = json::parse(text, nullptr, /*allow_exceptions=*/false);
-  if (root.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(Sv(source), ": bad JSON"));
+  if (root.is_discarded())
+    return absl::InvalidArgumentError(absl::StrCat(Sv(source), ": bad JSON"));
   TokenizerConfig config;
   try {
     if (absl::Status s = Fill(root, source, &config); !s.ok()) return s;

@@ -13,9 +13,9 @@ namespace r2::tokenizer {
 struct Utf8Char {
   enum Kind : uint8_t { kValid, kInvalid, kIncomplete };
   Kind kind;
-  uint8_t length;  // kValid: the character's length; kInvalid: the maximal invalid subpart
-                   // (1..3 bytes) to replace by one U+FFFD; kIncomplete: bytes present (1..3),
-                   // a valid prefix cut off by the end of the range
+  uint8_t length;       // kValid: the character's length; kInvalid: the maximal invalid subpart
+                        // (1..3 bytes) to replace by one U+FFFD; kIncomplete: bytes present (1..3),
+                        // a valid prefix cut off by the end of the range
   char32_t code_point;  // kValid only
 };
 

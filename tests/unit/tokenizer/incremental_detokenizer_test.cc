@@ -30,7 +30,9 @@ TEST(IncrementalDetokenizer, HoldsPartialCharacters) {
   EXPECT_EQ(stream.pending_bytes(), 0u);
   // A broken character becomes U+FFFD as soon as it is known to be broken.
   EXPECT_EQ(stream.Add(ByteId(*t, 0xE2)), "");
-  EXPECT_EQ(stream.Add(ByteId(*t, 'a')), "\xEF\xBF\xBD" "a");
+  EXPECT_EQ(stream.Add(ByteId(*t, 'a')),
+            "\xEF\xBF\xBD"
+            "a");
   // An incomplete character at the end becomes U+FFFD on Flush, which resets the stream.
   EXPECT_EQ(stream.Add(ByteId(*t, 0xF0)), "");
   EXPECT_EQ(stream.Flush(), "\xEF\xBF\xBD");

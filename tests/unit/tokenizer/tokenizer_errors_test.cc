@@ -150,10 +150,10 @@ TEST(TokenizerErrors, InconsistentVocabularies) {
 }
 
 TEST(TokenizerErrors, MalformedJson) {
-  for (const char* text : {"", "{", "[]", "null", "42", "{\"model\": 5}", "{\"model\": {}}",
-                           "{\"model\": {\"type\": \"BPE\", \"vocab\": [], \"merges\": []}}",
-                           "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": {}}}",
-                           "\xff\xfe{}"}) {
+  for (const char* text :
+       {"", "{", "[]", "null", "42", "{\"model\": 5}", "{\"model\": {}}",
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": [], \"merges\": []}}",
+        "{\"model\": {\"type\": \"BPE\", \"vocab\": {}, \"merges\": {}}}", "\xff\xfe{}"}) {
     EXPECT_FALSE(Tokenizer::FromJson(text, "bad.json").ok()) << text;
   }
 }
@@ -168,8 +168,8 @@ TEST(TokenizerErrors, TruncatedFilesNeverLoadOrCrash) {
 TEST(TokenizerErrors, WrongTypesEverywhere) {
   // Replace each top-level and model field in turn by a value of the wrong type.
   const json junk[] = {json(7), json("x"), json::array({1, 2}), json::object({{"a", 1}})};
-  for (const std::string key : {"added_tokens", "normalizer", "pre_tokenizer", "post_processor",
-                                "decoder", "model"}) {
+  for (const std::string key :
+       {"added_tokens", "normalizer", "pre_tokenizer", "post_processor", "decoder", "model"}) {
     for (const json& value : junk) {
       json spec = Base();
       spec[key] = value;
