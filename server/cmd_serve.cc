@@ -1,0 +1,300 @@
+// r2serve serve: the OpenAI-compatible HTTP server.
+//
+//   r2serve serve --model DIR [--port 8000] [--api-key KEY] ...   (`r2serve serve --help`)
+//
+// Startup: listen first (/health answers 503 while the model loads), load the model with a
+// progress line on a terminal, then serve. SIGTERM/SIGINT: stop accepting, /health 503, let
+// in-flight requests finish for up to --shutdown-timeout seconds, end the rest with
+// finish_reason "abort", exit 0. An engine fault turns /health 503 and exits with status 1.
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/flags/declare.h"
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/flags/reflection.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/strip.h"
+#include "engine/engine.h"
+#include "server/command.h"
+#include "server/http/http_server.h"
+#include "server/http/router.h"
+#include "server/http/serve_options.h"
+#include "server/http/server_context.h"
+#include "server/openai_prompt.h"
+
+ABSL_DECLARE_FLAG(std::string, model);  // defined in cmd_generate.cc (absl flags are global)
+ABSL_FLAG(std::string, served_model_name, "",
+          "Model id clients send as \"model\" and /v1/models lists. Default: the --model "
+          "directory's last path component.");
+ABSL_FLAG(std::string, host, "127.0.0.1", "Address to listen on (0.0.0.0 for all interfaces).");
+ABSL_FLAG(int32_t, port, 8000, "TCP port to listen on (0 picks a free one).");
+ABSL_FLAG(std::string, api_key, "",
+          "API key clients must send as 'Authorization: Bearer KEY'. Repeatable; also a "
+          "comma-separated list or @FILE (one key a line). Default: no authentication.");
+ABSL_FLAG(int32_t, max_model_len, 0,
+          "Prompt + output tokens per request. 0: the model's max_position_embeddings.");
+ABSL_FLAG(int32_t, max_num_seqs, 256, "Sequences running at once.");
+ABSL_FLAG(int32_t, max_num_batched_tokens, 2048, "Tokens per engine step (chunked prefill).");
+ABSL_FLAG(std::string, kv_cache_memory, "1G", "KV cache budget in bytes; K, M, G suffixes.");
+ABSL_FLAG(int32_t, max_queued_requests, 4096,
+          "Waiting requests beyond this are refused with 429 and Retry-After.");
+ABSL_FLAG(double, shutdown_timeout, 30,
+          "Seconds in-flight requests may run after SIGTERM/SIGINT before they are aborted.");
+ABSL_FLAG(std::string, allowed_origins, "",
+          "CORS: comma-separated origins allowed to call the API from a browser, or '*'. "
+          "Default: none (CORS off).");
+ABSL_FLAG(int32_t, threads, 2, "HTTP I/O threads (every connection shares them).");
+ABSL_FLAG(std::string, max_body_bytes, "4M", "Largest request body (413 above); K/M suffixes.");
+ABSL_FLAG(double, keep_alive_timeout, 30, "Seconds an idle keep-alive connection stays open.");
+ABSL_FLAG(bool, enable_prefix_caching, true, "Reuse KV blocks of shared prompt prefixes.");
+ABSL_FLAG(bool, reasoning, true,
+          "Split <think>...</think> into reasoning_content/reasoning when the chat template "
+          "uses <think> (DeepSeek-R1 style).");
+ABSL_FLAG(int64_t, inject_fault_at_step, -1,
+          "Testing only: fail the engine's forward pass at this step (the engine turns "
+          "unhealthy). -1: off.");
+
+namespace r2::server {
+namespace {
+
+using http::HttpOptions;
+
+constexpr const char* kServeFlags[] = {
+    "model", "served_model_name", "host", "port", "api_key", "max_model_len", "max_num_seqs",
+    "max_num_batched_tokens", "kv_cache_memory", "max_queued_requests", "shutdown_timeout",
+    "allowed_origins", "threads", "max_body_bytes", "keep_alive_timeout",
+    "enable_prefix_caching", "reasoning", "inject_fault_at_step"};
+
+void PrintHelp() {
+  std::printf(
+      "usage: r2serve serve --model DIR [flags]\n\n"
+      "OpenAI-compatible HTTP server: /v1/chat/completions, /v1/completions, /v1/models,\n"
+      "/health, /metrics, /tokenize, /detokenize. Flags accept dashes or underscores.\n\n");
+  for (const char* name : kServeFlags) {
+    const absl::CommandLineFlag* flag = absl::FindCommandLineFlag(name);
+    if (flag == nullptr) continue;
+    std::string dashed = name;
+    for (char& c : dashed) c = c == '_' ? '-' : c;
+    std::printf("  --%s (default: %s)\n      %s\n", dashed.c_str(),
+                flag->DefaultValue().empty() ? "none" : flag->DefaultValue().c_str(),
+                flag->Help().c_str());
+  }
+}
+
+int Fail(const std::string& message) {
+  std::fprintf(stderr, "r2serve serve: %s\n", message.c_str());
+  return 1;
+}
+
+std::string DefaultModelName(std::string dir) {
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  const size_t slash = dir.rfind('/');
+  return slash == std::string::npos ? dir : dir.substr(slash + 1);
+}
+
+std::chrono::milliseconds Millis(double seconds) {
+  return std::chrono::milliseconds(static_cast<int64_t>(seconds * 1000));
+}
+
+absl::StatusOr<HttpOptions> HttpOptionsFromFlags() {
+  HttpOptions o;
+  o.host = absl::GetFlag(FLAGS_host);
+  const int32_t port = absl::GetFlag(FLAGS_port);
+  if (port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("--port must be in [0, 65535], got ", port));
+  }
+  o.port = static_cast<uint16_t>(port);
+  o.threads = absl::GetFlag(FLAGS_threads);
+  if (o.threads < 1 || o.threads > 256) {
+    return absl::InvalidArgumentError("--threads must be in [1, 256]");
+  }
+  absl::StatusOr<int64_t> body = ParseByteSize(absl::GetFlag(FLAGS_max_body_bytes),
+                                               "max-body-bytes");
+  if (!body.ok()) return body.status();
+  if (*body < 1024) return absl::InvalidArgumentError("--max-body-bytes must be >= 1K");
+  o.max_body_bytes = static_cast<size_t>(*body);
+  const double keep_alive = absl::GetFlag(FLAGS_keep_alive_timeout);
+  if (!(keep_alive > 0)) return absl::InvalidArgumentError("--keep-alive-timeout must be > 0");
+  o.idle_timeout = Millis(keep_alive);
+  return o;
+}
+
+absl::StatusOr<engine::EngineConfig> EngineConfigFromFlags() {
+  engine::EngineConfig c;
+  c.model_dir = absl::GetFlag(FLAGS_model);
+  c.max_num_seqs = absl::GetFlag(FLAGS_max_num_seqs);
+  c.max_num_batched_tokens = absl::GetFlag(FLAGS_max_num_batched_tokens);
+  c.max_model_len = absl::GetFlag(FLAGS_max_model_len);
+  c.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
+  c.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
+  absl::StatusOr<int64_t> kv = ParseByteSize(absl::GetFlag(FLAGS_kv_cache_memory),
+                                             "kv-cache-memory");
+  if (!kv.ok()) return kv.status();
+  c.kv_cache_memory_bytes = *kv;
+  if (c.max_num_seqs < 1 || c.max_num_batched_tokens < 1 || c.max_model_len < 0 ||
+      c.max_queued_requests < 0) {
+    return absl::InvalidArgumentError(
+        "--max-num-seqs and --max-num-batched-tokens must be >= 1, --max-model-len and "
+        "--max-queued-requests >= 0");
+  }
+  const int64_t fault_step = absl::GetFlag(FLAGS_inject_fault_at_step);
+  if (fault_step >= 0) {
+    c.before_forward = [fault_step](uint64_t step) {
+      return static_cast<int64_t>(step) >= fault_step
+                 ? absl::InternalError("injected fault (--inject-fault-at-step)")
+                 : absl::OkStatus();
+    };
+  }
+  return c;
+}
+
+// Blocks SIGINT/SIGTERM in every thread (the threads started later inherit the mask); the main
+// thread collects them with sigtimedwait.
+sigset_t BlockStopSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+  return set;
+}
+
+// Waits up to `ms` for a stop signal; returns it or 0.
+int WaitSignal(const sigset_t& set, int ms) {
+  timespec timeout{ms / 1000, (ms % 1000) * 1000000L};
+  const int sig = sigtimedwait(&set, nullptr, &timeout);
+  return sig > 0 ? sig : 0;
+}
+
+// Loads the engine on a thread while the main thread shows progress and watches for signals.
+absl::StatusOr<std::unique_ptr<engine::Engine>> LoadEngine(const engine::EngineConfig& config,
+                                                           const sigset_t& signals) {
+  std::atomic<bool> done{false};
+  absl::StatusOr<std::unique_ptr<engine::Engine>> result;
+  std::thread loader([&] {
+    result = engine::Engine::Create(config);
+    done.store(true);
+  });
+  const bool tty = isatty(STDERR_FILENO);
+  const auto start = std::chrono::steady_clock::now();
+  std::fprintf(stderr, "r2serve serve: loading %s%s", config.model_dir.c_str(), tty ? "" : "\n");
+  while (!done.load()) {
+    if (int sig = WaitSignal(signals, 200)) {
+      std::fprintf(stderr, "\nr2serve serve: signal %d while loading; exiting\n", sig);
+      std::_Exit(sig == SIGTERM ? 0 : 130);
+    }
+    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
+                         .count();
+    if (tty) std::fprintf(stderr, "\rr2serve serve: loading %s ... %.1fs",
+                          config.model_dir.c_str(), s);
+  }
+  loader.join();
+  const double s =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  std::fprintf(stderr, "%sr2serve serve: %s in %.1fs\n", tty ? "\n" : "",
+               result.ok() ? "model loaded" : "loading failed", s);
+  return result;
+}
+
+// Stops accepting, lets in-flight requests finish (or aborts them), then stops the server.
+void Drain(http::ServerContext& context, http::HttpServer& server, engine::Engine& engine) {
+  context.StartDraining();
+  server.StopAccepting();
+  const double timeout = std::max(0.0, absl::GetFlag(FLAGS_shutdown_timeout));
+  std::fprintf(stderr, "r2serve serve: draining (up to %.0fs)\n", timeout);
+  engine.Shutdown(absl::Seconds(timeout));
+  // Every request has its terminal event now; give the connections a moment to write it.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (context.active_generations().load() > 0 && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  server.Stop();
+}
+
+int RunServe(int argc, char** argv) {
+  for (int i = 1; i < argc; ++i) {
+    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
+      PrintHelp();
+      return 0;
+    }
+  }
+  const std::vector<std::string> key_values = RepeatedFlagValues(argc, argv, "api_key");
+  std::vector<std::string> args = UnderscoreFlagNames(argc, argv);
+  std::vector<char*> ptrs;
+  for (std::string& a : args) ptrs.push_back(a.data());
+  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(ptrs.size()), ptrs.data());
+  if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
+  if (absl::GetFlag(FLAGS_model).empty()) {
+    return Fail("--model DIR is required (a checkpoint directory; scripts/serve makes a tiny "
+                "one: r2serve make-tiny-model --preset tiny --out models/tiny)");
+  }
+  absl::StatusOr<HttpOptions> http_options = HttpOptionsFromFlags();
+  if (!http_options.ok()) return Fail(std::string(http_options.status().message()));
+  absl::StatusOr<engine::EngineConfig> engine_config = EngineConfigFromFlags();
+  if (!engine_config.ok()) return Fail(std::string(engine_config.status().message()));
+  absl::StatusOr<http::ApiKeys> keys = http::ApiKeys::FromFlagValues(key_values);
+  if (!keys.ok()) return Fail(std::string(keys.status().message()));
+  std::string name = absl::GetFlag(FLAGS_served_model_name);
+  if (name.empty()) name = DefaultModelName(engine_config->model_dir);
+
+  const sigset_t signals = BlockStopSignals();
+  http::CorsPolicy cors(absl::GetFlag(FLAGS_allowed_origins));
+  if (cors.AllowOrigin("http://example.invalid") == "*" && !keys->enabled()) {
+    std::fprintf(stderr, "r2serve serve: warning: CORS allows every origin and no --api-key is "
+                         "set: any web page can use this server\n");
+  }
+  http::ServerContext context(*http_options, *keys, cors, name);
+  http::Router router;
+  http::AddInfoRoutes(&router);
+  http::AddGenerationRoutes(&router);
+  http::HttpServer server(context, router);
+  if (absl::Status s = server.Listen(); !s.ok()) return Fail(std::string(s.message()));
+  server.Run();
+  std::fprintf(stderr, "r2serve serve: listening on http://%s:%u (/health is 503 until loaded)\n",
+               http_options->host.c_str(), server.port());
+
+  absl::StatusOr<std::unique_ptr<engine::Engine>> engine = LoadEngine(*engine_config, signals);
+  if (!engine.ok()) return Fail(std::string(engine.status().message()));
+  ServedModelOptions model_options{name, engine_config->model_dir, absl::GetFlag(FLAGS_reasoning)};
+  absl::StatusOr<std::unique_ptr<ServedModel>> model = ServedModel::Create(
+      model_options, (*engine)->tokenizer(),
+      static_cast<int32_t>((*engine)->model_config().vocab_size),
+      (*engine)->config().max_model_len);
+  if (!model.ok()) return Fail(std::string(model.status().message()));
+  context.SetReady(engine->get(), model->get());
+  std::fprintf(stderr, "r2serve serve: serving '%s' on http://%s:%u (max_model_len %d%s%s)\n",
+               name.c_str(), http_options->host.c_str(), server.port(),
+               (*model)->max_model_len(), (*engine)->tokenizer() ? "" : ", no tokenizer",
+               (*model)->chat_template() ? "" : ", no chat template");
+
+  int exit_code = 0;
+  for (;;) {
+    if (int sig = WaitSignal(signals, 200)) {
+      std::fprintf(stderr, "r2serve serve: signal %d, shutting down\n", sig);
+      break;
+    }
+    if (!(*engine)->healthy()) {
+      std::fprintf(stderr, "r2serve serve: engine fault; /health is 503; exiting\n");
+      exit_code = 1;
+      break;
+    }
+  }
+  Drain(context, server, **engine);
+  std::fprintf(stderr, "r2serve serve: stopped\n");
+  return exit_code;
+}
+
+}  // namespace
+
+R2_REGISTER_COMMAND("serve", "OpenAI-compatible HTTP server (--help for flags)", RunServe);
+
+}  // namespace r2::server
