@@ -15,6 +15,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/model/tiny_model.h"
+#include "engine/tokenizer/tiny_tokenizer.h"
 #include "server/command.h"
 
 // Defined at global scope so that other subcommands can share them with ABSL_DECLARE_FLAG.
@@ -47,6 +48,12 @@ ABSL_FLAG(int64_t, n_group, -1, "Expert groups. -1: the preset's.");
 ABSL_FLAG(int64_t, topk_group, -1, "Groups kept per token. -1: the preset's.");
 ABSL_FLAG(int64_t, num_experts_per_tok, -1, "Experts per token. -1: the preset's.");
 ABSL_FLAG(int64_t, n_shared_experts, -1, "Shared experts. -1: the preset's.");
+ABSL_FLAG(std::string, chat_template, "v3",
+          "Chat template in tokenizer_config.json: v3 (DeepSeek-V3), r1 (DeepSeek-R1) or v31 "
+          "(DeepSeek-V3.1).");
+ABSL_FLAG(bool, no_tokenizer, false,
+          "Write no tokenizer.json / tokenizer_config.json (the tiny tokenizer needs vocab_size "
+          ">= 276).");
 
 namespace r2::server {
 namespace {
@@ -141,6 +148,14 @@ absl::StatusOr<model::TinyModelOptions> OptionsFromFlags() {
   Override(FLAGS_topk_group, &o.topk_group);
   Override(FLAGS_num_experts_per_tok, &o.num_experts_per_tok);
   Override(FLAGS_n_shared_experts, &o.n_shared_experts);
+  if (!absl::GetFlag(FLAGS_no_tokenizer)) {
+    absl::StatusOr<tokenizer::TinyChatTemplate> chat =
+        tokenizer::ParseTinyChatTemplate(absl::GetFlag(FLAGS_chat_template));
+    if (!chat.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--chat_template: ", chat.status().message()));
+    }
+    o.write_tokenizer = tokenizer::TinyTokenizerHook(*chat);
+  }
   return o;
 }
 
@@ -153,8 +168,10 @@ int RunMakeTinyModel(int argc, char** argv) {
   absl::SetProgramUsageMessage(
       "r2serve make-tiny-model --out DIR [--preset tiny|tiny-noqlora|tiny-fp8|small] [--seed N]\n"
       "  [--dtype bf16|fp8] [--shards N] [--mtp-layers N] [--q-lora-rank N] [--hidden-size N] ...\n"
+      "  [--chat-template v3|r1|v31] [--no-tokenizer]\n"
       "Writes a random-weight DeepSeek-V3 checkpoint in the Hugging Face layout (config.json,\n"
-      "safetensors, generation_config.json). Flags may be spelled with - or _.");
+      "safetensors, generation_config.json, tokenizer.json, tokenizer_config.json). Flags may be\n"
+      "spelled with - or _.");
   if (WantsHelp(argc, argv)) {
     PrintHelp();
     return 0;
