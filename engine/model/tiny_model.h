@@ -58,7 +58,8 @@ struct TinyModelOptions {
   uint64_t seed = 0;
 
   // Hook for the tokenizer writer (tokenizer.json, tokenizer_config.json): called last, with the
-  // output directory, when set. make-tiny-model writes no tokenizer files until one is plugged in.
+  // output directory, when set. make-tiny-model plugs in the tiny tokenizer writer
+  // (engine/tokenizer/tiny_tokenizer.h) unless --no-tokenizer is given.
   std::function<absl::Status(const std::string& dir, const TinyModelOptions& options)>
       write_tokenizer;
 };
