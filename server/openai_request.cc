@@ -165,6 +165,7 @@ absl::Status DecodeCommon(const Json& body, CommonRequest* r) {
   R2_READ(f.Bool("skip_special_tokens", &p.skip_special_tokens));
   R2_READ(f.Int32("priority", &r->priority));
   R2_READ(f.String("cache_salt", &r->cache_salt));
+  R2_READ(f.Bool("return_tokens_as_token_ids", &r->return_tokens_as_token_ids));
   return DecodeResponseFormat(f);
 }
 

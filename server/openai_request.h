@@ -38,6 +38,7 @@ struct CommonRequest {
   sampling::SamplingParams params;
   int32_t priority = 0;
   std::string cache_salt;
+  bool return_tokens_as_token_ids = false;  // vLLM: logprob tokens as "token_id:N"
 };
 
 struct ChatCompletionRequest : CommonRequest {

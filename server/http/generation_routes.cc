@@ -49,8 +49,9 @@ void HandleChat(const std::shared_ptr<HttpSession>& session) {
   if (!request.ok()) return session->ReplyError(ApiErrorFromStatus(request.status()));
   absl::StatusOr<PreparedRequest> prepared = PrepareChat(*model, *request);
   if (!prepared.ok()) return session->ReplyError(ApiErrorFromStatus(prepared.status()));
-  std::unique_ptr<ResponseEncoder> encoder = MakeChatEncoder(
-      MetaFor(*request, *model, "chatcmpl-"), prepared->plan, model->tokenizer());
+  std::unique_ptr<ResponseEncoder> encoder =
+      MakeChatEncoder(MetaFor(*request, *model, "chatcmpl-"), prepared->plan,
+                      request->return_tokens_as_token_ids ? nullptr : model->tokenizer());
   StartGeneration(session, std::move(prepared->request), std::move(encoder), request->stream);
 }
 
@@ -64,7 +65,8 @@ void HandleCompletion(const std::shared_ptr<HttpSession>& session) {
   absl::StatusOr<PreparedRequest> prepared = PrepareCompletion(*model, *request);
   if (!prepared.ok()) return session->ReplyError(ApiErrorFromStatus(prepared.status()));
   std::unique_ptr<ResponseEncoder> encoder =
-      MakeCompletionEncoder(MetaFor(*request, *model, "cmpl-"), model->tokenizer());
+      MakeCompletionEncoder(MetaFor(*request, *model, "cmpl-"),
+                            request->return_tokens_as_token_ids ? nullptr : model->tokenizer());
   StartGeneration(session, std::move(prepared->request), std::move(encoder), request->stream);
 }
 
