@@ -68,11 +68,24 @@ namespace {
 
 using http::HttpOptions;
 
-constexpr const char* kServeFlags[] = {
-    "model", "served_model_name", "host", "port", "api_key", "max_model_len", "max_num_seqs",
-    "max_num_batched_tokens", "kv_cache_memory", "max_queued_requests", "shutdown_timeout",
-    "allowed_origins", "threads", "max_body_bytes", "keep_alive_timeout",
-    "enable_prefix_caching", "reasoning", "inject_fault_at_step"};
+constexpr const char* kServeFlags[] = {"model",
+                                       "served_model_name",
+                                       "host",
+                                       "port",
+                                       "api_key",
+                                       "max_model_len",
+                                       "max_num_seqs",
+                                       "max_num_batched_tokens",
+                                       "kv_cache_memory",
+                                       "max_queued_requests",
+                                       "shutdown_timeout",
+                                       "allowed_origins",
+                                       "threads",
+                                       "max_body_bytes",
+                                       "keep_alive_timeout",
+                                       "enable_prefix_caching",
+                                       "reasoning",
+                                       "inject_fault_at_step"};
 
 void PrintHelp() {
   std::printf(
@@ -117,8 +130,8 @@ absl::StatusOr<HttpOptions> HttpOptionsFromFlags() {
   if (o.threads < 1 || o.threads > 256) {
     return absl::InvalidArgumentError("--threads must be in [1, 256]");
   }
-  absl::StatusOr<int64_t> body = ParseByteSize(absl::GetFlag(FLAGS_max_body_bytes),
-                                               "max-body-bytes");
+  absl::StatusOr<int64_t> body =
+      http::ParseByteSize(absl::GetFlag(FLAGS_max_body_bytes), "max-body-bytes");
   if (!body.ok()) return body.status();
   if (*body < 1024) return absl::InvalidArgumentError("--max-body-bytes must be >= 1K");
   o.max_body_bytes = static_cast<size_t>(*body);
@@ -136,8 +149,8 @@ absl::StatusOr<engine::EngineConfig> EngineConfigFromFlags() {
   c.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   c.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   c.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
-  absl::StatusOr<int64_t> kv = ParseByteSize(absl::GetFlag(FLAGS_kv_cache_memory),
-                                             "kv-cache-memory");
+  absl::StatusOr<int64_t> kv =
+      http::ParseByteSize(absl::GetFlag(FLAGS_kv_cache_memory), "kv-cache-memory");
   if (!kv.ok()) return kv.status();
   c.kv_cache_memory_bytes = *kv;
   if (c.max_num_seqs < 1 || c.max_num_batched_tokens < 1 || c.max_model_len < 0 ||
@@ -192,14 +205,13 @@ absl::StatusOr<std::unique_ptr<engine::Engine>> LoadEngine(const engine::EngineC
       std::fprintf(stderr, "\nr2serve serve: signal %d while loading; exiting\n", sig);
       std::_Exit(sig == SIGTERM ? 0 : 130);
     }
-    const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start)
-                         .count();
-    if (tty) std::fprintf(stderr, "\rr2serve serve: loading %s ... %.1fs",
-                          config.model_dir.c_str(), s);
+    const double s =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (tty)
+      std::fprintf(stderr, "\rr2serve serve: loading %s ... %.1fs", config.model_dir.c_str(), s);
   }
   loader.join();
-  const double s =
-      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   std::fprintf(stderr, "%sr2serve serve: %s in %.1fs\n", tty ? "\n" : "",
                result.ok() ? "model loaded" : "loading failed", s);
   return result;
@@ -227,15 +239,16 @@ int RunServe(int argc, char** argv) {
       return 0;
     }
   }
-  const std::vector<std::string> key_values = RepeatedFlagValues(argc, argv, "api_key");
-  std::vector<std::string> args = UnderscoreFlagNames(argc, argv);
+  const std::vector<std::string> key_values = http::RepeatedFlagValues(argc, argv, "api_key");
+  std::vector<std::string> args = http::UnderscoreFlagNames(argc, argv);
   std::vector<char*> ptrs;
   for (std::string& a : args) ptrs.push_back(a.data());
   std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(ptrs.size()), ptrs.data());
   if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
   if (absl::GetFlag(FLAGS_model).empty()) {
-    return Fail("--model DIR is required (a checkpoint directory; scripts/serve makes a tiny "
-                "one: r2serve make-tiny-model --preset tiny --out models/tiny)");
+    return Fail(
+        "--model DIR is required (a checkpoint directory; scripts/serve makes a tiny "
+        "one: r2serve make-tiny-model --preset tiny --out models/tiny)");
   }
   absl::StatusOr<HttpOptions> http_options = HttpOptionsFromFlags();
   if (!http_options.ok()) return Fail(std::string(http_options.status().message()));
@@ -249,8 +262,9 @@ int RunServe(int argc, char** argv) {
   const sigset_t signals = BlockStopSignals();
   http::CorsPolicy cors(absl::GetFlag(FLAGS_allowed_origins));
   if (cors.AllowOrigin("http://example.invalid") == "*" && !keys->enabled()) {
-    std::fprintf(stderr, "r2serve serve: warning: CORS allows every origin and no --api-key is "
-                         "set: any web page can use this server\n");
+    std::fprintf(stderr,
+                 "r2serve serve: warning: CORS allows every origin and no --api-key is "
+                 "set: any web page can use this server\n");
   }
   http::ServerContext context(*http_options, *keys, cors, name);
   http::Router router;
@@ -265,15 +279,15 @@ int RunServe(int argc, char** argv) {
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine = LoadEngine(*engine_config, signals);
   if (!engine.ok()) return Fail(std::string(engine.status().message()));
   ServedModelOptions model_options{name, engine_config->model_dir, absl::GetFlag(FLAGS_reasoning)};
-  absl::StatusOr<std::unique_ptr<ServedModel>> model = ServedModel::Create(
-      model_options, (*engine)->tokenizer(),
-      static_cast<int32_t>((*engine)->model_config().vocab_size),
-      (*engine)->config().max_model_len);
+  absl::StatusOr<std::unique_ptr<ServedModel>> model =
+      ServedModel::Create(model_options, (*engine)->tokenizer(),
+                          static_cast<int32_t>((*engine)->model_config().vocab_size),
+                          (*engine)->config().max_model_len);
   if (!model.ok()) return Fail(std::string(model.status().message()));
   context.SetReady(engine->get(), model->get());
   std::fprintf(stderr, "r2serve serve: serving '%s' on http://%s:%u (max_model_len %d%s%s)\n",
-               name.c_str(), http_options->host.c_str(), server.port(),
-               (*model)->max_model_len(), (*engine)->tokenizer() ? "" : ", no tokenizer",
+               name.c_str(), http_options->host.c_str(), server.port(), (*model)->max_model_len(),
+               (*engine)->tokenizer() ? "" : ", no tokenizer",
                (*model)->chat_template() ? "" : ", no chat template");
 
   int exit_code = 0;

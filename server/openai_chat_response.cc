@@ -39,8 +39,7 @@ struct ChatChoice {
 class ChatEncoder : public ResponseEncoder {
  public:
   ChatEncoder(ResponseMeta meta, OutputPlan plan, const tokenizer::Tokenizer* tokenizer)
-      : meta_(std::move(meta)), plan_(std::move(plan)), tokenizer_(tokenizer),
-        choices_(meta_.n) {
+      : meta_(std::move(meta)), plan_(std::move(plan)), tokenizer_(tokenizer), choices_(meta_.n) {
     for (ChatChoice& c : choices_) {
       if (plan_.reasoning) {
         chat::ReasoningOptions options;
@@ -178,13 +177,15 @@ class ChatEncoder : public ResponseEncoder {
     }
     for (size_t k = 0; k < piece.calls.size(); ++k) {
       const chat::ToolCall& call = piece.calls[k];
-      Json head{{"index", call.index}, {"id", call.id}, {"type", "function"},
+      Json head{{"index", call.index},
+                {"id", call.id},
+                {"type", "function"},
                 {"function", {{"name", call.name}, {"arguments", ""}}}};
       events->push_back(Chunk(index, Json{{"tool_calls", Json::array({head})}}, Json(), ""));
       Json args{{"index", call.index}, {"function", {{"arguments", call.arguments}}}};
       const bool last = k + 1 == piece.calls.size();
-      events->push_back(Chunk(index, Json{{"tool_calls", Json::array({args})}}, Json(),
-                              last ? finish : ""));
+      events->push_back(
+          Chunk(index, Json{{"tool_calls", Json::array({args})}}, Json(), last ? finish : ""));
     }
   }
 
@@ -193,8 +194,10 @@ class ChatEncoder : public ResponseEncoder {
     if (!meta_.logprobs) return content;
     for (size_t k = 0; k < d.token_ids.size() && k < d.logprobs.size(); ++k) {
       const std::string token = LogprobTokenText(tokenizer_, d.token_ids[k]);
-      Json entry{{"token", token}, {"logprob", d.logprobs[k].logprob},
-                 {"bytes", BytesJson(token)}, {"top_logprobs", Json::array()}};
+      Json entry{{"token", token},
+                 {"logprob", d.logprobs[k].logprob},
+                 {"bytes", BytesJson(token)},
+                 {"top_logprobs", Json::array()}};
       for (const sampling::TokenLogprob& t : d.logprobs[k].top_logprobs()) {
         const std::string alt = LogprobTokenText(tokenizer_, t.token);
         entry["top_logprobs"].push_back(
@@ -222,7 +225,8 @@ class ChatEncoder : public ResponseEncoder {
       message["tool_calls"] = Json::array();
       for (const chat::ToolCall& call : c.calls) {
         message["tool_calls"].push_back(
-            Json{{"id", call.id}, {"type", "function"},
+            Json{{"id", call.id},
+                 {"type", "function"},
                  {"function", {{"name", call.name}, {"arguments", call.arguments}}}});
       }
     }

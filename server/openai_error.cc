@@ -85,7 +85,8 @@ nlohmann::ordered_json ApiErrorJson(const ApiError& error) {
   nlohmann::ordered_json body;
   body["message"] = error.message;
   body["type"] = error.type;
-  body["param"] = error.param.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(error.param);
+  body["param"] =
+      error.param.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(error.param);
   body["code"] = error.code.empty() ? nlohmann::ordered_json() : nlohmann::ordered_json(error.code);
   nlohmann::ordered_json out;
   out["error"] = std::move(body);

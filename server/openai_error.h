@@ -11,11 +11,12 @@
 //   ResourceExhausted   429 rate_limit_error         queue_full (the server adds Retry-After)
 //   Unavailable         503 service_unavailable_error service_unavailable
 //   anything else       500 server_error             internal_error
+//   code "tool_call_missing" 422 tool_call_error  (the model ignored tool_choice required/named)
 // The HTTP layer builds 405/413/415/431 errors with MakeApiError directly.
 #include <string>
-#include "absl/strings/string_view.h"
 
 #include "absl/status/status.h"
+#include "absl/strings/string_view.h"
 #include "nlohmann/json.hpp"
 
 namespace r2::server {

@@ -18,15 +18,23 @@ absl::Status WrongType(const std::string& name, absl::string_view want,
 
 const char* JsonTypeName(const nlohmann::ordered_json& value) {
   switch (value.type()) {
-    case nlohmann::ordered_json::value_t::null: return "null";
-    case nlohmann::ordered_json::value_t::object: return "an object";
-    case nlohmann::ordered_json::value_t::array: return "an array";
-    case nlohmann::ordered_json::value_t::string: return "a string";
-    case nlohmann::ordered_json::value_t::boolean: return "a boolean";
+    case nlohmann::ordered_json::value_t::null:
+      return "null";
+    case nlohmann::ordered_json::value_t::object:
+      return "an object";
+    case nlohmann::ordered_json::value_t::array:
+      return "an array";
+    case nlohmann::ordered_json::value_t::string:
+      return "a string";
+    case nlohmann::ordered_json::value_t::boolean:
+      return "a boolean";
     case nlohmann::ordered_json::value_t::number_integer:
-    case nlohmann::ordered_json::value_t::number_unsigned: return "an integer";
-    case nlohmann::ordered_json::value_t::number_float: return "a number";
-    default: return "an unsupported value";
+    case nlohmann::ordered_json::value_t::number_unsigned:
+      return "an integer";
+    case nlohmann::ordered_json::value_t::number_float:
+      return "a number";
+    default:
+      return "an unsupported value";
   }
 }
 
@@ -49,8 +57,9 @@ absl::StatusOr<bool> FieldReader::Int64(std::string_view key, int64_t* out) cons
   if (v == nullptr) return false;
   if (v->is_number_unsigned()) {
     if (v->get<uint64_t>() > static_cast<uint64_t>(INT64_MAX)) {
-      return InvalidParam(Name(key), absl::StrCat(Name(key), " must fit in a signed 64-bit "
-                                                             "integer"));
+      return InvalidParam(Name(key), absl::StrCat(Name(key),
+                                                  " must fit in a signed 64-bit "
+                                                  "integer"));
     }
     *out = static_cast<int64_t>(v->get<uint64_t>());
     return true;

@@ -26,7 +26,8 @@ absl::StatusOr<std::unique_ptr<chat::ChatTemplate>> LoadChatTemplate(const std::
   if (!config.contains("chat_template")) return nullptr;
   absl::StatusOr<chat::ChatTemplate> t = chat::ChatTemplate::FromTokenizerConfig(config);
   if (!t.ok()) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": chat_template: ", t.status().message()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": chat_template: ", t.status().message()));
   }
   return std::make_unique<chat::ChatTemplate>(*std::move(t));
 }
@@ -112,25 +113,27 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
   const std::string source = m->chat_template_ ? TemplateSource(options.model_dir) : "";
   m->reasoning_ = options.reasoning && absl::StrContains(source, "<think>");
   // V3.1 writes NAME<｜tool▁sep｜>ARGS; V3/R1 write TYPE<｜tool▁sep｜>NAME then a json fence.
-  m->tool_call_format_ = absl::StrContains(source, "<｜tool▁sep｜>' + tool['function']['arguments']")
-                             ? chat::ToolCallFormat::kDeepSeekV31
-                             : chat::ToolCallFormat::kDeepSeekV3;
+  m->tool_call_format_ =
+      absl::StrContains(source, "<｜tool▁sep｜>' + tool['function']['arguments']")
+          ? chat::ToolCallFormat::kDeepSeekV31
+          : chat::ToolCallFormat::kDeepSeekV3;
   return m;
 }
 
 absl::Status CheckModelName(const ServedModel& model, const std::string& requested) {
   if (requested.empty() || requested == model.name()) return absl::OkStatus();
-  return WithCode(absl::NotFoundError(absl::StrCat("The model '", requested,
-                                                   "' does not exist; this server serves '",
-                                                   model.name(), "'")),
-                  "model_not_found");
+  return WithCode(
+      absl::NotFoundError(absl::StrCat(
+          "The model '", requested, "' does not exist; this server serves '", model.name(), "'")),
+      "model_not_found");
 }
 
 absl::StatusOr<std::string> RenderChatPrompt(const ServedModel& model,
                                              const ChatCompletionRequest& request) {
   if (model.chat_template() == nullptr) {
-    return InvalidParam("messages", "this model has no chat template (tokenizer_config.json "
-                                    "with chat_template); use /v1/completions",
+    return InvalidParam("messages",
+                        "this model has no chat template (tokenizer_config.json "
+                        "with chat_template); use /v1/completions",
                         "chat_template_unavailable");
   }
   chat::ChatRenderRequest render;
@@ -178,8 +181,9 @@ absl::StatusOr<PreparedRequest> PrepareCompletion(const ServedModel& model,
     out.request.prompt = request.prompt_ids;
   } else {
     if (model.tokenizer() == nullptr) {
-      return InvalidParam("prompt", "this model has no tokenizer (tokenizer.json); send the "
-                                    "prompt as token ids",
+      return InvalidParam("prompt",
+                          "this model has no tokenizer (tokenizer.json); send the "
+                          "prompt as token ids",
                           "tokenizer_unavailable");
     }
     absl::StatusOr<std::vector<int32_t>> ids = Tokenize(model, request.prompt_text, true);

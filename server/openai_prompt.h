@@ -29,18 +29,19 @@
 namespace r2::server {
 
 struct ServedModelOptions {
-  std::string name;        // the id clients send as "model"
-  std::string model_dir;   // for tokenizer_config.json (chat template)
-  bool reasoning = true;   // split <think> when the template uses it
+  std::string name;       // the id clients send as "model"
+  std::string model_dir;  // for tokenizer_config.json (chat template)
+  bool reasoning = true;  // split <think> when the template uses it
 };
 
 // What the front ends know about the served model. Immutable after Create; shared by threads.
 class ServedModel {
  public:
   // `tokenizer` may be null (no tokenizer.json): then only token-id completions work.
-  static absl::StatusOr<std::unique_ptr<ServedModel>> Create(
-      const ServedModelOptions& options, const tokenizer::Tokenizer* tokenizer,
-      int32_t vocab_size, int32_t max_model_len);
+  static absl::StatusOr<std::unique_ptr<ServedModel>> Create(const ServedModelOptions& options,
+                                                             const tokenizer::Tokenizer* tokenizer,
+                                                             int32_t vocab_size,
+                                                             int32_t max_model_len);
 
   const std::string& name() const { return name_; }
   const tokenizer::Tokenizer* tokenizer() const { return tokenizer_; }

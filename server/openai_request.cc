@@ -18,8 +18,10 @@ bool DepthWithin(std::string_view text, int max_depth) {
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
     if (in_string) {
-      if (c == '\\') ++i;
-      else if (c == '"') in_string = false;
+      if (c == '\\')
+        ++i;
+      else if (c == '"')
+        in_string = false;
     } else if (c == '"') {
       in_string = true;
     } else if (c == '[' || c == '{') {
@@ -47,8 +49,8 @@ absl::Status DecodeStop(const FieldReader& f, sampling::SamplingParams* p) {
     return InvalidParam("stop", "stop must be a string or an array of strings", "invalid_type");
   }
   if (stop->size() > static_cast<size_t>(sampling::kMaxStopStrings)) {
-    return InvalidParam("stop", absl::StrCat("stop may list at most ", sampling::kMaxStopStrings,
-                                             " strings"));
+    return InvalidParam(
+        "stop", absl::StrCat("stop may list at most ", sampling::kMaxStopStrings, " strings"));
   }
   for (const Json& s : *stop) {
     if (!s.is_string()) {
@@ -100,8 +102,9 @@ absl::Status DecodeLogitBias(const FieldReader& f, sampling::SamplingParams* p) 
       used = 0;
     }
     if (used == 0 || used != key.size() || id < 0 || id > INT32_MAX) {
-      return InvalidParam("logit_bias", "logit_bias keys must be token ids (non-negative "
-                                        "integers as strings)");
+      return InvalidParam("logit_bias",
+                          "logit_bias keys must be token ids (non-negative "
+                          "integers as strings)");
     }
     if (!value.is_number()) {
       return InvalidParam("logit_bias", "logit_bias values must be numbers", "invalid_type");
@@ -182,18 +185,18 @@ absl::Status DecodeMaxTokens(const FieldReader& f, std::string_view key,
 
 absl::StatusOr<Json> ParseJsonBody(std::string_view body) {
   if (!DepthWithin(body, kMaxJsonDepth)) {
-    return InvalidParam("", absl::StrCat("JSON nesting deeper than ", kMaxJsonDepth,
-                                         " levels is not accepted"),
-                        "invalid_json");
+    return InvalidParam(
+        "", absl::StrCat("JSON nesting deeper than ", kMaxJsonDepth, " levels is not accepted"),
+        "invalid_json");
   }
   Json parsed = Json::parse(body, nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
     return InvalidParam("", "the request body is not valid JSON", "invalid_json");
   }
   if (!parsed.is_object()) {
-    return InvalidParam("", absl::StrCat("the request body must be a JSON object, got ",
-                                         JsonTypeName(parsed)),
-                        "invalid_type");
+    return InvalidParam(
+        "", absl::StrCat("the request body must be a JSON object, got ", JsonTypeName(parsed)),
+        "invalid_type");
   }
   return parsed;
 }
@@ -230,11 +233,12 @@ absl::StatusOr<CompletionRequest> DecodeCompletionRequest(const Json& body) {
     return InvalidParam("prompt", "prompt is required", "missing_required_parameter");
   }
   const Json* one = prompt;
-  if (prompt->is_array() && !prompt->empty() && (prompt->front().is_array() ||
-                                                 prompt->front().is_string())) {
+  if (prompt->is_array() && !prompt->empty() &&
+      (prompt->front().is_array() || prompt->front().is_string())) {
     if (prompt->size() > 1) {
-      return InvalidParam("prompt", "a list of several prompts is not supported; send one "
-                                    "request per prompt (use n for several choices)",
+      return InvalidParam("prompt",
+                          "a list of several prompts is not supported; send one "
+                          "request per prompt (use n for several choices)",
                           "unsupported_parameter");
     }
     one = &prompt->front();
@@ -247,13 +251,13 @@ absl::StatusOr<CompletionRequest> DecodeCompletionRequest(const Json& body) {
   if (one->is_array()) {
     r.prompt_is_token_ids = true;
     Json wrapper = {{"prompt", *one}};
-    R2_RETURN_IF_ERROR(
-        DecodeTokenIdList(FieldReader(wrapper), "prompt", SIZE_MAX, &r.prompt_ids));
+    R2_RETURN_IF_ERROR(DecodeTokenIdList(FieldReader(wrapper), "prompt", SIZE_MAX, &r.prompt_ids));
     if (r.prompt_ids.empty()) return InvalidParam("prompt", "prompt must not be empty");
     return r;
   }
-  return InvalidParam("prompt", "prompt must be a string, an array of token ids, or a list "
-                                "holding one of those",
+  return InvalidParam("prompt",
+                      "prompt must be a string, an array of token ids, or a list "
+                      "holding one of those",
                       "invalid_type");
 }
 
@@ -276,9 +280,9 @@ absl::Status CheckContentParts(const Json& parts, const std::string& name) {
       return InvalidParam("messages", part_name + ".type must be a string", "invalid_type");
     }
     if (*type != "text") {
-      return InvalidParam("messages", absl::StrCat(part_name, ": content parts of type ",
-                                                   DumpJson(*type),
-                                                   " are not supported (text only)"),
+      return InvalidParam("messages",
+                          absl::StrCat(part_name, ": content parts of type ", DumpJson(*type),
+                                       " are not supported (text only)"),
                           "unsupported_parameter");
     }
     auto text = part.find("text");
@@ -346,8 +350,7 @@ absl::Status CheckTool(const Json& tool, size_t i) {
   }
   auto params = fn->find("parameters");
   if (params != fn->end() && !params->is_null() && !params->is_object()) {
-    return InvalidParam("tools", name + ".function.parameters must be an object",
-                        "invalid_type");
+    return InvalidParam("tools", name + ".function.parameters must be an object", "invalid_type");
   }
   return absl::OkStatus();
 }
@@ -366,11 +369,16 @@ absl::Status DecodeToolChoice(const FieldReader& f, ChatCompletionRequest* r) {
   if (choice == nullptr) return absl::OkStatus();
   if (choice->is_string()) {
     const std::string& s = choice->get_ref<const std::string&>();
-    if (s == "none") r->tool_choice = ToolChoice::kNone;
-    else if (s == "auto") r->tool_choice = ToolChoice::kAuto;
-    else if (s == "required") r->tool_choice = ToolChoice::kRequired;
-    else return InvalidParam("tool_choice", "tool_choice must be none, auto, required or "
-                                            "{\"type\": \"function\", \"function\": {\"name\"}}");
+    if (s == "none")
+      r->tool_choice = ToolChoice::kNone;
+    else if (s == "auto")
+      r->tool_choice = ToolChoice::kAuto;
+    else if (s == "required")
+      r->tool_choice = ToolChoice::kRequired;
+    else
+      return InvalidParam("tool_choice",
+                          "tool_choice must be none, auto, required or "
+                          "{\"type\": \"function\", \"function\": {\"name\"}}");
   } else if (choice->is_object()) {
     const Json fn = choice->value("function", Json());
     if (!fn.is_object() || !fn.contains("name") || !fn["name"].is_string()) {
@@ -380,8 +388,7 @@ absl::Status DecodeToolChoice(const FieldReader& f, ChatCompletionRequest* r) {
     r->tool_choice = ToolChoice::kNamed;
     r->tool_choice_name = fn["name"].get<std::string>();
   } else {
-    return InvalidParam("tool_choice", "tool_choice must be a string or an object",
-                        "invalid_type");
+    return InvalidParam("tool_choice", "tool_choice must be a string or an object", "invalid_type");
   }
   if (r->tool_choice != ToolChoice::kNone && !has_tools) {
     return InvalidParam("tool_choice", "tool_choice requires tools");
@@ -405,10 +412,12 @@ absl::Status DecodeTools(const FieldReader& f, ChatCompletionRequest* r) {
     for (size_t i = 0; i < tools->size(); ++i) R2_RETURN_IF_ERROR(CheckTool((*tools)[i], i));
     if (!tools->empty()) r->tools = *tools;
   }
-  if (f.Get("functions") != nullptr) return InvalidParam("functions", "functions is deprecated "
-                                                                      "and not supported; use "
-                                                                      "tools",
-                                                         "unsupported_parameter");
+  if (f.Get("functions") != nullptr)
+    return InvalidParam("functions",
+                        "functions is deprecated "
+                        "and not supported; use "
+                        "tools",
+                        "unsupported_parameter");
   return DecodeToolChoice(f, r);
 }
 

@@ -66,8 +66,10 @@ class CompletionEncoder : public ResponseEncoder {
  private:
   struct Choice {
     std::string text;
-    Json logprobs = Json{{"tokens", Json::array()}, {"token_logprobs", Json::array()},
-                         {"top_logprobs", Json::array()}, {"text_offset", Json::array()}};
+    Json logprobs = Json{{"tokens", Json::array()},
+                         {"token_logprobs", Json::array()},
+                         {"top_logprobs", Json::array()},
+                         {"text_offset", Json::array()}};
     std::string finish;
     int64_t text_offset = 0;
   };
@@ -95,8 +97,10 @@ class CompletionEncoder : public ResponseEncoder {
   }
 
   Json LogprobsPiece(const engine::ChoiceDelta& d, int64_t* offset) const {
-    Json piece{{"tokens", Json::array()}, {"token_logprobs", Json::array()},
-               {"top_logprobs", Json::array()}, {"text_offset", Json::array()}};
+    Json piece{{"tokens", Json::array()},
+               {"token_logprobs", Json::array()},
+               {"top_logprobs", Json::array()},
+               {"text_offset", Json::array()}};
     if (!meta_.logprobs) return piece;
     for (size_t k = 0; k < d.token_ids.size() && k < d.logprobs.size(); ++k) {
       const std::string token = LogprobTokenText(tokenizer_, d.token_ids[k]);
@@ -149,11 +153,16 @@ std::string LogprobTokenText(const tokenizer::Tokenizer* tokenizer, int32_t toke
 
 std::string FinishReasonText(engine::FinishReason reason, bool made_tool_calls) {
   switch (reason) {
-    case engine::FinishReason::kStop: return made_tool_calls ? "tool_calls" : "stop";
-    case engine::FinishReason::kLength: return "length";
-    case engine::FinishReason::kAbort: return "abort";
-    case engine::FinishReason::kError: return "error";
-    default: return "";
+    case engine::FinishReason::kStop:
+      return made_tool_calls ? "tool_calls" : "stop";
+    case engine::FinishReason::kLength:
+      return "length";
+    case engine::FinishReason::kAbort:
+      return "abort";
+    case engine::FinishReason::kError:
+      return "error";
+    default:
+      return "";
   }
 }
 

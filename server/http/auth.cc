@@ -19,8 +19,8 @@ absl::StatusOr<ApiKeys> ApiKeys::FromFlagValues(const std::vector<std::string>& 
   for (const std::string& value : values) {
     if (absl::StartsWith(value, "@")) {
       std::ifstream in(value.substr(1));
-      if (!in) return absl::InvalidArgumentError(absl::StrCat("--api-key: cannot read ",
-                                                              value.substr(1)));
+      if (!in)
+        return absl::InvalidArgumentError(absl::StrCat("--api-key: cannot read ", value.substr(1)));
       for (std::string line; std::getline(in, line);) {
         std::string key(absl::StripAsciiWhitespace(line));
         if (!key.empty() && key[0] != '#') keys.push_back(std::move(key));
@@ -53,7 +53,8 @@ bool ApiKeys::Allows(std::string_view authorization, std::string_view x_api_key)
   constexpr std::string_view kBearer = "Bearer ";
   if (authorization.size() > kBearer.size() &&
       absl::EqualsIgnoreCase(Sv(authorization.substr(0, kBearer.size())), Sv(kBearer))) {
-    const absl::string_view key = absl::StripAsciiWhitespace(Sv(authorization.substr(kBearer.size())));
+    const absl::string_view key =
+        absl::StripAsciiWhitespace(Sv(authorization.substr(kBearer.size())));
     return AllowsKey(std::string_view(key.data(), key.size()));
   }
   if (!x_api_key.empty()) return AllowsKey(x_api_key);

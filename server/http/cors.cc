@@ -9,8 +9,10 @@ namespace r2::server::http {
 CorsPolicy::CorsPolicy(std::string_view allowed_origins) {
   for (absl::string_view part : absl::StrSplit(Sv(allowed_origins), ',')) {
     std::string origin(absl::StripAsciiWhitespace(part));
-    if (origin == "*") any_ = true;
-    else if (!origin.empty()) origins_.push_back(std::move(origin));
+    if (origin == "*")
+      any_ = true;
+    else if (!origin.empty())
+      origins_.push_back(std::move(origin));
   }
 }
 

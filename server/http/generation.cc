@@ -16,8 +16,13 @@ class Generation : public std::enable_shared_from_this<Generation> {
  public:
   Generation(std::shared_ptr<HttpSession> session, std::shared_ptr<engine::RequestHandle> handle,
              std::unique_ptr<ResponseEncoder> encoder, bool stream)
-      : session_(std::move(session)), context_(session_->context()), handle_(std::move(handle)),
-        encoder_(std::move(encoder)), stream_(stream), start_(Clock::now()), last_(start_) {}
+      : session_(std::move(session)),
+        context_(session_->context()),
+        handle_(std::move(handle)),
+        encoder_(std::move(encoder)),
+        stream_(stream),
+        start_(Clock::now()),
+        last_(start_) {}
 
   ~Generation() {
     if (handle_) {
@@ -138,8 +143,8 @@ void StartGeneration(const std::shared_ptr<HttpSession>& session, engine::Reques
                      std::unique_ptr<ResponseEncoder> encoder, bool stream) {
   engine::Engine* engine = session->context().engine();
   if (engine == nullptr || session->context().draining()) {
-    return session->ReplyError(ApiErrorFromStatus(absl::UnavailableError(
-        "the server is not ready (loading or shutting down)")));
+    return session->ReplyError(ApiErrorFromStatus(
+        absl::UnavailableError("the server is not ready (loading or shutting down)")));
   }
   absl::StatusOr<std::shared_ptr<engine::RequestHandle>> handle =
       engine->Submit(std::move(request));

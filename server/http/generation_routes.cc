@@ -33,7 +33,7 @@ ResponseMeta MetaFor(const CommonRequest& r, const ServedModel& model, absl::str
 const ServedModel* ReadyModel(const std::shared_ptr<HttpSession>& session) {
   ServerContext& context = session->context();
   if (context.ready()) return context.model();
-  const char* why = context.draining()          ? "the server is shutting down"
+  const char* why = context.draining()            ? "the server is shutting down"
                     : context.engine() == nullptr ? "the model is still loading"
                                                   : "the engine failed; see the server log";
   session->ReplyError(ApiErrorFromStatus(absl::UnavailableError(why)));

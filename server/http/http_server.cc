@@ -6,7 +6,9 @@
 namespace r2::server::http {
 
 HttpServer::HttpServer(ServerContext& context, const Router& router)
-    : context_(context), router_(router), io_(context.options().threads),
+    : context_(context),
+      router_(router),
+      io_(context.options().threads),
       acceptor_(net::make_strand(io_)) {}
 
 HttpServer::~HttpServer() { Stop(); }

@@ -20,7 +20,9 @@ bool IsDisconnect(const beast::error_code& ec) {
 }  // namespace
 
 HttpSession::HttpSession(tcp::socket socket, ServerContext& context, const Router& router)
-    : socket_(std::move(socket)), timer_(socket_.get_executor()), context_(context),
+    : socket_(std::move(socket)),
+      timer_(socket_.get_executor()),
+      context_(context),
       router_(router) {
   context_.open_connections().fetch_add(1);
 }
@@ -53,19 +55,17 @@ void HttpSession::DoRead() {
   parser_->body_limit(context_.options().max_body_bytes);
   route_label_ = "unmatched";
   Arm(requests_ == 0 ? context_.options().header_timeout : context_.options().idle_timeout);
-  bhttp::async_read_header(socket_, buffer_, *parser_,
-                           [self = shared_from_this()](beast::error_code ec, size_t) {
-                             self->OnHeader(ec);
-                           });
+  bhttp::async_read_header(
+      socket_, buffer_, *parser_,
+      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
 }
 
 void HttpSession::OnHeader(beast::error_code ec) {
   if (ec) return OnReadError(ec);
   Arm(context_.options().body_timeout);
-  bhttp::async_read(socket_, buffer_, *parser_,
-                    [self = shared_from_this()](beast::error_code ec, size_t) {
-                      self->OnRequest(ec);
-                    });
+  bhttp::async_read(
+      socket_, buffer_, *parser_,
+      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnRequest(ec); });
 }
 
 void HttpSession::OnRequest(beast::error_code ec) {
@@ -112,8 +112,7 @@ void HttpSession::AddCommonHeaders(bhttp::fields& fields) {
 }
 
 void HttpSession::CountRequest(int status) {
-  context_.metrics().CountHttpRequest(std::string(request_.method_string()), route_label_,
-                                      status);
+  context_.metrics().CountHttpRequest(std::string(request_.method_string()), route_label_, status);
 }
 
 void HttpSession::Reply(HttpResponse response) {
@@ -172,15 +171,12 @@ void HttpSession::StartEventStream() {
   response->chunked(true);
   AddCommonHeaders(response->base());
   CountRequest(200);
-  auto serializer =
-      std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*response);
+  auto serializer = std::make_shared<bhttp::response_serializer<bhttp::empty_body>>(*response);
   writing_ = true;
   Arm(context_.options().write_timeout);
-  bhttp::async_write_header(
-      socket_, *serializer,
-      [self = shared_from_this(), response, serializer](beast::error_code ec, size_t) {
-        self->OnStreamWritten(ec);
-      });
+  bhttp::async_write_header(socket_, *serializer,
+                            [self = shared_from_this(), response, serializer](
+                                beast::error_code ec, size_t) { self->OnStreamWritten(ec); });
 }
 
 void HttpSession::Send(std::string bytes) {
@@ -252,10 +248,9 @@ void HttpSession::ClearHooks() {
 void HttpSession::StartWatch() {
   if (closed_ || buffer_.size() >= kMaxPipelinedBytes) return;
   watching_ = true;
-  socket_.async_read_some(buffer_.prepare(4096),
-                          [self = shared_from_this()](beast::error_code ec, size_t n) {
-                            self->OnWatch(ec, n);
-                          });
+  socket_.async_read_some(
+      buffer_.prepare(4096),
+      [self = shared_from_this()](beast::error_code ec, size_t n) { self->OnWatch(ec, n); });
 }
 
 void HttpSession::OnWatch(beast::error_code ec, size_t bytes) {

@@ -12,7 +12,7 @@ using Json = nlohmann::ordered_json;
 void HandleHealth(const std::shared_ptr<HttpSession>& session) {
   ServerContext& context = session->context();
   if (context.ready()) return session->ReplyText(200, "");
-  const char* why = context.draining()          ? "shutting down"
+  const char* why = context.draining()            ? "shutting down"
                     : context.engine() == nullptr ? "loading"
                                                   : "engine unhealthy";
   session->ReplyError(ApiErrorFromStatus(absl::UnavailableError(why)));
@@ -20,12 +20,9 @@ void HandleHealth(const std::shared_ptr<HttpSession>& session) {
 
 void HandleModels(const std::shared_ptr<HttpSession>& session) {
   ServerContext& context = session->context();
-  Json model{{"id", context.model_name()},
-             {"object", "model"},
-             {"created", context.started_unix()},
-             {"owned_by", "r2serve"},
-             {"root", context.model_name()},
-             {"parent", nullptr}};
+  Json model{{"id", context.model_name()},        {"object", "model"},
+             {"created", context.started_unix()}, {"owned_by", "r2serve"},
+             {"root", context.model_name()},      {"parent", nullptr}};
   if (const ServedModel* m = context.model()) model["max_model_len"] = m->max_model_len();
   session->ReplyJson(200, Json{{"object", "list"}, {"data", Json::array({model})}});
 }
@@ -34,7 +31,10 @@ void HandleMetrics(const std::shared_ptr<HttpSession>& session) {
   ServerContext& context = session->context();
   engine::Engine* engine = context.engine();
   std::optional<engine::EngineStats> stats;
-  if (engine != nullptr) stats = engine->stats();
+  if (engine != nullptr) {
+    stats = engine->stats();
+    context.metrics().SampleIteration(*stats);
+  }
   session->ReplyText(200, context.metrics().Render(stats ? &*stats : nullptr, context.ready()),
                      "text/plain; version=0.0.4; charset=utf-8");
 }
@@ -51,9 +51,8 @@ const ServedModel* TokenizerModel(const std::shared_ptr<HttpSession>& session) {
     return nullptr;
   }
   if (model->tokenizer() == nullptr) {
-    session->ReplyError(ApiErrorFromStatus(
-        InvalidParam("model", "this model has no tokenizer (tokenizer.json)",
-                     "tokenizer_unavailable")));
+    session->ReplyError(ApiErrorFromStatus(InvalidParam(
+        "model", "this model has no tokenizer (tokenizer.json)", "tokenizer_unavailable")));
     return nullptr;
   }
   return model;
@@ -71,8 +70,8 @@ absl::StatusOr<std::string> TokenizeText(const ServedModel& model, const Json& b
   std::string prompt;
   absl::StatusOr<bool> got = f.String("prompt", &prompt);
   if (!got.ok()) return got.status();
-  if (!*got) return InvalidParam("prompt", "prompt or messages is required",
-                                 "missing_required_parameter");
+  if (!*got)
+    return InvalidParam("prompt", "prompt or messages is required", "missing_required_parameter");
   return prompt;
 }
 
@@ -93,10 +92,12 @@ void HandleTokenize(const std::shared_ptr<HttpSession>& session) {
   }
   if (!status.ok()) return session->ReplyError(ApiErrorFromStatus(status));
   absl::StatusOr<std::vector<int32_t>> ids = model->tokenizer()->Encode(*text, add_special);
-  if (!ids.ok()) return session->ReplyError(ApiErrorFromStatus(InvalidParam("prompt",
-                                                                            ids.status().message())));
-  Json out{{"count", ids->size()}, {"max_model_len", model->max_model_len()},
-           {"tokens", *ids}, {"token_strs", nullptr}};
+  if (!ids.ok())
+    return session->ReplyError(ApiErrorFromStatus(InvalidParam("prompt", ids.status().message())));
+  Json out{{"count", ids->size()},
+           {"max_model_len", model->max_model_len()},
+           {"tokens", *ids},
+           {"token_strs", nullptr}};
   bool want_strs = false;
   (void)FieldReader(*body).Bool("return_token_strs", &want_strs);
   if (want_strs) {
@@ -121,8 +122,8 @@ void HandleDetokenize(const std::shared_ptr<HttpSession>& session) {
     if (!t.is_number_integer() || t.get<int64_t>() < 0 ||
         t.get<int64_t>() >= model->tokenizer()->vocab_size()) {
       return session->ReplyError(ApiErrorFromStatus(InvalidParam(
-          "tokens", absl::StrCat("tokens must be ids in [0, ", model->tokenizer()->vocab_size(),
-                                 ")"))));
+          "tokens",
+          absl::StrCat("tokens must be ids in [0, ", model->tokenizer()->vocab_size(), ")"))));
     }
     ids.push_back(static_cast<int32_t>(t.get<int64_t>()));
   }

@@ -25,7 +25,7 @@ void Metric(std::string* out, const std::string& name, const char* type, const c
 }
 
 std::vector<double> LatencyBuckets() {
-  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5,
+  return {0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1,  0.25, 0.5,
           0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0};
 }
 
@@ -34,10 +34,14 @@ std::vector<double> LatencyBuckets() {
 std::string EscapeLabelValue(const std::string& value) {
   std::string out;
   for (char c : value) {
-    if (c == '\\') out += "\\\\";
-    else if (c == '"') out += "\\\"";
-    else if (c == '\n') out += "\\n";
-    else out += c;
+    if (c == '\\')
+      out += "\\\\";
+    else if (c == '"')
+      out += "\\\"";
+    else if (c == '\n')
+      out += "\\n";
+    else
+      out += c;
   }
   return out;
 }
@@ -46,16 +50,14 @@ Histogram::Histogram(std::vector<double> bounds)
     : bounds_(std::move(bounds)), counts_(bounds_.size() + 1, 0) {}
 
 void Histogram::Observe(double value) {
-  const size_t bucket =
-      std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();
+  const size_t bucket = std::lower_bound(bounds_.begin(), bounds_.end(), value) - bounds_.begin();
   absl::MutexLock lock(&mu_);
   ++counts_[bucket];
   sum_ += value;
   ++count_;
 }
 
-void Histogram::Render(const std::string& name, const std::string& labels,
-                       std::string* out) const {
+void Histogram::Render(const std::string& name, const std::string& labels, std::string* out) const {
   absl::MutexLock lock(&mu_);
   uint64_t cumulative = 0;
   for (size_t i = 0; i <= bounds_.size(); ++i) {
@@ -70,8 +72,8 @@ void Histogram::Render(const std::string& name, const std::string& labels,
 ServerMetrics::ServerMetrics(std::string model_name)
     : labels_(absl::StrCat("model_name=\"", EscapeLabelValue(model_name), "\"")),
       ttft_(LatencyBuckets()),
-      itl_({0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5,
-            0.75, 1.0, 2.5, 5.0, 10.0}),
+      itl_({0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
+            1.0, 2.5, 5.0, 10.0}),
       e2e_(LatencyBuckets()),
       iteration_tokens_({1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384}) {}
 
@@ -79,6 +81,15 @@ void ServerMetrics::CountHttpRequest(const std::string& method, const std::strin
                                      int status) {
   absl::MutexLock lock(&mu_);
   ++http_[{method, route, status}];
+}
+
+void ServerMetrics::SampleIteration(const engine::EngineStats& stats) {
+  {
+    absl::MutexLock lock(&mu_);
+    if (stats.steps <= last_steps_) return;
+    last_steps_ = stats.steps;
+  }
+  iteration_tokens_.Observe(stats.last_step_tokens);
 }
 
 void ServerMetrics::CountClientGone() {
@@ -94,8 +105,8 @@ void ServerMetrics::RenderEngine(const engine::EngineStats& s, std::string* out)
          s.num_waiting);
   const double usage =
       s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0.0;
-  Metric(out, "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.",
-         l, usage);
+  Metric(out, "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", l,
+         usage);
   Metric(out, "vllm:prefix_cache_queries_total", "counter",
          "Prefix cache queries, in terms of number of queried tokens.", l,
          static_cast<double>(s.prefix_cache_queries));
@@ -109,12 +120,13 @@ void ServerMetrics::RenderEngine(const engine::EngineStats& s, std::string* out)
   Metric(out, "vllm:generation_tokens_total", "counter", "Number of generation tokens processed.",
          l, static_cast<double>(s.generation_tokens_total));
   Header(out, "vllm:request_success_total", "counter", "Count of finished requests by reason.");
-  const std::pair<const char*, uint64_t> reasons[] = {
-      {"stop", s.requests_finished_stop}, {"length", s.requests_finished_length},
-      {"abort", s.requests_finished_abort}, {"error", s.requests_finished_error}};
+  const std::pair<const char*, uint64_t> reasons[] = {{"stop", s.requests_finished_stop},
+                                                      {"length", s.requests_finished_length},
+                                                      {"abort", s.requests_finished_abort},
+                                                      {"error", s.requests_finished_error}};
   for (const auto& [reason, n] : reasons) {
-    Sample(out, "vllm:request_success_total",
-           absl::StrCat(l, ",finished_reason=\"", reason, "\""), static_cast<double>(n));
+    Sample(out, "vllm:request_success_total", absl::StrCat(l, ",finished_reason=\"", reason, "\""),
+           static_cast<double>(n));
   }
   Metric(out, "r2serve_kv_blocks_total", "gauge", "KV blocks in the pool.", l, s.kv_blocks_total);
   Metric(out, "r2serve_kv_blocks_used", "gauge", "KV blocks referenced by running sequences.", l,

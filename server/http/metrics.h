@@ -41,7 +41,9 @@ class ServerMetrics {
   void ObserveTimeToFirstToken(double seconds) { ttft_.Observe(seconds); }
   void ObserveInterTokenLatency(double seconds) { itl_.Observe(seconds); }
   void ObserveEndToEnd(double seconds) { e2e_.Observe(seconds); }
-  void ObserveIterationTokens(double tokens) { iteration_tokens_.Observe(tokens); }
+  // vllm:iteration_tokens_total is sampled: at each scrape, the last step's token count when the
+  // engine ran steps since the previous scrape (the engine reports only its last step).
+  void SampleIteration(const engine::EngineStats& stats);
   void CountHttpRequest(const std::string& method, const std::string& route, int status);
   void CountClientGone();
 
@@ -60,6 +62,7 @@ class ServerMetrics {
   mutable absl::Mutex mu_;
   std::map<std::tuple<std::string, std::string, int>, uint64_t> http_ ABSL_GUARDED_BY(mu_);
   uint64_t client_gone_ ABSL_GUARDED_BY(mu_) = 0;
+  uint64_t last_steps_ ABSL_GUARDED_BY(mu_) = 0;
 };
 
 // A Prometheus label value with \, " and newlines escaped.

@@ -23,9 +23,8 @@ const Route* Router::Find(std::string_view path) const {
 
 void Router::Preflight(const std::shared_ptr<HttpSession>& session, const Route* route) const {
   HttpResponse response(bhttp::status::no_content, 11);
-  const std::string allow = route == nullptr ? "OPTIONS"
-                                             : std::string(bhttp::to_string(route->method)) +
-                                                   ", OPTIONS";
+  const std::string allow =
+      route == nullptr ? "OPTIONS" : std::string(bhttp::to_string(route->method)) + ", OPTIONS";
   response.set(bhttp::field::allow, allow);
   const CorsPolicy& cors = session->context().cors();
   const HttpRequest& req = session->request();
@@ -66,8 +65,7 @@ void Router::Dispatch(const std::shared_ptr<HttpSession>& session) const {
     return session->Reply(std::move(response));
   }
   if (route->json_body && !IsJsonContentType(std::string_view(req[bhttp::field::content_type]))) {
-    return session->ReplyError(MakeApiError(415, "invalid_request_error",
-                                            "unsupported_media_type",
+    return session->ReplyError(MakeApiError(415, "invalid_request_error", "unsupported_media_type",
                                             "Content-Type must be application/json"));
   }
   route->handler(session);

@@ -8,21 +8,26 @@
 #include "absl/strings/str_cat.h"
 #include "server/http/absl_sv.h"
 
-namespace r2::server {
+namespace r2::server::http {
 
 absl::StatusOr<int64_t> ParseByteSize(std::string_view text, std::string_view flag) {
-  std::string s = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(http::Sv(text)));
+  std::string s = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(Sv(text)));
   auto bad = [&] {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--", http::Sv(flag), ": '", http::Sv(text), "' is not a size (bytes, or a number with K, M or G)"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("--", Sv(flag), ": '", Sv(text),
+                     "' is not a size (bytes, or a number with K, M or G)"));
   };
-  if (s.size() > 2 && s.substr(s.size() - 2) == "IB") s.resize(s.size() - 2);
-  else if (s.size() > 1 && s.back() == 'B') s.pop_back();
+  if (s.size() > 2 && s.substr(s.size() - 2) == "IB")
+    s.resize(s.size() - 2);
+  else if (s.size() > 1 && s.back() == 'B')
+    s.pop_back();
   double multiplier = 1;
   if (!s.empty() && (s.back() == 'K' || s.back() == 'M' || s.back() == 'G' || s.back() == 'T')) {
     const char unit = s.back();
-    multiplier = unit == 'K' ? 1024.0 : unit == 'M' ? 1048576.0 : unit == 'G' ? 1073741824.0
-                                                                         : 1099511627776.0;
+    multiplier = unit == 'K'   ? 1024.0
+                 : unit == 'M' ? 1048576.0
+                 : unit == 'G' ? 1073741824.0
+                               : 1099511627776.0;
     s.pop_back();
   }
   double value = 0;
@@ -69,4 +74,4 @@ std::vector<std::string> UnderscoreFlagNames(int argc, char** argv) {
   return args;
 }
 
-}  // namespace r2::server
+}  // namespace r2::server::http

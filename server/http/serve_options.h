@@ -7,7 +7,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace r2::server {
+namespace r2::server::http {
 
 // "4096", "512K", "64M", "2G", "1.5G" (binary multiples, case-insensitive, optional "B"/"iB").
 absl::StatusOr<int64_t> ParseByteSize(std::string_view text, std::string_view flag);
@@ -18,4 +18,4 @@ std::vector<std::string> RepeatedFlagValues(int argc, char** argv, std::string_v
 // argv with dashes in flag names turned into underscores (--max-model-len -> --max_model_len).
 std::vector<std::string> UnderscoreFlagNames(int argc, char** argv);
 
-}  // namespace r2::server
+}  // namespace r2::server::http

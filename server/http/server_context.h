@@ -21,18 +21,21 @@ struct HttpOptions {
   int threads = 2;
   size_t max_header_bytes = 16 * 1024;
   size_t max_body_bytes = 4 * 1024 * 1024;
-  std::chrono::milliseconds header_timeout{10'000};   // first request's header
-  std::chrono::milliseconds idle_timeout{30'000};     // keep-alive wait for the next request
-  std::chrono::milliseconds body_timeout{30'000};     // reading a request body
-  std::chrono::milliseconds write_timeout{30'000};    // one write to a client that stopped reading
+  std::chrono::milliseconds header_timeout{10'000};  // first request's header
+  std::chrono::milliseconds idle_timeout{30'000};    // keep-alive wait for the next request
+  std::chrono::milliseconds body_timeout{30'000};    // reading a request body
+  std::chrono::milliseconds write_timeout{30'000};   // one write to a client that stopped reading
   size_t max_connections = 8192;
 };
 
 class ServerContext {
  public:
   ServerContext(HttpOptions options, ApiKeys keys, CorsPolicy cors, std::string model_name)
-      : options_(std::move(options)), keys_(std::move(keys)), cors_(std::move(cors)),
-        metrics_(model_name), model_name_(std::move(model_name)) {}
+      : options_(std::move(options)),
+        keys_(std::move(keys)),
+        cors_(std::move(cors)),
+        metrics_(model_name),
+        model_name_(std::move(model_name)) {}
 
   const HttpOptions& options() const { return options_; }
   const ApiKeys& keys() const { return keys_; }

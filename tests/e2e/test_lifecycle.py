@@ -181,3 +181,14 @@ def test_sigterm_lets_short_requests_finish(start_server):
         buf += chunk
     assert b'"finish_reason":"length"' in buf
     assert drain.proc.wait(30) == 0
+
+
+def test_engine_fault_is_loud(start_server):  # RELIABILITY 26
+    faulty = start_server("--inject-fault-at-step", "3")
+    r = httpx.post(faulty.base_url + "/v1/completions", timeout=30,
+                   json={"model": MODEL_NAME, "prompt": PROMPT, "max_tokens": 50,
+                         "ignore_eos": True})
+    assert r.status_code == 500
+    assert r.json()["error"]["type"] == "server_error"
+    assert wait_until(lambda: faulty.health() != 200, 2)
+    assert faulty.proc.wait(15) == 1

@@ -124,8 +124,7 @@ FakeEngine::~FakeEngine() {
   if (thread_.joinable()) thread_.join();
 }
 
-absl::StatusOr<std::shared_ptr<engine::RequestHandle>> FakeEngine::Submit(
-    engine::Request request) {
+absl::StatusOr<std::shared_ptr<engine::RequestHandle>> FakeEngine::Submit(engine::Request request) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!reject_.ok()) return reject_;
   if (stop_) return absl::UnavailableError("shutting down");

@@ -1,12 +1,11 @@
 // The HTTP server end to end over loopback, against the fake engine.
 #include "server/http/http_server.h"
 
-#include <chrono>
-#include <thread>
-
 #include <boost/asio/connect.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
+#include <chrono>
+#include <thread>
 
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
@@ -43,8 +42,7 @@ class HttpServerTest : public ::testing::Test {
     options.port = 0;
     options.max_body_bytes = 64 * 1024;
     options.header_timeout = std::chrono::milliseconds(500);
-    context_ = std::make_unique<ServerContext>(options, ApiKeys(keys), CorsPolicy(origins),
-                                               "tiny");
+    context_ = std::make_unique<ServerContext>(options, ApiKeys(keys), CorsPolicy(origins), "tiny");
     AddInfoRoutes(&router_);
     AddGenerationRoutes(&router_);
     server_ = std::make_unique<HttpServer>(*context_, router_);
@@ -238,8 +236,7 @@ TEST_F(HttpServerTest, ApiKeys) {
 TEST_F(HttpServerTest, CorsPreflight) {
   StartServer({}, "http://app.example");
   Reply r = Send(bhttp::verb::options, "/v1/chat/completions", "",
-                 {{"Origin", "http://app.example"},
-                  {"Access-Control-Request-Method", "POST"}});
+                 {{"Origin", "http://app.example"}, {"Access-Control-Request-Method", "POST"}});
   EXPECT_EQ(r.status, 204);
   EXPECT_EQ(r.headers[bhttp::field::access_control_allow_origin], "http://app.example");
   EXPECT_THAT(std::string(r.headers[bhttp::field::access_control_allow_methods]),

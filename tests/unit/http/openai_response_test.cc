@@ -63,9 +63,10 @@ TEST(ChatEncoder, StreamRoleFirstOneFinishAndUsageChunk) {
   std::vector<Json> events;
   enc->Begin(&events);
   enc->Add(Output({Delta(0, "a", {1}), Delta(1, "b", {2})}), &events);
-  enc->Add(Output({Delta(0, "c", {3}, FinishReason::kStop),
-                   Delta(1, "", {}, FinishReason::kLength)}, true),
-           &events);
+  enc->Add(
+      Output({Delta(0, "c", {3}, FinishReason::kStop), Delta(1, "", {}, FinishReason::kLength)},
+             true),
+      &events);
   int roles = 0, finishes = 0;
   std::string text0;
   for (size_t i = 0; i + 1 < events.size(); ++i) {

@@ -6,7 +6,7 @@
 #include "server/http/cors.h"
 #include "server/http/metrics.h"
 
-namespace r2::server {
+namespace r2::server::http {
 namespace {
 
 TEST(ParseByteSize, Suffixes) {
@@ -21,14 +21,13 @@ TEST(ParseByteSize, Suffixes) {
 }
 
 TEST(RepeatedFlagValues, CollectsEveryForm) {
-  const char* argv[] = {"serve", "--api-key", "a", "--api_key=b,c", "-api-key=d", "--other",
-                        "e"};
+  const char* argv[] = {"serve", "--api-key", "a", "--api_key=b,c", "-api-key=d", "--other", "e"};
   EXPECT_THAT(RepeatedFlagValues(7, const_cast<char**>(argv), "api_key"),
               ::testing::ElementsAre("a", "b,c", "d"));
 }
 
 TEST(ApiKeys, ListsFilesAndBearer) {
-  absl::StatusOr<http::ApiKeys> keys = http::ApiKeys::FromFlagValues({"a, b", "c"});
+  absl::StatusOr<ApiKeys> keys = ApiKeys::FromFlagValues({"a, b", "c"});
   ASSERT_TRUE(keys.ok());
   EXPECT_EQ(keys->size(), 3u);
   EXPECT_TRUE(keys->Allows("Bearer b", ""));
@@ -37,29 +36,29 @@ TEST(ApiKeys, ListsFilesAndBearer) {
   EXPECT_FALSE(keys->Allows("Bearer ab", ""));
   EXPECT_FALSE(keys->Allows("b", ""));
   EXPECT_FALSE(keys->Allows("", ""));
-  EXPECT_FALSE(http::ApiKeys::FromFlagValues({"@/nonexistent/keys"}).ok());
-  EXPECT_TRUE(http::ApiKeys().Allows("", ""));  // no keys: open
+  EXPECT_FALSE(ApiKeys::FromFlagValues({"@/nonexistent/keys"}).ok());
+  EXPECT_TRUE(ApiKeys().Allows("", ""));  // no keys: open
 }
 
 TEST(ApiKeys, DigestCompareIsExact) {
   auto a = cache::Sha256::Hash("x");
   auto b = cache::Sha256::Hash("y");
-  EXPECT_TRUE(http::DigestsEqual(a, a));
-  EXPECT_FALSE(http::DigestsEqual(a, b));
+  EXPECT_TRUE(DigestsEqual(a, a));
+  EXPECT_FALSE(DigestsEqual(a, b));
 }
 
 TEST(CorsPolicy, AllowList) {
-  http::CorsPolicy off;
+  CorsPolicy off;
   EXPECT_FALSE(off.enabled());
   EXPECT_EQ(off.AllowOrigin("http://a"), "");
-  http::CorsPolicy list("http://a, http://b");
+  CorsPolicy list("http://a, http://b");
   EXPECT_EQ(list.AllowOrigin("http://b"), "http://b");
   EXPECT_EQ(list.AllowOrigin("http://c"), "");
-  EXPECT_EQ(http::CorsPolicy("*").AllowOrigin("http://c"), "*");
+  EXPECT_EQ(CorsPolicy("*").AllowOrigin("http://c"), "*");
 }
 
 TEST(Metrics, RendersVllmNames) {
-  http::ServerMetrics metrics("m\"x");
+  ServerMetrics metrics("m\"x");
   metrics.ObserveTimeToFirstToken(0.003);
   metrics.CountHttpRequest("GET", "/health", 200);
   engine::EngineStats stats;
@@ -78,4 +77,4 @@ TEST(Metrics, RendersVllmNames) {
 }
 
 }  // namespace
-}  // namespace r2::server
+}  // namespace r2::server::http
