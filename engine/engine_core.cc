@@ -197,15 +197,19 @@ void EngineCore::EndFinishedSequences() {
 }
 
 void EngineCore::DeliverTouched() {
-  for (ActiveRequest* request : touched_) request->Deliver();
+  // A request may be listed more than once; none is erased before every delivery is done.
+  finished_requests_.clear();
   for (ActiveRequest* request : touched_) {
-    auto it = requests_.find(request->request_id());
-    if (it != requests_.end() && it->second->finished()) {
-      Retire(*it->second);
-      requests_.erase(it);
-    }
+    request->Deliver();
+    if (request->finished()) finished_requests_.push_back(request->request_id());
   }
   touched_.clear();
+  for (uint64_t id : finished_requests_) {
+    auto it = requests_.find(id);
+    if (it == requests_.end()) continue;  // listed twice
+    Retire(*it->second);
+    requests_.erase(it);
+  }
 }
 
 void EngineCore::Retire(const ActiveRequest& request) {

@@ -103,7 +103,8 @@ class EngineCore {
   StepLogits logits_;
   std::vector<scheduler::SampledToken> sampled_;
   std::vector<scheduler::FinishedSequence> finished_;
-  std::vector<ActiveRequest*> touched_;
+  std::vector<ActiveRequest*> touched_;      // requests with output this step (may repeat)
+  std::vector<uint64_t> finished_requests_;  // of those, the ones that ended
 
   EngineStats stats_;
   StepTimings timings_;

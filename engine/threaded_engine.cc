@@ -1,11 +1,12 @@
 #include "engine/threaded_engine.h"
 
 #include <exception>
+#include <future>
+#include <memory>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
-#include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "engine/request_stream.h"
 
@@ -92,15 +93,14 @@ void ThreadedEngine::Shutdown(absl::Duration timeout) {
 }
 
 absl::Status ThreadedEngine::CheckIntegrity() {
-  absl::Status result;
-  absl::Notification done;
-  const bool posted = inbox_->PostTask([&] {
-    result = core_->CheckIntegrity();
-    done.Notify();
-  });
-  if (!posted) return core_->CheckIntegrity();  // the engine thread has stopped
-  done.WaitForNotification();
-  return result;
+  // The task owns the promise, so the engine thread never touches this frame after set_value.
+  auto promise = std::make_shared<std::promise<absl::Status>>();
+  std::future<absl::Status> result = promise->get_future();
+  EngineCore* core = core_.get();
+  if (!inbox_->PostTask([promise, core] { promise->set_value(core->CheckIntegrity()); })) {
+    return core_->CheckIntegrity();  // the engine thread has stopped
+  }
+  return result.get();
 }
 
 void ThreadedEngine::Loop() {
