@@ -8,9 +8,6 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/status/statusor.h"
 #include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
@@ -20,6 +17,7 @@
 #include "engine/model/deepseek_model.h"
 #include "kernels/backend.h"
 #include "server/command.h"
+#include "server/command_flags.h"
 
 // Global so that other subcommands (serve) can share it with ABSL_DECLARE_FLAG.
 ABSL_FLAG(std::string, model, "", "Model directory (config.json + *.safetensors). Required.");
@@ -30,23 +28,6 @@ ABSL_FLAG(bool, ignore_eos, false, "Keep generating after the end-of-sequence to
 
 namespace r2::server {
 namespace {
-
-bool IsThisFile(absl::string_view file) { return absl::StrContains(file, "cmd_generate"); }
-
-// absl flag names use underscores; accept the dashed spelling too (--prompt-ids).
-std::vector<std::string> UnderscoreFlagNames(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size(); ++i) {
-    std::string& a = args[i];
-    if (a == "--") break;
-    if (a.size() < 3 || a[0] != '-') continue;
-    const size_t end = std::min(a.find('='), a.size());
-    for (size_t k = a[1] == '-' ? 2 : 1; k < end; ++k) {
-      if (a[k] == '-') a[k] = '_';
-    }
-  }
-  return args;
-}
 
 absl::StatusOr<std::vector<int32_t>> ParsePromptIds(const std::string& text, int64_t vocab) {
   if (text.empty()) return absl::InvalidArgumentError("--prompt-ids is required");
@@ -109,20 +90,13 @@ int Fail(const absl::Status& status) {
 }
 
 int RunGenerate(int argc, char** argv) {
-  absl::SetProgramUsageMessage(
+  constexpr absl::string_view kUsage =
       "r2serve generate --model DIR --prompt-ids 1,2,3 --max-tokens N\n"
-      "Greedy decoding on the CPU reference backend; prints the generated token ids.");
-  absl::FlagsUsageConfig usage;
-  usage.contains_helpshort_flags = IsThisFile;
-  usage.contains_help_flags = IsThisFile;
-  absl::SetFlagsUsageConfig(usage);
-  std::vector<std::string> args = UnderscoreFlagNames(argc, argv);
-  std::vector<char*> arg_ptrs;
-  for (std::string& a : args) arg_ptrs.push_back(a.data());
-  std::vector<char*> rest =
-      absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
-  if (rest.size() > 1) {
-    return Fail(absl::InvalidArgumentError(absl::StrCat("unexpected argument '", rest[1], "'")));
+      "Greedy decoding on the CPU reference backend; prints the generated token ids.";
+  if (WantsHelp(argc, argv)) return PrintFlagHelp(kUsage, "cmd_generate");
+  std::vector<std::string> rest = ParseCommandFlags(argc, argv);
+  if (!rest.empty()) {
+    return Fail(absl::InvalidArgumentError(absl::StrCat("unexpected argument '", rest[0], "'")));
   }
   const std::string dir = absl::GetFlag(FLAGS_model);
   const int64_t max_tokens = absl::GetFlag(FLAGS_max_tokens);

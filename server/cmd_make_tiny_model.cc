@@ -7,16 +7,13 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
-#include "absl/flags/reflection.h"
-#include "absl/flags/usage.h"
-#include "absl/flags/usage_config.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "engine/model/tiny_model.h"
 #include "engine/tokenizer/tiny_tokenizer.h"
 #include "server/command.h"
+#include "server/command_flags.h"
 
 // Defined at global scope so that other subcommands can share them with ABSL_DECLARE_FLAG.
 ABSL_FLAG(std::string, out, "", "Output directory (created if needed). Required.");
@@ -57,51 +54,6 @@ ABSL_FLAG(bool, no_tokenizer, false,
 
 namespace r2::server {
 namespace {
-
-bool IsThisFile(absl::string_view file) { return absl::StrContains(file, "cmd_make_tiny_model"); }
-
-// absl flag names use underscores; accept the dashed spelling too (--hidden-size).
-std::vector<std::string> NormalizeFlagNames(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size(); ++i) {
-    std::string& a = args[i];
-    if (a == "--") break;
-    if (a.size() < 3 || a[0] != '-') continue;
-    const size_t start = a[1] == '-' ? 2 : 1;
-    const size_t end = std::min(a.find('='), a.size());
-    for (size_t k = start; k < end; ++k) {
-      if (a[k] == '-') a[k] = '_';
-    }
-  }
-  return args;
-}
-
-bool WantsHelp(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    if (std::strcmp(argv[i], "--") == 0) return false;
-    if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0 ||
-        std::strcmp(argv[i], "-help") == 0) {
-      return true;
-    }
-  }
-  return false;
-}
-
-// This command's flags, each with its help text and default (absl's --help exits with status 1).
-void PrintHelp() {
-  std::printf("usage: %s\n\nflags:\n", std::string(absl::ProgramUsageMessage()).c_str());
-  std::vector<absl::CommandLineFlag*> flags;
-  for (const auto& [name, flag] : absl::GetAllFlags()) {
-    if (IsThisFile(flag->Filename())) flags.push_back(flag);
-  }
-  std::sort(flags.begin(), flags.end(), [](auto* a, auto* b) { return a->Name() < b->Name(); });
-  for (const absl::CommandLineFlag* flag : flags) {
-    std::string dashed(flag->Name());
-    std::replace(dashed.begin(), dashed.end(), '_', '-');
-    std::printf("  --%s\n      %s (default: %s)\n", dashed.c_str(), flag->Help().c_str(),
-                flag->DefaultValue().empty() ? "\"\"" : flag->DefaultValue().c_str());
-  }
-}
 
 void Override(const absl::Flag<int64_t>& flag, int64_t* field) {
   if (absl::GetFlag(flag) >= 0) *field = absl::GetFlag(flag);
@@ -160,29 +112,18 @@ absl::StatusOr<model::TinyModelOptions> OptionsFromFlags() {
 }
 
 int RunMakeTinyModel(int argc, char** argv) {
-  absl::FlagsUsageConfig usage;
-  usage.contains_help_flags = IsThisFile;
-  usage.contains_helpshort_flags = IsThisFile;
-  usage.contains_helppackage_flags = IsThisFile;
-  absl::SetFlagsUsageConfig(usage);
-  absl::SetProgramUsageMessage(
+  constexpr absl::string_view kUsage =
       "r2serve make-tiny-model --out DIR [--preset tiny|tiny-noqlora|tiny-fp8|small] [--seed N]\n"
       "  [--dtype bf16|fp8] [--shards N] [--mtp-layers N] [--q-lora-rank N] [--hidden-size N] ...\n"
       "  [--chat-template v3|r1|v31] [--no-tokenizer]\n"
       "Writes a random-weight DeepSeek-V3 checkpoint in the Hugging Face layout (config.json,\n"
       "safetensors, generation_config.json, tokenizer.json, tokenizer_config.json). Flags may be\n"
-      "spelled with - or _.");
-  if (WantsHelp(argc, argv)) {
-    PrintHelp();
-    return 0;
-  }
-  std::vector<std::string> args = NormalizeFlagNames(argc, argv);
-  std::vector<char*> arg_ptrs;
-  for (std::string& a : args) arg_ptrs.push_back(a.data());
-  std::vector<char*> positional =
-      absl::ParseCommandLine(static_cast<int>(arg_ptrs.size()), arg_ptrs.data());
-  if (positional.size() > 1) {
-    std::fprintf(stderr, "make-tiny-model: unexpected argument '%s' (see --help)\n", positional[1]);
+      "spelled with - or _.";
+  if (WantsHelp(argc, argv)) return PrintFlagHelp(kUsage, "cmd_make_tiny_model");
+  std::vector<std::string> positional = ParseCommandFlags(argc, argv);
+  if (!positional.empty()) {
+    std::fprintf(stderr, "make-tiny-model: unexpected argument '%s' (see --help)\n",
+                 positional[0].c_str());
     return 1;
   }
   const std::string out = absl::GetFlag(FLAGS_out);

@@ -18,13 +18,13 @@
 
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
-#include "absl/flags/parse.h"
 #include "absl/flags/reflection.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/strip.h"
 #include "engine/engine.h"
 #include "server/command.h"
+#include "server/command_flags.h"
 #include "server/http/http_server.h"
 #include "server/http/router.h"
 #include "server/http/serve_options.h"
@@ -233,18 +233,13 @@ void Drain(http::ServerContext& context, http::HttpServer& server, engine::Engin
 }
 
 int RunServe(int argc, char** argv) {
-  for (int i = 1; i < argc; ++i) {
-    if (std::string_view(argv[i]) == "--help" || std::string_view(argv[i]) == "-h") {
-      PrintHelp();
-      return 0;
-    }
+  if (WantsHelp(argc, argv)) {
+    PrintHelp();
+    return 0;
   }
   const std::vector<std::string> key_values = http::RepeatedFlagValues(argc, argv, "api_key");
-  std::vector<std::string> args = http::UnderscoreFlagNames(argc, argv);
-  std::vector<char*> ptrs;
-  for (std::string& a : args) ptrs.push_back(a.data());
-  std::vector<char*> rest = absl::ParseCommandLine(static_cast<int>(ptrs.size()), ptrs.data());
-  if (rest.size() > 1) return Fail(absl::StrCat("unexpected argument '", rest[1], "'"));
+  const std::vector<std::string> rest = ParseCommandFlags(argc, argv);
+  if (!rest.empty()) return Fail(absl::StrCat("unexpected argument '", rest[0], "'"));
   if (absl::GetFlag(FLAGS_model).empty()) {
     return Fail(
         "--model DIR is required (a checkpoint directory; scripts/serve makes a tiny "

@@ -60,18 +60,4 @@ std::vector<std::string> RepeatedFlagValues(int argc, char** argv, std::string_v
   return values;
 }
 
-std::vector<std::string> UnderscoreFlagNames(int argc, char** argv) {
-  std::vector<std::string> args(argv, argv + argc);
-  for (size_t i = 1; i < args.size(); ++i) {
-    std::string& a = args[i];
-    if (a == "--") break;
-    if (a.size() < 3 || a[0] != '-') continue;
-    const size_t end = std::min(a.find('='), a.size());
-    for (size_t k = a[1] == '-' ? 2 : 1; k < end; ++k) {
-      if (a[k] == '-') a[k] = '_';
-    }
-  }
-  return args;
-}
-
 }  // namespace r2::server::http

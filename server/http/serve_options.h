@@ -15,7 +15,4 @@ absl::StatusOr<int64_t> ParseByteSize(std::string_view text, std::string_view fl
 // Every value of a repeatable flag (--name=V or --name V, dashes or underscores) in argv order.
 std::vector<std::string> RepeatedFlagValues(int argc, char** argv, std::string_view name);
 
-// argv with dashes in flag names turned into underscores (--max-model-len -> --max_model_len).
-std::vector<std::string> UnderscoreFlagNames(int argc, char** argv);
-
 }  // namespace r2::server::http
