@@ -42,15 +42,15 @@ class Tokenizer;
 namespace r2::engine {
 
 struct EngineConfig {
-  std::string model_dir;                 // a checkpoint directory (config.json + safetensors)
-  int32_t max_num_seqs = 256;            // sequences running at once
-  int32_t max_num_batched_tokens = 2048; // tokens per step (chunked prefill above this)
-  int32_t max_model_len = 0;             // prompt + output; 0 = the model's max_position_embeddings
+  std::string model_dir;                  // a checkpoint directory (config.json + safetensors)
+  int32_t max_num_seqs = 256;             // sequences running at once
+  int32_t max_num_batched_tokens = 2048;  // tokens per step (chunked prefill above this)
+  int32_t max_model_len = 0;  // prompt + output; 0 = the model's max_position_embeddings
   int64_t kv_cache_memory_bytes = int64_t{1} << 30;  // KV pool budget; sets the block count
-  int32_t block_size = 64;               // tokens per KV block
-  int32_t max_queued_requests = 4096;    // waiting requests beyond this are refused
+  int32_t block_size = 64;                           // tokens per KV block
+  int32_t max_queued_requests = 4096;                // waiting requests beyond this are refused
   bool enable_prefix_caching = true;
-  uint64_t seed = 0;                     // generator for unseeded requests
+  uint64_t seed = 0;  // generator for unseeded requests
   // Test hook, run on the engine thread before each forward pass: a non-OK status is treated as
   // a forward-pass failure (every in-flight request ends with an error, the engine turns
   // unhealthy). Fault-injection tests and `serve --inject-fault` use it; empty in production.
@@ -72,13 +72,13 @@ const char* FinishReasonName(FinishReason reason);
 
 // New output of one choice since the previous event.
 struct ChoiceDelta {
-  int32_t index = 0;                       // choice index in [0, n)
-  std::vector<int32_t> token_ids;          // tokens generated since the last event
+  int32_t index = 0;                         // choice index in [0, n)
+  std::vector<int32_t> token_ids;            // tokens generated since the last event
   std::vector<sampling::Logprobs> logprobs;  // one per token, when the request asked
-  std::string text;                        // detokenized text safe to stream (stop strings cut)
+  std::string text;                          // detokenized text safe to stream (stop strings cut)
   FinishReason finish_reason = FinishReason::kNone;  // set on this choice's terminal event
-  std::string stop_reason;                 // the stop string or stop token id that matched
-  std::string error;                       // message when finish_reason == kError
+  std::string stop_reason;  // the stop string or stop token id that matched
+  std::string error;        // message when finish_reason == kError
 };
 
 struct Usage {
@@ -118,8 +118,8 @@ struct EngineStats {
   int32_t num_running = 0;
   int32_t num_waiting = 0;
   int32_t kv_blocks_total = 0;
-  int32_t kv_blocks_used = 0;   // referenced by a running sequence
-  int32_t kv_blocks_cached = 0; // free for reuse but holding a cached prefix
+  int32_t kv_blocks_used = 0;         // referenced by a running sequence
+  int32_t kv_blocks_cached = 0;       // free for reuse but holding a cached prefix
   uint64_t prefix_cache_queries = 0;  // tokens
   uint64_t prefix_cache_hits = 0;     // tokens
   uint64_t preemptions = 0;

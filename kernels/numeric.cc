@@ -1,7 +1,7 @@
 #include "kernels/numeric.h"
 
-#include <array>
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <limits>
 
@@ -72,7 +72,10 @@ uint8_t FloatToFp8E4M3(float f) {
   int lo = 0, hi = 126;  // 126 = 448, the largest finite code
   while (lo < hi) {
     const int mid = (lo + hi + 1) / 2;
-    if (kFp8Table[mid] <= a) lo = mid; else hi = mid - 1;
+    if (kFp8Table[mid] <= a)
+      lo = mid;
+    else
+      hi = mid - 1;
   }
   int code = lo;
   if (code < 126) {

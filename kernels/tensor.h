@@ -44,8 +44,8 @@ struct TensorView {
 
 // The weight of a bias-free linear layer, stored PyTorch-style as [out_features, in_features]:
 // y = W x. For F8_E4M3 weights, `scale_inv` is F32 [ceil(out/block_out), ceil(in/block_in)] and the
-// real weight is fp8(W[i][j]) * scale_inv[i / block_out][j / block_in] (edge blocks may be partial).
-// For every other dtype `scale_inv` is empty.
+// real weight is fp8(W[i][j]) * scale_inv[i / block_out][j / block_in] (edge blocks may be
+// partial). For every other dtype `scale_inv` is empty.
 struct WeightView {
   TensorView weight;
   TensorView scale_inv;

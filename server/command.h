@@ -8,8 +8,8 @@
 namespace r2::server {
 
 struct Command {
-  std::string summary;                        // one line for `r2serve --help`
-  std::function<int(int, char**)> run;        // gets argv with the subcommand as argv[0]
+  std::string summary;                  // one line for `r2serve --help`
+  std::function<int(int, char**)> run;  // gets argv with the subcommand as argv[0]
 };
 
 std::map<std::string, Command>& CommandRegistry();

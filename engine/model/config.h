@@ -69,7 +69,8 @@ struct ModelConfig {
   // Derived quantities.
   int64_t qk_head_dim() const { return qk_nope_head_dim + qk_rope_head_dim; }
   bool has_q_lora() const { return q_lora_rank > 0; }
-  // Layer l uses a MoE MLP (else the dense SwiGLU MLP). MTP layers (l >= num_hidden_layers) are MoE.
+  // Layer l uses a MoE MLP (else the dense SwiGLU MLP). MTP layers (l >= num_hidden_layers) are
+  // MoE.
   bool is_moe_layer(int64_t l) const {
     return l >= first_k_dense_replace && (l % moe_layer_freq == 0 || l >= num_hidden_layers);
   }
@@ -80,7 +81,8 @@ struct ModelConfig {
 };
 
 // Parses config.json text. `source` names the file in error messages.
-absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text, const std::string& source);
+absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
+                                             const std::string& source);
 // Reads and parses DIR/config.json.
 absl::StatusOr<ModelConfig> LoadModelConfig(const std::string& model_dir);
 

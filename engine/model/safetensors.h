@@ -1,6 +1,6 @@
 #pragma once
-// The safetensors format: [u64 little-endian header length N][N bytes of JSON][data]. The header maps
-// tensor names to {dtype, shape, data_offsets: [begin, end)} relative to the data section.
+// The safetensors format: [u64 little-endian header length N][N bytes of JSON][data]. The header
+// maps tensor names to {dtype, shape, data_offsets: [begin, end)} relative to the data section.
 // SafetensorsFile maps the file read-only and validates the whole header before handing out views:
 // header length sane, every dtype known, offsets in bounds and non-overlapping, byte size equal to
 // shape x dtype (with overflow checks). Errors name the file and the tensor.

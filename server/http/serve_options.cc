@@ -13,9 +13,8 @@ namespace r2::server::http {
 absl::StatusOr<int64_t> ParseByteSize(std::string_view text, std::string_view flag) {
   std::string s = absl::AsciiStrToUpper(absl::StripAsciiWhitespace(Sv(text)));
   auto bad = [&] {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--", Sv(flag), ": '", Sv(text),
-                     "' is not a size (bytes, or a number with K, M or G)"));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--", Sv(flag), ": '", Sv(text), "' is not a size (bytes, or a number with K, M or G)"));
   };
   if (s.size() > 2 && s.substr(s.size() - 2) == "IB")
     s.resize(s.size() - 2);

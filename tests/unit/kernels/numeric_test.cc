@@ -1,8 +1,8 @@
 #include "kernels/numeric.h"
 
-#include <cmath>
-
 #include <gtest/gtest.h>
+
+#include <cmath>
 
 namespace r2 {
 namespace {
@@ -24,9 +24,9 @@ TEST(NumericTest, Fp8RoundTripsEveryFiniteCode) {
     if (f == 0.0f) continue;  // +0 and -0 both decode to zero
     EXPECT_EQ(FloatToFp8E4M3(f), b) << b;
   }
-  EXPECT_EQ(FloatToFp8E4M3(1000.0f), 0x7e);   // saturates
+  EXPECT_EQ(FloatToFp8E4M3(1000.0f), 0x7e);  // saturates
   EXPECT_EQ(FloatToFp8E4M3(-1000.0f), 0xfe);
-  EXPECT_EQ(FloatToFp8E4M3(1.0625f), 0x38);   // tie between 1.0 and 1.125 goes to even code
+  EXPECT_EQ(FloatToFp8E4M3(1.0625f), 0x38);  // tie between 1.0 and 1.125 goes to even code
 }
 
 TEST(NumericTest, Bf16AndHalfRoundTrip) {
