@@ -7,6 +7,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
+#include "engine/tokenizer/utf8.h"
 
 namespace r2::chat::jinja {
 namespace {
@@ -31,24 +32,6 @@ std::string NormalizeNewlines(std::string_view s) {
     }
   }
   return out;
-}
-
-void AppendUtf8(uint32_t cp, std::string* out) {
-  if (cp < 0x80) {
-    out->push_back(static_cast<char>(cp));
-  } else if (cp < 0x800) {
-    out->push_back(static_cast<char>(0xC0 | (cp >> 6)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else if (cp < 0x10000) {
-    out->push_back(static_cast<char>(0xE0 | (cp >> 12)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  } else {
-    out->push_back(static_cast<char>(0xF0 | (cp >> 18)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 12) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | ((cp >> 6) & 0x3F)));
-    out->push_back(static_cast<char>(0x80 | (cp & 0x3F)));
-  }
 }
 
 class Lexer {
@@ -334,7 +317,7 @@ class Lexer {
           for (int n = 0; n < 3 && j < src_.size() && src_[j] >= '0' && src_[j] <= '7'; ++n, ++j) {
             v = v * 8 + (src_[j] - '0');
           }
-          AppendUtf8(v, out);
+          tokenizer::AppendUtf8(static_cast<char32_t>(v), out);
           return j;
         }
         *out += '\\';  // unknown escapes keep the backslash, as in Python
@@ -353,7 +336,7 @@ class Lexer {
       v = v * 16 + static_cast<uint32_t>(std::stoi(std::string(1, src_[j]), nullptr, 16));
     }
     if (v > 0x10FFFF) v = 0xFFFD;
-    AppendUtf8(v, out);
+    tokenizer::AppendUtf8(static_cast<char32_t>(v), out);
     return j;
   }
 
