@@ -26,6 +26,7 @@
 #include <string_view>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "kernels/tensor.h"
 
 namespace r2 {
@@ -245,10 +246,40 @@ struct MlaDecodeParams {
   int64_t out_head_stride = 0;
 };
 
+// Free and total bytes of the memory a backend allocates from (device memory for a GPU backend,
+// MemAvailable / MemTotal for host backends).
+struct MemoryInfo {
+  int64_t free_bytes = 0;
+  int64_t total_bytes = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual std::string_view name() const = 0;
+
+  // ---- Memory in the backend's space -------------------------------------------------------
+  // The model allocates its weights, activations, per-step metadata and the KV pool here and
+  // moves data in and out with the copies below. The defaults (kernels/backend.cc) are host
+  // memory and memcpy, right for every CPU backend; a device backend overrides all of them.
+  // Copies are ordered with the ops (same stream); CopyToHost returns once the data is on the
+  // host. Allocate returns 256-byte aligned memory, ResourceExhausted when there is none.
+  virtual bool host_memory() const { return true; }
+  virtual absl::StatusOr<void*> Allocate(size_t bytes);
+  virtual void Free(void* ptr);
+  virtual absl::Status CopyToBackend(void* dst, const void* host_src, size_t bytes);
+  virtual absl::Status CopyToHost(void* host_dst, const void* src, size_t bytes);
+  virtual absl::Status CopyWithin(void* dst, const void* src, size_t bytes);
+  virtual absl::Status Zero(void* dst, size_t bytes);
+  // Waits for every op issued so far; returns the first asynchronous error, if any.
+  virtual absl::Status Synchronize() { return absl::OkStatus(); }
+  virtual absl::StatusOr<MemoryInfo> QueryMemory();
+
+  // ---- Ops ---------------------------------------------------------------------------------
+  // For a device backend (host_memory() false), index arrays (ids, positions, slots, block
+  // tables, cu_seqlens) are device memory the host cannot read cheaply: the caller validates
+  // them before upload (StepPlan does), the op validates shapes and dtypes on the host, and its
+  // kernels skip out-of-range indices instead of faulting.
 
   virtual absl::Status Embedding(const EmbeddingParams& p) = 0;
   virtual absl::Status RmsNorm(const RmsNormParams& p) = 0;
@@ -267,5 +298,18 @@ class Backend {
 // The plain float32 reference implementation (kernels/cpu/reference_backend.cc): the oracle that
 // optimized and CUDA backends are tested against.
 std::unique_ptr<Backend> MakeCpuReferenceBackend();
+
+// A test double for device backends (kernels/cpu/checked_memory_backend.cc): the reference ops
+// over memory that must come from this backend's Allocate(). host_memory() is false, so the
+// model treats it as a device; every op checks that each pointer it is given lies inside one of
+// its allocations (InvalidArgument naming the op and field otherwise). On the CPU, it proves the
+// model never hands host memory to a device backend.
+std::unique_ptr<Backend> MakeCheckedMemoryBackend();
+
+// Backends by name (kernels/backend_registry.cc): "cpu" (the fastest CPU backend built in),
+// "cpu-reference", "cuda" (device 0; Unavailable with the reason when the binary was built
+// without CUDA or no device is present), "checked-memory" (tests). InvalidArgument for an unknown
+// name, listing the known ones.
+absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view name);
 
 }  // namespace r2

@@ -1,0 +1,59 @@
+// The Backend memory defaults: host memory and memcpy, shared by every CPU backend.
+#include "kernels/backend.h"
+
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
+namespace r2 {
+
+absl::StatusOr<void*> Backend::Allocate(size_t bytes) {
+  // aligned_alloc wants a multiple of the alignment; a zero-byte request still gets a pointer.
+  const size_t rounded = (bytes + 255) / 256 * 256;
+  void* ptr = std::aligned_alloc(256, rounded == 0 ? 256 : rounded);
+  if (ptr == nullptr) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat(std::string(name()), ": cannot allocate ", bytes, " bytes of host memory"));
+  }
+  return ptr;
+}
+
+void Backend::Free(void* ptr) { std::free(ptr); }
+
+absl::Status Backend::CopyToBackend(void* dst, const void* host_src, size_t bytes) {
+  if (bytes != 0) std::memcpy(dst, host_src, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status Backend::CopyToHost(void* host_dst, const void* src, size_t bytes) {
+  if (bytes != 0) std::memcpy(host_dst, src, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status Backend::CopyWithin(void* dst, const void* src, size_t bytes) {
+  if (bytes != 0 && dst != src) std::memmove(dst, src, bytes);
+  return absl::OkStatus();
+}
+
+absl::Status Backend::Zero(void* dst, size_t bytes) {
+  if (bytes != 0) std::memset(dst, 0, bytes);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<MemoryInfo> Backend::QueryMemory() {
+  std::ifstream meminfo("/proc/meminfo");
+  std::string key, unit;
+  int64_t kb = 0;
+  MemoryInfo info;
+  while (meminfo >> key >> kb >> unit) {
+    if (key == "MemTotal:") info.total_bytes = kb * 1024;
+    if (key == "MemAvailable:") info.free_bytes = kb * 1024;
+  }
+  if (info.total_bytes == 0) return absl::UnavailableError("cannot read /proc/meminfo");
+  return info;
+}
+
+}  // namespace r2
