@@ -62,6 +62,14 @@ struct LinearParams {
   float* y = nullptr;       // [rows, y_stride], out_features values written per row
   int64_t y_stride = 0;     // 0: out_features
   bool accumulate = false;  // y += x W^T instead of y = x W^T (residual adds)
+  // Strided batch of `batch` independent products with the same shapes (per-head projections):
+  // product b reads rows of x + b * x_batch_stride and the weight whose data starts
+  // weight_batch_stride elements after the view's (BF16/F16/F32 weights only; the view's shape
+  // is one product's), and writes y + b * y_batch_stride. Strides are in elements.
+  int64_t batch = 1;
+  int64_t x_batch_stride = 0;
+  int64_t y_batch_stride = 0;
+  int64_t weight_batch_stride = 0;
 };
 
 // Rotates interleaved pairs of x in place: for each row t, head h and pair i < rope_dim/2, with
