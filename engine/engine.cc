@@ -124,7 +124,7 @@ const char* FinishReasonName(FinishReason reason) {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& requested) {
   EngineConfig config = requested;
   if (absl::Status s = CheckEngineConfig(config); !s.ok()) return s;
-  std::unique_ptr<Backend> backend = MakeCpuReferenceBackend();
+  std::unique_ptr<Backend> backend = MakeBackend("cpu").value_or(MakeCpuReferenceBackend());
   absl::StatusOr<std::unique_ptr<model::DeepseekModel>> model =
       model::DeepseekModel::Load(config.model_dir, backend.get());
   if (!model.ok()) return model.status();
