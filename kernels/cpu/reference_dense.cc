@@ -45,8 +45,9 @@ absl::Status CheckWeight(const WeightView& w) {
   return absl::OkStatus();
 }
 
-// Row o of W as float32, dequantizing FP8 with its block scales.
-void DecodeWeightRow(const WeightView& w, int64_t o, float* row) {
+// Row o of W as float32, dequantizing FP8 with its block scales. `offset` (elements, float
+// dtypes only) selects one weight of a strided batch.
+void DecodeWeightRow(const WeightView& w, int64_t o, float* row, int64_t offset = 0) {
   const int64_t in = w.in_features();
   if (w.weight.dtype == DType::kF8E4M3) {
     const auto* q = static_cast<const uint8_t*>(w.weight.data) + o * in;
@@ -58,7 +59,9 @@ void DecodeWeightRow(const WeightView& w, int64_t o, float* row) {
     }
     return;
   }
-  for (int64_t j = 0; j < in; ++j) row[j] = LoadFloat(w.weight.data, w.weight.dtype, o * in + j);
+  for (int64_t j = 0; j < in; ++j) {
+    row[j] = LoadFloat(w.weight.data, w.weight.dtype, offset + o * in + j);
+  }
 }
 
 }  // namespace
@@ -107,22 +110,30 @@ absl::Status RmsNorm(const RmsNormParams& p) {
 absl::Status Linear(const LinearParams& p) {
   if (absl::Status s = CheckWeight(p.weight); !s.ok()) return s;
   if (p.rows < 0) return Invalid("Linear", "rows must be >= 0");
+  if (p.batch < 1) return Invalid("Linear", absl::StrCat("batch must be >= 1, got ", p.batch));
+  if (p.batch > 1 && p.weight.weight.dtype == DType::kF8E4M3) {
+    return Invalid("Linear", "batch > 1 takes bf16/f16/f32 weights only, got f8_e4m3");
+  }
   if (p.rows == 0) return absl::OkStatus();
   if (p.x == nullptr || p.y == nullptr) return Invalid("Linear", "null x or y");
   const int64_t in = p.weight.in_features(), out = p.weight.out_features();
   const int64_t xs = Stride(p.x_stride, in), ys = Stride(p.y_stride, out);
-#pragma omp parallel if (p.rows * in * out >= kParallelWork)
+#pragma omp parallel if (p.batch * p.rows * in * out >= kParallelWork)
   {
     std::vector<float> row(in);
-#pragma omp for schedule(static)
-    for (int64_t o = 0; o < out; ++o) {
-      DecodeWeightRow(p.weight, o, row.data());
-      for (int64_t i = 0; i < p.rows; ++i) {
-        const float* x = p.x + i * xs;
-        float acc = 0.0f;
-        for (int64_t j = 0; j < in; ++j) acc += x[j] * row[j];
-        float& y = p.y[i * ys + o];
-        y = p.accumulate ? y + acc : acc;
+#pragma omp for collapse(2) schedule(static)
+    for (int64_t b = 0; b < p.batch; ++b) {
+      for (int64_t o = 0; o < out; ++o) {
+        DecodeWeightRow(p.weight, o, row.data(), b * p.weight_batch_stride);
+        const float* xb = p.x + b * p.x_batch_stride;
+        float* yb = p.y + b * p.y_batch_stride;
+        for (int64_t i = 0; i < p.rows; ++i) {
+          const float* x = xb + i * xs;
+          float acc = 0.0f;
+          for (int64_t j = 0; j < in; ++j) acc += x[j] * row[j];
+          float& y = yb[i * ys + o];
+          y = p.accumulate ? y + acc : acc;
+        }
       }
     }
   }

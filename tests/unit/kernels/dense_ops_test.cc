@@ -179,6 +179,68 @@ TEST_F(DenseOpsTest, LinearReadsAndWritesStridedRows) {
   }
 }
 
+// A strided batch of products (per-head projections): product b reads x rows at
+// b * x_batch_stride, the weight at b * weight_batch_stride and writes y at b * y_batch_stride.
+TEST_F(DenseOpsTest, LinearRunsAStridedBatchOfProducts) {
+  for (DType dtype : {DType::kF32, DType::kBF16}) {
+    const int64_t batch = 3, rows = 4, in = 10, out = 7;
+    const int64_t xs = 40, ys = 30, xbs = 12, ybs = 8, wbs = out * in + 5;
+    std::vector<float> x = RandomFloats(rng_, rows * xs);
+    StoredTensor w = Store(RandomFloats(rng_, batch * wbs), dtype, {batch * wbs});
+    WeightView weight = Unscaled(TensorView{dtype, {out, in}, w.view.data});
+    std::vector<float> y(rows * ys, 5.0f);
+    ASSERT_TRUE(backend_
+                    ->Linear({.x = x.data(),
+                              .x_stride = xs,
+                              .rows = rows,
+                              .weight = weight,
+                              .y = y.data(),
+                              .y_stride = ys,
+                              .accumulate = dtype == DType::kBF16,
+                              .batch = batch,
+                              .x_batch_stride = xbs,
+                              .y_batch_stride = ybs,
+                              .weight_batch_stride = wbs})
+                    .ok());
+    std::vector<bool> written(y.size(), false);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t o = 0; o < out; ++o) {
+          double acc = dtype == DType::kBF16 ? 5.0 : 0.0;
+          for (int64_t j = 0; j < in; ++j) {
+            acc += double(x[i * xs + b * xbs + j]) * w.decoded[b * wbs + o * in + j];
+          }
+          const int64_t at = i * ys + b * ybs + o;
+          EXPECT_NEAR(y[at], acc, 1e-4) << DTypeName(dtype) << " b=" << b << " i=" << i;
+          written[at] = true;
+        }
+      }
+    }
+    for (size_t k = 0; k < y.size(); ++k) {
+      if (!written[k]) EXPECT_EQ(y[k], 5.0f) << "untouched element " << k << " was written";
+    }
+  }
+}
+
+TEST_F(DenseOpsTest, LinearRejectsBadBatch) {
+  StoredTensor w = Store(RandomFloats(rng_, 4 * 3), DType::kF32, {4, 3});
+  std::vector<float> x(3), y(4);
+  absl::Status st = backend_->Linear(
+      {.x = x.data(), .rows = 1, .weight = Unscaled(w.view), .y = y.data(), .batch = 0});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("batch"), std::string::npos) << st;
+  StoredTensor f8 = Store(RandomFloats(rng_, 4 * 3), DType::kF8E4M3, {4, 3});
+  StoredTensor s = Store({1.0f}, DType::kF32, {1, 1});
+  st = backend_->Linear({.x = x.data(),
+                         .rows = 1,
+                         .weight = {f8.view, s.view, 128, 128},
+                         .y = y.data(),
+                         .batch = 2,
+                         .y_batch_stride = 0});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("f8_e4m3"), std::string::npos) << st;
+}
+
 TEST_F(DenseOpsTest, LinearRejectsBadScaleShapeAndDtype) {
   StoredTensor w = Store(RandomFloats(rng_, 130 * 10), DType::kF8E4M3, {130, 10});
   StoredTensor s = Store({1.0f}, DType::kF32, {1, 1});  // needs [2, 1]
