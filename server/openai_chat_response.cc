@@ -2,8 +2,7 @@
 #include <optional>
 
 #include "absl/strings/str_cat.h"
-#include "engine/chat/reasoning_parser.h"
-#include "engine/chat/tool_call_parser.h"
+#include "server/chat_output.h"
 #include "server/openai_error.h"
 #include "server/openai_response.h"
 
@@ -18,40 +17,23 @@ Json BytesJson(std::string_view bytes) {
   return out;
 }
 
-// What one engine delta of one choice turns into after the reasoning and tool-call parsers.
-struct ChatPiece {
-  std::string reasoning;
-  std::string content;
-  std::vector<chat::ToolCall> calls;
-};
-
+// What the encoder accumulates for one choice (non-streaming responses).
 struct ChatChoice {
-  std::unique_ptr<chat::ReasoningParser> reasoning_parser;
-  std::unique_ptr<chat::ToolCallParser> tool_parser;
   std::string content;
   std::string reasoning;
   std::vector<chat::ToolCall> calls;
   Json logprobs = Json::array();
   std::string finish;
-  bool ended = false;
 };
 
 class ChatEncoder : public ResponseEncoder {
  public:
   ChatEncoder(ResponseMeta meta, OutputPlan plan, const tokenizer::Tokenizer* tokenizer)
-      : meta_(std::move(meta)), plan_(std::move(plan)), tokenizer_(tokenizer), choices_(meta_.n) {
-    for (ChatChoice& c : choices_) {
-      if (plan_.reasoning) {
-        chat::ReasoningOptions options;
-        options.starts_in_reasoning = plan_.starts_in_reasoning;
-        c.reasoning_parser = std::make_unique<chat::ReasoningParser>(options);
-      }
-      if (plan_.parse_tools) {
-        c.tool_parser = std::make_unique<chat::ToolCallParser>(
-            plan_.tool_call_format, [](int) { return NewResponseId(""); });
-      }
-    }
-  }
+      : meta_(std::move(meta)),
+        plan_(plan),
+        tokenizer_(tokenizer),
+        parser_(std::move(plan), meta_.n),
+        choices_(meta_.n) {}
 
   void Begin(std::vector<Json>* events) override {
     for (int32_t i = 0; i < meta_.n; ++i) {
@@ -62,7 +44,6 @@ class ChatEncoder : public ResponseEncoder {
 
   void Add(const engine::RequestOutput& output, std::vector<Json>* events) override {
     for (const engine::ChoiceDelta& d : output.choices) {
-      if (d.index < 0 || d.index >= meta_.n || choices_[d.index].ended) continue;
       AddChoice(d, events);
     }
     if (!output.usage) return;
@@ -86,80 +67,22 @@ class ChatEncoder : public ResponseEncoder {
 
  private:
   void AddChoice(const engine::ChoiceDelta& d, std::vector<Json>* events) {
-    ChatChoice& c = choices_[d.index];
-    const bool final = d.finish_reason != engine::FinishReason::kNone;
-    ChatPiece piece = Parse(c, d.text, final);
+    std::optional<ChatPiece> piece = parser_.Push(d);
+    if (!piece) return;
+    if (!parser_.error().ok()) error_ = parser_.error();
     Json logprobs = LogprobsContent(d);
-    std::string finish;
-    if (final) {
-      c.ended = true;
-      finish = Finish(c, d, piece);
-    }
     if (events == nullptr) {
-      c.content += piece.content;
-      c.reasoning += piece.reasoning;
-      for (chat::ToolCall& call : piece.calls) c.calls.push_back(std::move(call));
+      ChatChoice& c = choices_[d.index];
+      c.content += piece->content;
+      c.reasoning += piece->reasoning;
+      for (chat::ToolCall& call : piece->calls) c.calls.push_back(std::move(call));
       for (Json& lp : logprobs) c.logprobs.push_back(std::move(lp));
-      c.finish = finish;
+      c.finish = piece->finish;
       return;
     }
     if (d.finish_reason == engine::FinishReason::kError || !error_.ok()) return;
-    StreamPiece(d.index, std::move(piece), std::move(logprobs), finish, events);
-  }
-
-  ChatPiece Parse(ChatChoice& c, const std::string& text, bool final) {
-    chat::ReasoningDelta rd;
-    if (c.reasoning_parser) {
-      rd = c.reasoning_parser->Push(text);
-      if (final) rd.Append(c.reasoning_parser->Finish());
-    } else {
-      rd.content = text;
-    }
-    ChatPiece piece;
-    piece.reasoning = std::move(rd.reasoning);
-    if (!c.tool_parser) {
-      piece.content = std::move(rd.content);
-      return piece;
-    }
-    chat::ToolCallDelta td = c.tool_parser->Push(rd.content);
-    if (final) td.Append(c.tool_parser->Finish());
-    piece.content = std::move(td.content);
-    piece.calls = std::move(td.calls);
-    return piece;
-  }
-
-  // The finish reason text; records an error when the choice failed.
-  std::string Finish(ChatChoice& c, const engine::ChoiceDelta& d, const ChatPiece& piece) {
-    const int calls = c.tool_parser ? c.tool_parser->call_count() : 0;
-    if (d.finish_reason == engine::FinishReason::kError) {
-      error_ = absl::InternalError(absl::StrCat("generation failed: ", d.error));
-      return "error";
-    }
-    if (d.finish_reason == engine::FinishReason::kStop ||
-        d.finish_reason == engine::FinishReason::kLength) {
-      CheckToolChoice(c, piece, calls);
-    }
-    return FinishReasonText(d.finish_reason, calls > 0);
-  }
-
-  void CheckToolChoice(const ChatChoice& c, const ChatPiece& piece, int calls) {
-    if (plan_.tool_choice != ToolChoice::kRequired && plan_.tool_choice != ToolChoice::kNamed) {
-      return;
-    }
-    bool matched = plan_.tool_choice == ToolChoice::kRequired && calls > 0;
-    if (plan_.tool_choice == ToolChoice::kNamed) {
-      for (const auto* list : {&c.calls, &piece.calls}) {
-        for (const chat::ToolCall& call : *list) matched |= call.name == plan_.tool_choice_name;
-      }
-    }
-    if (matched) return;
-    const std::string want = plan_.tool_choice == ToolChoice::kRequired
-                                 ? std::string("a tool call (tool_choice \"required\")")
-                                 : absl::StrCat("a call of \"", plan_.tool_choice_name, "\"");
-    error_ = WithCode(absl::FailedPreconditionError(absl::StrCat(
-                          "the model ended without ", want,
-                          "; this server does not constrain decoding to force tool calls")),
-                      "tool_call_missing");
+    const std::string finish = piece->finish;
+    StreamPiece(d.index, *std::move(piece), std::move(logprobs), finish, events);
   }
 
   void StreamPiece(int32_t index, ChatPiece piece, Json logprobs, const std::string& finish,
@@ -257,6 +180,7 @@ class ChatEncoder : public ResponseEncoder {
   ResponseMeta meta_;
   OutputPlan plan_;
   const tokenizer::Tokenizer* tokenizer_;
+  ChatOutputParser parser_;
   std::vector<ChatChoice> choices_;
   engine::Usage usage_;
 };
