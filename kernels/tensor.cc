@@ -16,6 +16,8 @@ size_t DTypeSize(DType dtype) {
       return 1;
     case DType::kI64:
       return 8;
+    case DType::kU4:
+      return 0;
   }
   return 0;
 }
@@ -38,6 +40,8 @@ std::string_view DTypeName(DType dtype) {
       return "i32";
     case DType::kI64:
       return "i64";
+    case DType::kU4:
+      return "u4";
   }
   return "?";
 }

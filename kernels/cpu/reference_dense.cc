@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "kernels/cpu/reference_ops.h"
+#include "kernels/cpu/reference_quant.h"
 
 namespace r2::cpu {
 namespace {
@@ -108,6 +109,7 @@ absl::Status RmsNorm(const RmsNormParams& p) {
 }
 
 absl::Status Linear(const LinearParams& p) {
+  if (p.weight.integer_quantized()) return QuantizedLinear(p);  // I8 / U4: reference_quant.cc
   if (absl::Status s = CheckWeight(p.weight); !s.ok()) return s;
   if (p.rows < 0) return Invalid("Linear", "rows must be >= 0");
   if (p.batch < 1) return Invalid("Linear", absl::StrCat("batch must be >= 1, got ", p.batch));
