@@ -10,6 +10,7 @@
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
 #include "absl/strings/string_view.h"
+#include "engine/model/quantization.h"
 #include "nlohmann/json.hpp"
 
 namespace r2::model {
@@ -270,6 +271,10 @@ absl::Status Checkpoint::Validate() const {
 
 absl::Status Checkpoint::ValidateTensor(const ExpectedTensor& expected) const {
   const std::string& name = expected.name;
+  if (expected.kind != TensorKind::kVector && name != "model.embed_tokens.weight" &&
+      StoredAsIntegerWeight(*this, name)) {  // int8 / int4: quantization.cc
+    return ValidateIntegerLinear(*this, name, expected.shape);
+  }
   auto view = Tensor(name);
   if (!view.ok()) {
     return absl::NotFoundError(absl::StrCat(ExpectedFile(name), ": tensor '", name,
@@ -335,6 +340,7 @@ absl::StatusOr<TensorView> Checkpoint::Tensor(const std::string& name) const {
 }
 
 absl::StatusOr<WeightView> Checkpoint::Linear(const std::string& name) const {
+  if (StoredAsIntegerWeight(*this, name)) return BindIntegerLinear(*this, name);
   auto weight = Tensor(name);
   if (!weight.ok()) return weight.status();
   if (weight->shape.size() != 2) {

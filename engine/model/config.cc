@@ -275,7 +275,17 @@ absl::Status ParseQuantization(const FieldReader& r, ModelConfig& c) {
   FieldReader q(*v, r.source(), "quantization_config.");
   QuantizationConfig qc;
   if (q.Find("quant_method") == nullptr) return q.Error("quant_method", "missing");
-  if (absl::Status s = q.Choice("quant_method", &qc.quant_method, {"fp8"}); !s.ok()) return s;
+  if (absl::Status s = q.Choice("quant_method", &qc.quant_method, {"fp8", "compressed-tensors"});
+      !s.ok()) {
+    return s;
+  }
+  if (qc.quant_method == "compressed-tensors") {  // integer weights: quantization_config.cc
+    auto scheme = ParseCompressedTensorsConfig(*v, r.source());
+    if (!scheme.ok()) return scheme.status();
+    qc.compressed = *std::move(scheme);
+    c.quantization = std::move(qc);
+    return absl::OkStatus();
+  }
   qc.fmt = "e4m3";
   if (absl::Status s = q.Choice("fmt", &qc.fmt, {"e4m3"}); !s.ok()) return s;
   std::string activation_scheme = "dynamic";

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "absl/status/statusor.h"
+#include "engine/model/quantization_config.h"
 
 namespace r2::model {
 
@@ -22,11 +23,12 @@ struct RopeScaling {
 
 // The checkpoint's quantization_config, when present.
 struct QuantizationConfig {
-  std::string quant_method;  // "fp8"
+  std::string quant_method;  // "fp8" or "compressed-tensors" (then `compressed` holds the scheme)
   std::string fmt;           // "e4m3"
   int64_t block_out = 128;   // weight_block_size[0]
   int64_t block_in = 128;    // weight_block_size[1]
   bool scale_ue8m0 = false;  // scale_fmt "ue8m0": scales are powers of two
+  CompressedTensorsScheme compressed;  // integer weights (engine/model/quantization_config.h)
 };
 
 struct ModelConfig {

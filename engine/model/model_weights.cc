@@ -4,6 +4,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "engine/model/quantization.h"
 #include "kernels/numeric.h"
 
 namespace r2::model {
@@ -151,6 +152,7 @@ absl::Status BindMtp(const Checkpoint& checkpoint, const ModelWeights& main, int
 }  // namespace
 
 absl::StatusOr<std::vector<float>> DequantizeToFloat(const WeightView& w) {
+  if (w.integer_quantized()) return DequantizeIntegerToFloat(w);  // quantization.cc
   if (w.weight.shape.size() != 2) return absl::InvalidArgumentError("weight is not a matrix");
   const int64_t out = w.out_features(), in = w.in_features();
   const bool fp8 = w.weight.dtype == DType::kF8E4M3;
