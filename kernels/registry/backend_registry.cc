@@ -3,12 +3,15 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/opt_backend.h"
 #include "kernels/cuda_backend.h"
 
 namespace r2 {
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view name) {
-  if (name == "cpu" || name == "cpu-reference") return MakeCpuReferenceBackend();
+  if (name == "cpu") return MakeCpuOptimizedBackend();
+  if (name == "cpu-reference") return MakeCpuReferenceBackend();
+  if (name == "checked-memory") return MakeCheckedMemoryBackend();
   if (name == "cuda") {
 #if defined(R2_HAVE_CUDA)
     return cuda::MakeCudaBackend(0);
@@ -19,7 +22,8 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view name) {
 #endif
   }
   return absl::InvalidArgumentError(
-      absl::StrCat("unknown backend '", std::string(name), "' (known: cpu, cpu-reference, cuda)"));
+      absl::StrCat("unknown backend '", std::string(name),
+                   "' (known: cpu, cpu-reference, cuda, checked-memory)"));
 }
 
 }  // namespace r2
