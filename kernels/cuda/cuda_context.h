@@ -18,6 +18,7 @@
 #include <cuda_runtime.h>
 
 #include <cstddef>
+#include <memory>
 #include <string>
 
 #include "absl/status/status.h"
@@ -54,6 +55,8 @@ class ScratchBuffer {
   ~ScratchBuffer();
   // At least `bytes` bytes, 256-byte aligned; contents undefined after a grow.
   absl::StatusOr<void*> Get(size_t bytes, cudaStream_t stream);
+  // Frees the buffer now (waits for the device); the next Get allocates afresh.
+  void Release();
 
  private:
   void* ptr_ = nullptr;
@@ -73,6 +76,9 @@ struct Context {
   mutable ScratchBuffer linear_scratch;     // Linear: bf16 activations / dequantized weight tiles
   mutable ScratchBuffer attention_scratch;  // MLA decode: split-KV partial outputs and maxima
   mutable ScratchBuffer misc_scratch;       // anything else, one op at a time
+  // Linear's cache of cuBLASLt descriptors and chosen algorithms (owned by linear.cu; created on
+  // first use, destroyed with the context).
+  mutable std::shared_ptr<void> linear_state;
 };
 
 // ---- launchers (one per Backend op) ---------------------------------------------------------

@@ -1,0 +1,606 @@
+// Linear on CUDA: y[r, o] (+)= sum_j x[r, j] * W[o, j], float32 activations and outputs.
+//
+// Two paths:
+//  - Few rows (decode): GEMV kernels that stream the weight once per pass of up to 8 rows with
+//    16-byte loads, one warp per output feature, weights (FP8 with its 128x128 block scale
+//    included) decoded to float32 in registers and multiplied with float32 activations. Error:
+//    float32 accumulation only, ~1e-6 relative.
+//  - More rows (prefill, large batches): cuBLASLt. BF16 weights: x is rounded to bf16 into
+//    scratch, then bf16 x bf16 -> fp32 (beta = 1 for accumulate, ldc = y_stride, strided batch).
+//    F32 weights: plain fp32 GEMM on x as is. F16 and FP8 weights: dequantized to bf16 tiles in
+//    scratch, then the bf16 GEMM per tile. Error: bf16 rounding of the operands, ~1e-2 relative
+//    at worst (typically 3e-3).
+// When cuBLASLt offers no algorithm for a shape or alignment, the GEMV kernels run in passes of
+// 8 rows instead.
+#include <cublasLt.h>
+#include <cuda_fp8.h>
+
+#include <array>
+#include <map>
+#include <memory>
+
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_context.h"
+
+namespace r2::cuda {
+namespace {
+
+struct Fp8 {};  // tag: e4m3fn storage (one byte)
+
+template <typename WT>
+struct WTraits;
+template <>
+struct WTraits<float> {
+  using Storage = float;
+  static constexpr int kVec = 4;  // elements per 16-byte load
+};
+template <>
+struct WTraits<__nv_bfloat16> {
+  using Storage = __nv_bfloat16;
+  static constexpr int kVec = 8;
+};
+template <>
+struct WTraits<__half> {
+  using Storage = __half;
+  static constexpr int kVec = 8;
+};
+template <>
+struct WTraits<Fp8> {
+  using Storage = uint8_t;
+  static constexpr int kVec = 16;
+};
+
+__device__ __forceinline__ float2 Fp8PairToFloat2(unsigned short pair) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
+  return __half22float2(__half2(h));
+}
+
+template <typename WT>
+__device__ __forceinline__ void Decode(const uint4& v, float* f);
+template <>
+__device__ __forceinline__ void Decode<float>(const uint4& v, float* f) {
+  f[0] = __uint_as_float(v.x);
+  f[1] = __uint_as_float(v.y);
+  f[2] = __uint_as_float(v.z);
+  f[3] = __uint_as_float(v.w);
+}
+template <>
+__device__ __forceinline__ void Decode<__nv_bfloat16>(const uint4& v, float* f) {
+  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __bfloat1622float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+template <>
+__device__ __forceinline__ void Decode<__half>(const uint4& v, float* f) {
+  const auto* h = reinterpret_cast<const __half2*>(&v);
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const float2 t = __half22float2(h[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+template <>
+__device__ __forceinline__ void Decode<Fp8>(const uint4& v, float* f) {
+  const auto* p = reinterpret_cast<const unsigned short*>(&v);
+#pragma unroll
+  for (int i = 0; i < 8; ++i) {
+    const float2 t = Fp8PairToFloat2(p[i]);
+    f[2 * i] = t.x;
+    f[2 * i + 1] = t.y;
+  }
+}
+
+template <typename WT>
+__device__ __forceinline__ float LoadScalar(const typename WTraits<WT>::Storage* w, int64_t j) {
+  if constexpr (std::is_same_v<WT, Fp8>) {
+    const __half_raw h = __nv_cvt_fp8_to_halfraw(w[j], __NV_E4M3);
+    return __half2float(__half(h));
+  } else {
+    return ToFloat(w[j]);
+  }
+}
+
+// Streaming 16-byte weight load: read once, keep L1 for the activations.
+__device__ __forceinline__ uint4 LoadStream(const uint4* p) {
+  uint4 v;
+  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "l"(p));
+  return v;
+}
+
+struct GemvArgs {
+  const float* x;
+  int64_t xs;
+  int64_t x_bs;
+  const void* w;
+  int64_t w_bs;  // elements
+  const float* scale;
+  int64_t scale_cols;
+  int64_t block_out;
+  int64_t block_in;
+  float* y;
+  int64_t ys;
+  int64_t y_bs;
+  int64_t out;
+  int64_t in;
+  bool accumulate;
+};
+
+constexpr int kGemvThreads = 256;
+constexpr int kGemvWarps = kGemvThreads / 32;
+constexpr int kGemvMaxRows = 8;  // rows per weight pass
+
+// One warp per output feature o, R rows of x per pass. kVec: the weight row and x rows are
+// 16-byte aligned and in is a multiple of the vector width (and of block_in's granularity for
+// FP8), so every load is a 16-byte vector; otherwise scalar loads.
+template <typename WT, int R, bool kVec, bool kScaled>
+__global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
+  using S = typename WTraits<WT>::Storage;
+  const int lane = threadIdx.x & 31;
+  const int64_t o = static_cast<int64_t>(blockIdx.x) * kGemvWarps + threadIdx.x / 32;
+  if (o >= a.out) return;
+  const int64_t b = blockIdx.y;
+  const float* x = a.x + b * a.x_bs;
+  float* y = a.y + b * a.y_bs;
+  const S* wrow = static_cast<const S*>(a.w) + b * a.w_bs + o * a.in;
+  const float* srow = kScaled ? a.scale + (o / a.block_out) * a.scale_cols : nullptr;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
+
+  if constexpr (kVec) {
+    constexpr int V = WTraits<WT>::kVec;
+    constexpr int U = 4;  // 16-byte loads in flight per lane
+    const int64_t nvec = a.in / V;
+    const auto* wv = reinterpret_cast<const uint4*>(wrow);
+    for (int64_t base = 0; base < nvec; base += 32 * U) {
+      uint4 buf[U];
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t v = base + u * 32 + lane;
+        if (v < nvec) buf[u] = LoadStream(wv + v);
+      }
+#pragma unroll
+      for (int u = 0; u < U; ++u) {
+        const int64_t v = base + u * 32 + lane;
+        if (v < nvec) {
+          float wf[V];
+          Decode<WT>(buf[u], wf);
+          const int64_t j0 = v * V;
+          float sc = 1.0f;
+          if constexpr (kScaled) sc = __ldg(srow + j0 / a.block_in);
+#pragma unroll
+          for (int r = 0; r < R; ++r) {
+            const auto* xr = reinterpret_cast<const float4*>(x + r * a.xs + j0);
+            float part = 0.0f;
+#pragma unroll
+            for (int q = 0; q < V / 4; ++q) {
+              const float4 xv = __ldg(xr + q);
+              part = fmaf(wf[4 * q], xv.x, part);
+              part = fmaf(wf[4 * q + 1], xv.y, part);
+              part = fmaf(wf[4 * q + 2], xv.z, part);
+              part = fmaf(wf[4 * q + 3], xv.w, part);
+            }
+            acc[r] = kScaled ? fmaf(part, sc, acc[r]) : acc[r] + part;
+          }
+        }
+      }
+    }
+  } else {
+#pragma unroll 4
+    for (int64_t j = lane; j < a.in; j += 32) {
+      float w = LoadScalar<WT>(wrow, j);
+      if constexpr (kScaled) w *= __ldg(srow + j / a.block_in);
+#pragma unroll
+      for (int r = 0; r < R; ++r) acc[r] = fmaf(w, __ldg(x + r * a.xs + j), acc[r]);
+    }
+  }
+
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const float v = WarpSum(acc[r]);
+    if (lane == 0) {
+      float* dst = y + r * a.ys + o;
+      *dst = a.accumulate ? *dst + v : v;
+    }
+  }
+}
+
+template <typename WT, bool kVec, bool kScaled>
+absl::Status LaunchGemvRows(const Context& ctx, const GemvArgs& a, int rows, int64_t batch) {
+  const dim3 grid(static_cast<unsigned>(CeilDiv(a.out, kGemvWarps)), static_cast<unsigned>(batch));
+  switch (rows) {
+#define R2_GEMV_CASE(R)                                                         \
+  case R:                                                                       \
+    GemvKernel<WT, R, kVec, kScaled><<<grid, kGemvThreads, 0, ctx.stream>>>(a); \
+    break;
+    R2_GEMV_CASE(1)
+    R2_GEMV_CASE(2)
+    R2_GEMV_CASE(3)
+    R2_GEMV_CASE(4)
+    R2_GEMV_CASE(5)
+    R2_GEMV_CASE(6)
+    R2_GEMV_CASE(7)
+    R2_GEMV_CASE(8)
+#undef R2_GEMV_CASE
+    default:
+      return absl::InternalError("Linear: bad GEMV row count");
+  }
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (GEMV)");
+  return absl::OkStatus();
+}
+
+bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
+
+// Every row of x and W (and every batch) starts 16-byte aligned: the vector kernel applies.
+template <typename WT>
+bool CanVectorize(const LinearParams& p, int64_t xs) {
+  constexpr int V = WTraits<WT>::kVec;
+  const int64_t in = p.weight.in_features();
+  const size_t wsize = sizeof(typename WTraits<WT>::Storage);
+  if (in % V != 0 || xs % 4 != 0 || p.x_batch_stride % 4 != 0) return false;
+  if (!Aligned16(p.x) || !Aligned16(p.weight.weight.data)) return false;
+  if ((p.weight_batch_stride * wsize) % 16 != 0) return false;
+  if constexpr (std::is_same_v<WT, Fp8>) {
+    if (p.weight.block_in % V != 0) return false;
+  }
+  return true;
+}
+
+// All rows through the GEMV kernels, in passes of up to kGemvMaxRows rows.
+absl::Status RunGemv(const Context& ctx, const LinearParams& p, int64_t xs, int64_t ys) {
+  const WeightView& w = p.weight;
+  GemvArgs a{};
+  a.xs = xs;
+  a.x_bs = p.x_batch_stride;
+  a.w = w.weight.data;
+  a.w_bs = p.weight_batch_stride;
+  a.scale = w.block_scaled() ? w.scale_inv.as<float>() : nullptr;
+  a.scale_cols = w.block_scaled() ? w.scale_inv.shape[1] : 0;
+  a.block_out = w.block_out;
+  a.block_in = w.block_in;
+  a.ys = ys;
+  a.y_bs = p.y_batch_stride;
+  a.out = w.out_features();
+  a.in = w.in_features();
+  a.accumulate = p.accumulate;
+  auto run = [&](auto tag) -> absl::Status {
+    using WT = decltype(tag);
+    const bool vec = CanVectorize<WT>(p, xs);
+    for (int64_t r0 = 0; r0 < p.rows; r0 += kGemvMaxRows) {
+      const int n = static_cast<int>(std::min<int64_t>(kGemvMaxRows, p.rows - r0));
+      a.x = p.x + r0 * xs;
+      a.y = p.y + r0 * ys;
+      constexpr bool kScaled = std::is_same_v<WT, Fp8>;
+      absl::Status s = vec ? LaunchGemvRows<WT, true, kScaled>(ctx, a, n, p.batch)
+                           : LaunchGemvRows<WT, false, kScaled>(ctx, a, n, p.batch);
+      if (!s.ok()) return s;
+    }
+    return absl::OkStatus();
+  };
+  switch (w.weight.dtype) {
+    case DType::kF32:
+      return run(float{});
+    case DType::kBF16:
+      return run(__nv_bfloat16{});
+    case DType::kF16:
+      return run(__half{});
+    case DType::kF8E4M3:
+      return run(Fp8{});
+    default:
+      return Invalid("Linear", "unsupported weight dtype " + DTypeStr(w.weight.dtype));
+  }
+}
+
+// ---- cuBLASLt path ----------------------------------------------------------------------------
+
+// x [batch][rows] (strided) -> packed bf16 [batch][rows][in].
+__global__ void ToBf16Kernel(const float* __restrict__ x, int64_t xs, int64_t x_bs, int64_t rows,
+                             int64_t in, int64_t total, __nv_bfloat16* __restrict__ out) {
+  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t br = k / in, j = k % in;
+    const int64_t b = br / rows, r = br % rows;
+    out[k] = __float2bfloat16_rn(x[b * x_bs + r * xs + j]);
+  }
+}
+
+// Weight rows [o0, o0 + n) of an F16 or FP8 weight -> packed bf16 [n][in].
+template <typename WT>
+__global__ void DequantTileKernel(const typename WTraits<WT>::Storage* __restrict__ w, int64_t in,
+                                  int64_t o0, int64_t n, const float* __restrict__ scale,
+                                  int64_t scale_cols, int64_t block_out, int64_t block_in,
+                                  __nv_bfloat16* __restrict__ out) {
+  const int64_t total = n * in;
+  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t o = o0 + k / in, j = k % in;
+    float v = LoadScalar<WT>(w, o * in + j);
+    if (scale != nullptr) v *= scale[(o / block_out) * scale_cols + j / block_in];
+    out[k] = __float2bfloat16_rn(v);
+  }
+}
+
+int AlignOf(const void* p, int64_t batch_stride_bytes) {
+  uintptr_t v = reinterpret_cast<uintptr_t>(p) | static_cast<uintptr_t>(batch_stride_bytes);
+  int a = 256;
+  while (a > 1 && v % a != 0) a >>= 1;
+  return a;
+}
+
+// One GEMM shape: C (m x n, column-major, ldc) = op(A) B with A stored k x m (lda), B k x n (ldb).
+using PlanKey = std::array<int64_t, 16>;
+
+struct Plan {
+  cublasLtMatmulDesc_t op = nullptr;
+  cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+  cublasLtMatmulAlgo_t algo{};
+  bool ok = false;  // an algorithm was found
+};
+
+struct LinearState {
+  std::map<PlanKey, Plan> plans;
+  ~LinearState() {
+    for (auto& [key, plan] : plans) {
+      if (plan.a != nullptr) cublasLtMatrixLayoutDestroy(plan.a);
+      if (plan.b != nullptr) cublasLtMatrixLayoutDestroy(plan.b);
+      if (plan.c != nullptr) cublasLtMatrixLayoutDestroy(plan.c);
+      if (plan.op != nullptr) cublasLtMatmulDescDestroy(plan.op);
+    }
+  }
+};
+
+struct Gemm {
+  cudaDataType_t ab_type;  // CUDA_R_16BF or CUDA_R_32F
+  int64_t m, n, k;
+  const void* A;
+  int64_t lda, stride_a;
+  const void* B;
+  int64_t ldb, stride_b;
+  float* C;
+  int64_t ldc, stride_c;
+  int64_t batch;
+  bool accumulate;
+};
+
+#define R2_LT_RETURN_IF_ERROR(call)                                                      \
+  do {                                                                                   \
+    cublasStatus_t _r2_st = (call);                                                      \
+    if (_r2_st != CUBLAS_STATUS_SUCCESS) return ::r2::cuda::CublasStatus(_r2_st, #call); \
+  } while (0)
+
+absl::Status BuildPlan(const Context& ctx, const Gemm& g, int align_a, int align_b, int align_c,
+                       Plan& plan) {
+  R2_LT_RETURN_IF_ERROR(cublasLtMatmulDescCreate(&plan.op, CUBLAS_COMPUTE_32F, CUDA_R_32F));
+  const cublasOperation_t ta = CUBLAS_OP_T, tb = CUBLAS_OP_N;
+  R2_LT_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSA, &ta, sizeof(ta)));
+  R2_LT_RETURN_IF_ERROR(
+      cublasLtMatmulDescSetAttribute(plan.op, CUBLASLT_MATMUL_DESC_TRANSB, &tb, sizeof(tb)));
+  R2_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.a, g.ab_type, g.k, g.m, g.lda));
+  R2_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.b, g.ab_type, g.k, g.n, g.ldb));
+  R2_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutCreate(&plan.c, CUDA_R_32F, g.m, g.n, g.ldc));
+  if (g.batch > 1) {
+    const int32_t count = static_cast<int32_t>(g.batch);
+    const std::pair<cublasLtMatrixLayout_t, int64_t> layouts[] = {
+        {plan.a, g.stride_a}, {plan.b, g.stride_b}, {plan.c, g.stride_c}};
+    for (const auto& [layout, stride] : layouts) {
+      R2_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutSetAttribute(
+          layout, CUBLASLT_MATRIX_LAYOUT_BATCH_COUNT, &count, sizeof(count)));
+      R2_LT_RETURN_IF_ERROR(cublasLtMatrixLayoutSetAttribute(
+          layout, CUBLASLT_MATRIX_LAYOUT_STRIDED_BATCH_OFFSET, &stride, sizeof(stride)));
+    }
+  }
+  cublasLtMatmulPreference_t pref = nullptr;
+  R2_LT_RETURN_IF_ERROR(cublasLtMatmulPreferenceCreate(&pref));
+  const uint64_t ws = ctx.lt_workspace_bytes;
+  const uint32_t aa = align_a, ab = align_b, ac = align_c;
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                       sizeof(ws));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &aa,
+                                       sizeof(aa));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &ab,
+                                       sizeof(ab));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &ac,
+                                       sizeof(ac));
+  cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &ac,
+                                       sizeof(ac));
+  cublasLtMatmulHeuristicResult_t result{};
+  int found = 0;
+  const cublasStatus_t st = cublasLtMatmulAlgoGetHeuristic(ctx.lt, plan.op, plan.a, plan.b, plan.c,
+                                                           plan.c, pref, 1, &result, &found);
+  cublasLtMatmulPreferenceDestroy(pref);
+  plan.ok = st == CUBLAS_STATUS_SUCCESS && found > 0;
+  if (plan.ok) plan.algo = result.algo;
+  return absl::OkStatus();
+}
+
+// Runs one GEMM through cuBLASLt. *ran is false (and nothing was launched) when cuBLASLt has no
+// algorithm for it.
+absl::Status RunLt(const Context& ctx, const Gemm& g, bool* ran) {
+  *ran = false;
+  const int64_t ab_size = g.ab_type == CUDA_R_16BF ? 2 : 4;
+  const int align_a = AlignOf(g.A, g.batch > 1 ? g.stride_a * ab_size : 0);
+  const int align_b = AlignOf(g.B, g.batch > 1 ? g.stride_b * ab_size : 0);
+  const int align_c = AlignOf(g.C, g.batch > 1 ? g.stride_c * 4 : 0);
+  if (!ctx.linear_state) ctx.linear_state = std::make_shared<LinearState>();
+  auto& plans = static_cast<LinearState*>(ctx.linear_state.get())->plans;
+  const PlanKey key = {g.ab_type, g.m,     g.n,          g.k,        g.lda,      g.ldb,
+                       g.ldc,     g.batch, g.stride_a,   g.stride_b, g.stride_c, align_a,
+                       align_b,   align_c, g.accumulate, 0};
+  auto it = plans.find(key);
+  if (it == plans.end()) {
+    Plan plan;
+    absl::Status s = BuildPlan(ctx, g, align_a, align_b, align_c, plan);
+    it = plans.emplace(key, plan).first;  // kept even when failed: destroyed with the state
+    if (!s.ok()) it->second.ok = false;
+  }
+  const Plan& plan = it->second;
+  if (!plan.ok) return absl::OkStatus();
+  const float alpha = 1.0f, beta = g.accumulate ? 1.0f : 0.0f;
+  R2_LT_RETURN_IF_ERROR(cublasLtMatmul(ctx.lt, plan.op, &alpha, g.A, plan.a, g.B, plan.b, &beta,
+                                       g.C, plan.c, g.C, plan.c, &plan.algo, ctx.lt_workspace,
+                                       ctx.lt_workspace_bytes, ctx.stream));
+  *ran = true;
+  return absl::OkStatus();
+}
+
+size_t Align256(size_t b) { return (b + 255) / 256 * 256; }
+
+// Rows above these go to cuBLASLt (per weight dtype; FP8/F16 need a dequantization pass first,
+// so the GEMV's repeated weight passes stay cheaper for longer).
+constexpr int64_t kLtMinRowsPlain = 9;
+constexpr int64_t kLtMinRowsDequant = 33;
+// Dequantized bf16 weight tiles are at most this large.
+constexpr size_t kDequantTileBytes = size_t{64} << 20;
+
+absl::Status RunLinearLt(const Context& ctx, const LinearParams& p, int64_t xs, int64_t ys,
+                         bool* ran) {
+  *ran = false;
+  const WeightView& w = p.weight;
+  const int64_t in = w.in_features(), out = w.out_features();
+  const DType dt = w.weight.dtype;
+  if (dt == DType::kF32) {
+    const Gemm g{CUDA_R_32F,
+                 out,
+                 p.rows,
+                 in,
+                 w.weight.data,
+                 in,
+                 p.weight_batch_stride,
+                 p.x,
+                 xs,
+                 p.x_batch_stride,
+                 p.y,
+                 ys,
+                 p.y_batch_stride,
+                 p.batch,
+                 p.accumulate};
+    return RunLt(ctx, g, ran);
+  }
+  // bf16 copy of x, packed [batch][rows][in].
+  const size_t x_bytes = Align256(sizeof(__nv_bfloat16) * p.batch * p.rows * in);
+  int64_t tile_rows = 0;
+  if (dt != DType::kBF16) {
+    tile_rows = std::max<int64_t>(
+        1, std::min<int64_t>(out, kDequantTileBytes / (sizeof(__nv_bfloat16) * in)));
+    if (tile_rows < out && tile_rows > 128) tile_rows = tile_rows / 128 * 128;
+  }
+  const size_t tile_bytes = Align256(sizeof(__nv_bfloat16) * tile_rows * in);
+  absl::StatusOr<void*> scratch = ctx.linear_scratch.Get(x_bytes + tile_bytes, ctx.stream);
+  if (!scratch.ok()) return scratch.status();
+  auto* xb = static_cast<__nv_bfloat16*>(*scratch);
+  auto* tile = reinterpret_cast<__nv_bfloat16*>(static_cast<char*>(*scratch) + x_bytes);
+  const int64_t total = p.batch * p.rows * in;
+  ToBf16Kernel<<<GridCap(CeilDiv(total, 256), 1 << 16), 256, 0, ctx.stream>>>(
+      p.x, xs, p.x_batch_stride, p.rows, in, total, xb);
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (x to bf16)");
+  if (dt == DType::kBF16) {
+    const Gemm g{CUDA_R_16BF,           out,     p.rows,      in,          w.weight.data, in,
+                 p.weight_batch_stride, xb,      in,          p.rows * in, p.y,           ys,
+                 p.y_batch_stride,      p.batch, p.accumulate};
+    return RunLt(ctx, g, ran);
+  }
+  // F16 / FP8: per product and per tile of output features.
+  for (int64_t b = 0; b < p.batch; ++b) {
+    for (int64_t o0 = 0; o0 < out; o0 += tile_rows) {
+      const int64_t n = std::min(tile_rows, out - o0);
+      const unsigned blocks = GridCap(CeilDiv(n * in, 256), 1 << 16);
+      if (dt == DType::kF16) {
+        DequantTileKernel<__half><<<blocks, 256, 0, ctx.stream>>>(
+            static_cast<const __half*>(w.weight.data) + b * p.weight_batch_stride, in, o0, n,
+            nullptr, 0, 1, 1, tile);
+      } else {
+        DequantTileKernel<Fp8><<<blocks, 256, 0, ctx.stream>>>(
+            static_cast<const uint8_t*>(w.weight.data), in, o0, n, w.scale_inv.as<float>(),
+            w.scale_inv.shape[1], w.block_out, w.block_in, tile);
+      }
+      R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (dequantize)");
+      const Gemm g{CUDA_R_16BF,
+                   n,
+                   p.rows,
+                   in,
+                   tile,
+                   in,
+                   0,
+                   xb + b * p.rows * in,
+                   in,
+                   0,
+                   p.y + b * p.y_batch_stride + o0,
+                   ys,
+                   0,
+                   1,
+                   p.accumulate};
+      bool tile_ran = false;
+      if (absl::Status s = RunLt(ctx, g, &tile_ran); !s.ok()) return s;
+      if (!tile_ran) {
+        if (b == 0 && o0 == 0) return absl::OkStatus();  // nothing launched: caller falls back
+        return absl::InternalError("Linear: cuBLASLt rejected a later tile of a started GEMM");
+      }
+    }
+  }
+  *ran = true;
+  return absl::OkStatus();
+}
+
+absl::Status CheckLinear(const LinearParams& p) {
+  const WeightView& w = p.weight;
+  if (w.weight.data == nullptr || w.weight.shape.size() != 2) {
+    return Invalid("Linear", "weight must be a 2-d tensor [out, in]");
+  }
+  if (w.out_features() <= 0 || w.in_features() <= 0) {
+    return Invalid("Linear", "weight has a zero dimension");
+  }
+  if (w.weight.dtype == DType::kF8E4M3) {
+    if (w.block_out <= 0 || w.block_in <= 0) return Invalid("Linear", "block sizes must be > 0");
+    const TensorView& s = w.scale_inv;
+    if (s.data == nullptr || s.dtype != DType::kF32) {
+      return Invalid("Linear", "f8_e4m3 weight needs an f32 scale_inv");
+    }
+    const std::vector<int64_t> want = {CeilDiv(w.out_features(), w.block_out),
+                                       CeilDiv(w.in_features(), w.block_in)};
+    if (s.shape != want) {
+      return Invalid("Linear",
+                     absl::StrCat("scale_inv shape must be [", want[0], ", ", want[1], "]"));
+    }
+    if (p.batch > 1) return Invalid("Linear", "batch > 1 takes bf16/f16/f32 weights only");
+  } else if (!IsFloatStorage(w.weight.dtype)) {
+    return Invalid("Linear", "unsupported weight dtype " + DTypeStr(w.weight.dtype));
+  } else if (w.block_scaled()) {
+    return Invalid("Linear", "only f8_e4m3 weights take a scale_inv");
+  }
+  if (p.rows < 0) return Invalid("Linear", "rows must be >= 0");
+  if (p.batch < 1 || p.batch > 65535) return Invalid("Linear", "batch must be in [1, 65535]");
+  if (p.x_batch_stride < 0 || p.y_batch_stride < 0 || p.weight_batch_stride < 0) {
+    return Invalid("Linear", "negative batch stride");
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status Linear(const Context& ctx, const LinearParams& p) {
+  if (absl::Status s = CheckLinear(p); !s.ok()) return s;
+  if (p.rows == 0) return absl::OkStatus();
+  if (p.x == nullptr || p.y == nullptr) return Invalid("Linear", "null x or y");
+  const int64_t in = p.weight.in_features(), out = p.weight.out_features();
+  const int64_t xs = StrideOr(p.x_stride, in), ys = StrideOr(p.y_stride, out);
+  if (xs < in) return Invalid("Linear", "x_stride is smaller than in_features");
+  if (ys < out) return Invalid("Linear", "y_stride is smaller than out_features");
+  const DType dt = p.weight.weight.dtype;
+  const bool dequant = dt == DType::kF8E4M3 || dt == DType::kF16;
+  if (p.rows >= (dequant ? kLtMinRowsDequant : kLtMinRowsPlain)) {
+    bool ran = false;
+    if (absl::Status s = RunLinearLt(ctx, p, xs, ys, &ran); !s.ok()) return s;
+    if (ran) return absl::OkStatus();
+  }
+  return RunGemv(ctx, p, xs, ys);
+}
+
+}  // namespace r2::cuda
