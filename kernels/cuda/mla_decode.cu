@@ -27,7 +27,7 @@ namespace {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kSplitRows = 2;         // query rows per sequence that use split-KV partials
-constexpr int kMinSplitTokens = 256;  // a split gets at least this many tokens
+constexpr int kMinSplitTokens = 128;  // a split gets at least this many tokens
 constexpr float kLog2e = 1.4426950408889634f;
 
 // ---- KvCacheWrite ------------------------------------------------------------------------------
