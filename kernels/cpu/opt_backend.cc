@@ -1,0 +1,59 @@
+// MakeCpuOptimizedBackend(): the optimized ops (opt_*.cc) on one instruction set, the reference
+// ops where the reference is already as fast as the data movement allows (embedding, RoPE, add,
+// gather/scatter of rows, the cache write).
+#include "kernels/cpu/opt_backend.h"
+
+#include <string>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/opt_ops.h"
+#include "kernels/cpu/reference_ops.h"
+
+namespace r2 {
+namespace {
+
+class CpuOptimizedBackend final : public Backend {
+ public:
+  explicit CpuOptimizedBackend(CpuIsa isa)
+      : k_(cpu::KernelsFor(isa)), name_(absl::StrCat("cpu (", std::string(CpuIsaName(isa)), ")")) {}
+
+  std::string_view name() const override { return name_; }
+  absl::Status Embedding(const EmbeddingParams& p) override { return cpu::Embedding(p); }
+  absl::Status RmsNorm(const RmsNormParams& p) override { return cpu::OptRmsNorm(k_, p); }
+  absl::Status Linear(const LinearParams& p) override { return cpu::OptLinear(k_, p); }
+  absl::Status Rope(const RopeParams& p) override { return cpu::Rope(p); }
+  absl::Status SiluMul(const SiluMulParams& p) override { return cpu::OptSiluMul(k_, p); }
+  absl::Status Add(const AddParams& p) override { return cpu::Add(p); }
+  absl::Status GatherRows(const GatherRowsParams& p) override { return cpu::GatherRows(p); }
+  absl::Status ScatterAddRows(const ScatterAddRowsParams& p) override {
+    return cpu::ScatterAddRows(p);
+  }
+  absl::Status MoeRoute(const MoeRouteParams& p) override { return cpu::OptMoeRoute(p); }
+  absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
+    return cpu::OptMlaPrefillAttention(k_, p);
+  }
+  absl::Status KvCacheWrite(const KvCacheWriteParams& p) override { return cpu::KvCacheWrite(p); }
+  absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
+    return cpu::OptMlaDecodeAttention(k_, p);
+  }
+
+ private:
+  const cpu::SimdKernels& k_;
+  std::string name_;
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> MakeCpuOptimizedBackend() {
+  return std::make_unique<CpuOptimizedBackend>(DetectCpuIsa());
+}
+
+absl::StatusOr<std::unique_ptr<Backend>> MakeCpuOptimizedBackend(CpuIsa isa) {
+  if (!CpuIsaSupported(isa)) {
+    return absl::UnavailableError(
+        absl::StrCat("this CPU cannot run the ", std::string(CpuIsaName(isa)), " kernels"));
+  }
+  return std::unique_ptr<Backend>(std::make_unique<CpuOptimizedBackend>(isa));
+}
+
+}  // namespace r2

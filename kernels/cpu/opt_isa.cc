@@ -1,0 +1,58 @@
+// Instruction-set detection for the optimized CPU backend and the table of kernels per set.
+#include <cstdio>
+
+#include "kernels/cpu/opt_backend.h"
+#include "kernels/cpu/opt_simd.h"
+
+namespace r2 {
+
+std::string_view CpuIsaName(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kAvx512:
+      return "avx512";
+    case CpuIsa::kAvx2:
+      return "avx2";
+    case CpuIsa::kPortable:
+      break;
+  }
+  return "portable";
+}
+
+bool CpuIsaSupported(CpuIsa isa) {
+  switch (isa) {
+    case CpuIsa::kPortable:
+      return true;
+#if defined(__x86_64__) && defined(__GNUC__)
+    case CpuIsa::kAvx2:
+      return cpu::Avx2Kernels() != nullptr && __builtin_cpu_supports("avx2") &&
+             __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+    case CpuIsa::kAvx512:
+      return cpu::Avx512Kernels() != nullptr && CpuIsaSupported(CpuIsa::kAvx2) &&
+             __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq");
+#endif
+    default:
+      return false;
+  }
+}
+
+CpuIsa DetectCpuIsa() {
+  static const CpuIsa best = [] {
+    for (CpuIsa isa : {CpuIsa::kAvx512, CpuIsa::kAvx2}) {
+      if (CpuIsaSupported(isa)) return isa;
+    }
+    return CpuIsa::kPortable;
+  }();
+  return best;
+}
+
+namespace cpu {
+
+const SimdKernels& KernelsFor(CpuIsa isa) {
+  if (isa == CpuIsa::kAvx512 && CpuIsaSupported(isa)) return *Avx512Kernels();
+  if (isa == CpuIsa::kAvx2 && CpuIsaSupported(isa)) return *Avx2Kernels();
+  return PortableKernels();
+}
+
+}  // namespace cpu
+}  // namespace r2

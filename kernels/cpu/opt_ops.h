@@ -1,0 +1,29 @@
+#pragma once
+// The ops of the optimized CPU backend that differ from the reference: each validates like the
+// reference (and hands anything it does not take on to the reference op, whose InvalidArgument
+// the caller then sees), splits the work over OpenMP threads and runs the per-instruction-set
+// kernels in `k`. Scratch memory is thread-local and only grows, so a warmed-up step allocates
+// nothing.
+#include <cstdint>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "kernels/backend.h"
+#include "kernels/cpu/opt_simd.h"
+
+namespace r2::cpu {
+
+absl::Status OptLinear(const SimdKernels& k, const LinearParams& p);
+absl::Status OptRmsNorm(const SimdKernels& k, const RmsNormParams& p);
+absl::Status OptSiluMul(const SimdKernels& k, const SiluMulParams& p);
+absl::Status OptMoeRoute(const MoeRouteParams& p);
+absl::Status OptMlaPrefillAttention(const SimdKernels& k, const MlaPrefillParams& p);
+absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& p);
+
+// Below this many multiply-adds an optimized op runs on one thread.
+inline constexpr int64_t kOptParallelWork = int64_t{1} << 16;
+
+// A thread-local float buffer of at least n values; slot tells a caller's buffers apart.
+float* ThreadScratch(int slot, int64_t n);
+
+}  // namespace r2::cpu

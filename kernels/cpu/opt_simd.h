@@ -1,0 +1,53 @@
+#pragma once
+// The per-instruction-set kernels of the optimized CPU backend: one table of plain functions per
+// instruction set (opt_simd_{avx512,avx2,portable}.cc compile opt_simd_impl.inc with their own
+// target). Callers validate arguments and split work across threads; these run on one thread.
+#include <cstdint>
+
+#include "kernels/cpu/opt_backend.h"
+
+namespace r2::cpu {
+
+// y[r * y_stride + o] (+)= sum_j x[r * x_stride + j] * w_o[j] for r < rows, o < outs, where row o
+// of the weight starts w_row_bytes * o bytes after w and holds `in` values of f32 or bf16.
+struct LinearBlock {
+  const float* x = nullptr;
+  int64_t x_stride = 0;
+  int64_t rows = 0;
+  const uint8_t* w = nullptr;
+  int64_t w_row_bytes = 0;
+  bool w_bf16 = false;  // else f32
+  int64_t in = 0;
+  int64_t outs = 0;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+  bool accumulate = false;
+};
+
+struct SimdKernels {
+  CpuIsa isa;
+  void (*linear_block)(const LinearBlock& b);
+  // f16 -> f32 of n values (src may be unaligned).
+  void (*decode_f16)(const uint8_t* src, float* dst, int64_t n);
+  float (*dot)(const float* a, const float* b, int64_t n);
+  // out[i] = scale * dot(q + i * q_stride, k, n) for i < count.
+  void (*dot_many)(const float* k, const float* q, int64_t q_stride, int64_t count, int64_t n,
+                   float scale, float* out, int64_t out_stride);
+  // y_i += coef[i * coef_stride] * v for i < count, y_i = y + i * y_stride.
+  void (*axpy_many)(const float* v, const float* coef, int64_t coef_stride, int64_t count,
+                    int64_t n, float* y, int64_t y_stride);
+  float (*sum_squares)(const float* x, int64_t n);
+  // y[j] = w[j] * (x[j] * s).
+  void (*scale_mul)(const float* x, const float* w, float s, float* y, int64_t n);
+  // out[j] = silu(gate[j]) * up[j].
+  void (*silu_mul)(const float* gate, const float* up, float* out, int64_t n);
+  // In place: p[j] = exp(p[j] - max); returns the sum.
+  float (*exp_sub_sum)(float* p, float max, int64_t n);
+};
+
+const SimdKernels& PortableKernels();
+const SimdKernels* Avx2Kernels();    // null when the build has no x86 path
+const SimdKernels* Avx512Kernels();  // null when the build has no x86 path
+const SimdKernels& KernelsFor(CpuIsa isa);
+
+}  // namespace r2::cpu

@@ -1,0 +1,27 @@
+// The optimized CPU kernels compiled for AVX2 + FMA + F16C, chosen at run time.
+#include "kernels/cpu/opt_simd.h"
+#include "kernels/numeric.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include <cstdint>
+
+#pragma GCC push_options
+#pragma GCC target("avx2,fma,f16c")
+#define R2_SIMD_NS avx2
+#define R2_SIMD_BYTES 32
+#define R2_SIMD_ISA CpuIsa::kAvx2
+#define R2_TILE_ROWS 4
+#define R2_TILE_OUTS 2
+#include "kernels/cpu/opt_simd_impl.inc"
+#pragma GCC pop_options
+
+namespace r2::cpu {
+const SimdKernels* Avx2Kernels() { return &avx2::kKernels; }
+}  // namespace r2::cpu
+#else
+namespace r2::cpu {
+const SimdKernels* Avx2Kernels() { return nullptr; }
+}  // namespace r2::cpu
+#endif

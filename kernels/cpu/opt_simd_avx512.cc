@@ -1,0 +1,27 @@
+// The optimized CPU kernels compiled for AVX-512 (F/BW/VL/DQ + FMA + F16C), chosen at run time.
+#include "kernels/cpu/opt_simd.h"
+#include "kernels/numeric.h"
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <immintrin.h>
+
+#include <cstdint>
+
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#define R2_SIMD_NS avx512
+#define R2_SIMD_BYTES 64
+#define R2_SIMD_ISA CpuIsa::kAvx512
+#define R2_TILE_ROWS 4
+#define R2_TILE_OUTS 4
+#include "kernels/cpu/opt_simd_impl.inc"
+#pragma GCC pop_options
+
+namespace r2::cpu {
+const SimdKernels* Avx512Kernels() { return &avx512::kKernels; }
+}  // namespace r2::cpu
+#else
+namespace r2::cpu {
+const SimdKernels* Avx512Kernels() { return nullptr; }
+}  // namespace r2::cpu
+#endif

@@ -1,0 +1,357 @@
+// The optimized CPU backend against the reference ops, on every instruction set this machine
+// supports (each path forced), on random shapes with odd sizes and tails. Error bounds are
+// max |opt - ref| / max |ref| over the output (summation order differs; the reference is the
+// oracle, not exact).
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/opt_backend.h"
+#include "tests/unit/kernels/kernel_test_util.h"
+
+namespace r2 {
+namespace {
+
+using testing::RandomFloats;
+using testing::RelativeError;
+using testing::Store;
+using testing::StoredTensor;
+
+constexpr double kLinearBound = 2e-5;     // float32 dot products of up to ~1000 terms
+constexpr double kElementBound = 1e-5;    // RMSNorm, SiLU (vector exp: ~2e-7 relative)
+constexpr double kAttentionBound = 1e-5;  // softmax-weighted sums
+
+std::vector<CpuIsa> SupportedIsas() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (CpuIsaSupported(isa)) isas.push_back(isa);
+  }
+  return isas;
+}
+
+class OptKernelsTest : public ::testing::TestWithParam<CpuIsa> {
+ protected:
+  void SetUp() override {
+    auto made = MakeCpuOptimizedBackend(GetParam());
+    ASSERT_TRUE(made.ok()) << made.status();
+    opt_ = *std::move(made);
+  }
+  std::unique_ptr<Backend> opt_;
+  std::unique_ptr<Backend> ref_ = MakeCpuReferenceBackend();
+  std::mt19937 rng_{20261128};
+};
+
+int64_t Uniform(std::mt19937& rng, int64_t lo, int64_t hi) {
+  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+}
+
+TEST_P(OptKernelsTest, NameSaysTheInstructionSet) {
+  EXPECT_EQ(opt_->name(), "cpu (" + std::string(CpuIsaName(GetParam())) + ")");
+}
+
+struct LinearCase {
+  DType dtype;
+  int64_t rows, in, out;
+  int64_t block_out = 128, block_in = 128;
+  bool strided = false, accumulate = false;
+  int64_t batch = 1;
+};
+
+void CheckLinear(Backend& opt, Backend& ref, std::mt19937& rng, const LinearCase& c) {
+  SCOPED_TRACE(std::string(DTypeName(c.dtype)) + " rows " + std::to_string(c.rows) + " in " +
+               std::to_string(c.in) + " out " + std::to_string(c.out) + " batch " +
+               std::to_string(c.batch));
+  const int64_t xs = c.strided ? c.in + 3 : 0, ys = c.strided ? c.out + 5 : 0;
+  const int64_t x_row = xs ? xs : c.in, y_row = ys ? ys : c.out;
+  const int64_t x_batch = c.rows * x_row + 7, y_batch = c.rows * y_row + 2;
+  const int64_t w_batch = c.in * c.out + 11;
+  std::vector<float> x = RandomFloats(rng, c.batch * x_batch);
+  StoredTensor w = Store(RandomFloats(rng, c.batch * w_batch, 0.5f), c.dtype,
+                         {c.out, c.in});  // the view's shape is one product's
+  StoredTensor scale;
+  WeightView view{.weight = w.view, .block_out = c.block_out, .block_in = c.block_in};
+  if (c.dtype == DType::kF8E4M3) {
+    const int64_t so = (c.out + c.block_out - 1) / c.block_out;
+    const int64_t si = (c.in + c.block_in - 1) / c.block_in;
+    std::vector<float> scales(so * si);
+    for (float& s : scales) s = std::uniform_real_distribution<float>(0.01f, 2.0f)(rng);
+    scale = Store(scales, DType::kF32, {so, si});
+    view.scale_inv = scale.view;
+  }
+  std::vector<float> y0 = RandomFloats(rng, c.batch * y_batch);
+  std::vector<float> y_opt = y0, y_ref = y0;
+  LinearParams p{.x = x.data(),
+                 .x_stride = xs,
+                 .rows = c.rows,
+                 .weight = view,
+                 .y_stride = ys,
+                 .accumulate = c.accumulate,
+                 .batch = c.batch,
+                 .x_batch_stride = x_batch,
+                 .y_batch_stride = y_batch,
+                 .weight_batch_stride = w_batch};
+  p.y = y_ref.data();
+  ASSERT_TRUE(ref.Linear(p).ok());
+  p.y = y_opt.data();
+  ASSERT_TRUE(opt.Linear(p).ok());
+  EXPECT_LT(RelativeError(y_opt, y_ref), kLinearBound);
+  // Padding between strided rows and batches is untouched.
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t r = 0; r < c.rows; ++r) {
+      for (int64_t o = c.out; o < y_row; ++o) {
+        ASSERT_EQ(y_opt[b * y_batch + r * y_row + o], y0[b * y_batch + r * y_row + o]);
+      }
+    }
+  }
+}
+
+TEST_P(OptKernelsTest, LinearMatchesReferenceOnRandomShapes) {
+  for (DType dtype : {DType::kBF16, DType::kF32, DType::kF16, DType::kF8E4M3}) {
+    for (int trial = 0; trial < 12; ++trial) {
+      LinearCase c{.dtype = dtype,
+                   .rows = Uniform(rng_, 1, 13),
+                   .in = Uniform(rng_, 1, 300),
+                   .out = Uniform(rng_, 1, 70),
+                   .strided = trial % 2 == 1,
+                   .accumulate = trial % 3 == 0};
+      if (dtype == DType::kF8E4M3) {
+        c.block_out = Uniform(rng_, 1, 40);  // partial edge blocks in both directions
+        c.block_in = trial % 4 == 0 ? 128 : Uniform(rng_, 1, 70);
+      }
+      CheckLinear(*opt_, *ref_, rng_, c);
+    }
+  }
+}
+
+TEST_P(OptKernelsTest, LinearMatchesReferenceOnLargeThreadedShapes) {
+  // Big enough to split across threads; row counts past one L2 row chunk; odd tails.
+  CheckLinear(*opt_, *ref_, rng_, {.dtype = DType::kBF16, .rows = 1, .in = 1024, .out = 1031});
+  CheckLinear(*opt_, *ref_, rng_, {.dtype = DType::kBF16, .rows = 8, .in = 517, .out = 300});
+  CheckLinear(*opt_, *ref_, rng_,
+              {.dtype = DType::kBF16, .rows = 77, .in = 1040, .out = 129, .accumulate = true});
+  CheckLinear(*opt_, *ref_, rng_,
+              {.dtype = DType::kF8E4M3, .rows = 33, .in = 515, .out = 260, .strided = true});
+  CheckLinear(*opt_, *ref_, rng_, {.dtype = DType::kF32, .rows = 5, .in = 256, .out = 400});
+}
+
+TEST_P(OptKernelsTest, LinearStridedBatchMatchesReference) {
+  for (DType dtype : {DType::kBF16, DType::kF32, DType::kF16}) {
+    CheckLinear(*opt_, *ref_, rng_,
+                {.dtype = dtype, .rows = 3, .in = 67, .out = 33, .strided = true, .batch = 5});
+    CheckLinear(*opt_, *ref_, rng_,
+                {.dtype = dtype, .rows = 9, .in = 128, .out = 96, .accumulate = true, .batch = 16});
+  }
+}
+
+TEST_P(OptKernelsTest, LinearRejectsWhatTheReferenceRejects) {
+  StoredTensor w = Store(RandomFloats(rng_, 6), DType::kBF16, {2, 3});
+  StoredTensor f8 = Store(RandomFloats(rng_, 6), DType::kF8E4M3, {2, 3});
+  StoredTensor i32 = Store(RandomFloats(rng_, 6), DType::kF32, {2, 3});
+  i32.view.dtype = DType::kI32;
+  std::vector<float> x(9), y(9);
+  const LinearParams good{.x = x.data(), .rows = 1, .weight = {.weight = w.view}, .y = y.data()};
+  std::vector<LinearParams> bad(6, good);
+  bad[0].batch = 0;
+  bad[1].x = nullptr;
+  bad[2].weight.weight = i32.view;
+  bad[3].weight.weight = f8.view;  // no scale_inv
+  bad[4].weight.scale_inv = w.view;
+  bad[5].rows = -1;
+  for (const LinearParams& p : bad) {
+    const absl::Status want = ref_->Linear(p), got = opt_->Linear(p);
+    EXPECT_EQ(want.code(), absl::StatusCode::kInvalidArgument) << want;
+    EXPECT_EQ(got, want);
+  }
+}
+
+TEST_P(OptKernelsTest, RmsNormAndSiluMulMatchReference) {
+  for (int trial = 0; trial < 8; ++trial) {
+    const int64_t rows = Uniform(rng_, 1, 40), dim = Uniform(rng_, 1, 600);
+    const int64_t stride = dim + trial % 3;
+    std::vector<float> x = RandomFloats(rng_, rows * stride, 3.0f);
+    StoredTensor w = Store(RandomFloats(rng_, dim), trial % 2 ? DType::kBF16 : DType::kF32, {dim});
+    std::vector<float> y_ref(rows * stride, 0.0f), y_opt = y_ref;
+    RmsNormParams p{.x = x.data(),
+                    .x_stride = stride,
+                    .y_stride = stride,
+                    .rows = rows,
+                    .dim = dim,
+                    .weight = w.view,
+                    .eps = 1e-6f};
+    p.y = y_ref.data();
+    ASSERT_TRUE(ref_->RmsNorm(p).ok());
+    p.y = y_opt.data();
+    ASSERT_TRUE(opt_->RmsNorm(p).ok());
+    EXPECT_LT(RelativeError(y_opt, y_ref), kElementBound) << "rmsnorm dim " << dim;
+
+    std::vector<float> gu = RandomFloats(rng_, rows * 2 * dim, 4.0f);
+    gu[0] = -95.0f;  // exp(-g) beyond float range
+    std::vector<float> out_ref(rows * dim), out_opt(rows * dim);
+    SiluMulParams s{.gate = gu.data(),
+                    .gate_stride = 2 * dim,
+                    .up = gu.data() + dim,
+                    .up_stride = 2 * dim,
+                    .rows = rows,
+                    .dim = dim};
+    s.out = out_ref.data();
+    ASSERT_TRUE(ref_->SiluMul(s).ok());
+    s.out = out_opt.data();
+    ASSERT_TRUE(opt_->SiluMul(s).ok());
+    EXPECT_LT(RelativeError(out_opt, out_ref), kElementBound) << "silu dim " << dim;
+  }
+  RmsNormParams bad{.rows = 1, .dim = 0};
+  EXPECT_EQ(opt_->RmsNorm(bad), ref_->RmsNorm(bad));
+}
+
+TEST_P(OptKernelsTest, MoeRouteMatchesReferenceExactly) {
+  struct Shape {
+    int64_t experts, groups, topk_group, top_k;
+    MoeScoring scoring;
+    MoeGroupScore group_score;
+  };
+  for (const Shape& s : {Shape{64, 8, 4, 6, MoeScoring::kSigmoid, MoeGroupScore::kTop2Sum},
+                         Shape{16, 4, 2, 4, MoeScoring::kSoftmax, MoeGroupScore::kMax},
+                         Shape{7, 1, 1, 3, MoeScoring::kSoftmax, MoeGroupScore::kMax}}) {
+    const int64_t rows = 37;
+    std::vector<float> logits = RandomFloats(rng_, rows * s.experts);
+    logits[3] = logits[4];  // a tie
+    std::vector<float> bias = RandomFloats(rng_, s.experts, 0.1f);
+    std::vector<int32_t> ids_ref(rows * s.top_k), ids_opt(rows * s.top_k);
+    std::vector<float> w_ref(rows * s.top_k), w_opt(rows * s.top_k);
+    MoeRouteParams p{.logits = logits.data(),
+                     .rows = rows,
+                     .num_experts = s.experts,
+                     .bias = bias.data(),
+                     .scoring = s.scoring,
+                     .group_score = s.group_score,
+                     .n_group = s.groups,
+                     .topk_group = s.topk_group,
+                     .top_k = s.top_k,
+                     .scaling_factor = 2.5f};
+    p.expert_ids = ids_ref.data();
+    p.expert_weights = w_ref.data();
+    ASSERT_TRUE(ref_->MoeRoute(p).ok());
+    p.expert_ids = ids_opt.data();
+    p.expert_weights = w_opt.data();
+    ASSERT_TRUE(opt_->MoeRoute(p).ok());
+    EXPECT_EQ(ids_opt, ids_ref);
+    EXPECT_EQ(w_opt, w_ref);
+    p.top_k = s.experts + 1;
+    EXPECT_EQ(opt_->MoeRoute(p), ref_->MoeRoute(p));
+  }
+}
+
+TEST_P(OptKernelsTest, MlaDecodeAttentionMatchesReference) {
+  const int64_t heads = 7, lora = 37, rope = 9, width = lora + rope, block_size = 5;
+  const std::vector<int32_t> kv_lens = {1, 13, 40, 6}, q_lens = {1, 3, 1, 6};
+  const int64_t seqs = 4, max_blocks = 9, num_blocks = seqs * max_blocks + 2, layers = 2;
+  std::vector<float> pool = RandomFloats(rng_, num_blocks * layers * block_size * width);
+  PagedLatentCache cache{.data = pool.data() + block_size * width,
+                         .num_blocks = num_blocks,
+                         .block_size = block_size,
+                         .block_stride = layers * block_size * width,
+                         .kv_lora_rank = lora,
+                         .rope_dim = rope};
+  std::vector<int32_t> tables(num_blocks);
+  std::iota(tables.begin(), tables.end(), 0);
+  std::shuffle(tables.begin(), tables.end(), rng_);
+  std::vector<int32_t> cu = {0};
+  for (int32_t n : q_lens) cu.push_back(cu.back() + n);
+  const int64_t q_stride = heads * width + 4;
+  std::vector<float> q = RandomFloats(rng_, cu.back() * q_stride);
+  const int64_t out_stride = heads * lora + 3;
+  std::vector<float> out_ref(cu.back() * out_stride, 0.0f), out_opt = out_ref;
+  MlaDecodeParams p{.q = q.data(),
+                    .q_token_stride = q_stride,
+                    .q_head_stride = width,
+                    .cache = cache,
+                    .block_tables = tables.data(),
+                    .block_table_stride = max_blocks,
+                    .kv_lens = kv_lens.data(),
+                    .cu_seqlens_q = cu.data(),
+                    .num_seqs = seqs,
+                    .heads = heads,
+                    .softmax_scale = 0.3f,
+                    .out_token_stride = out_stride,
+                    .out_head_stride = lora};
+  p.out = out_ref.data();
+  ASSERT_TRUE(ref_->MlaDecodeAttention(p).ok());
+  p.out = out_opt.data();
+  ASSERT_TRUE(opt_->MlaDecodeAttention(p).ok());
+  EXPECT_LT(RelativeError(out_opt, out_ref), kAttentionBound);
+  tables[0] = static_cast<int32_t>(num_blocks);  // a block past the cache
+  EXPECT_EQ(opt_->MlaDecodeAttention(p), ref_->MlaDecodeAttention(p));
+  EXPECT_FALSE(opt_->MlaDecodeAttention(p).ok());
+}
+
+TEST_P(OptKernelsTest, MlaPrefillAttentionMatchesReference) {
+  const int64_t heads = 5, nope = 19, rope = 7, v_dim = 13, dq = nope + rope;
+  const std::vector<int32_t> q_lens = {1, 9, 4, 17}, k_lens = {1, 9, 11, 30};
+  std::vector<int32_t> cu_q = {0}, cu_k = {0};
+  for (size_t b = 0; b < q_lens.size(); ++b) {
+    cu_q.push_back(cu_q.back() + q_lens[b]);
+    cu_k.push_back(cu_k.back() + k_lens[b]);
+  }
+  const int64_t tq = cu_q.back(), tk = cu_k.back();
+  std::vector<float> q = RandomFloats(rng_, tq * heads * dq);
+  std::vector<float> kv = RandomFloats(rng_, tk * heads * (nope + v_dim));
+  std::vector<float> k_pe = RandomFloats(rng_, tk * rope);
+  std::vector<float> out_ref(tq * heads * v_dim), out_opt(tq * heads * v_dim);
+  MlaPrefillParams p{.q = q.data(),
+                     .q_token_stride = heads * dq,
+                     .q_head_stride = dq,
+                     .k_nope = kv.data(),
+                     .k_nope_token_stride = heads * (nope + v_dim),
+                     .k_nope_head_stride = nope + v_dim,
+                     .k_pe = k_pe.data(),
+                     .k_pe_token_stride = rope,
+                     .v = kv.data() + nope,
+                     .v_token_stride = heads * (nope + v_dim),
+                     .v_head_stride = nope + v_dim,
+                     .out_token_stride = heads * v_dim,
+                     .out_head_stride = v_dim,
+                     .cu_seqlens_q = cu_q.data(),
+                     .cu_seqlens_k = cu_k.data(),
+                     .num_seqs = 4,
+                     .heads = heads,
+                     .nope_dim = nope,
+                     .rope_dim = rope,
+                     .v_dim = v_dim,
+                     .softmax_scale = 0.25f};
+  p.out = out_ref.data();
+  ASSERT_TRUE(ref_->MlaPrefillAttention(p).ok());
+  p.out = out_opt.data();
+  ASSERT_TRUE(opt_->MlaPrefillAttention(p).ok());
+  EXPECT_LT(RelativeError(out_opt, out_ref), kAttentionBound);
+  p.cu_seqlens_q = cu_k.data();  // more queries than keys
+  p.cu_seqlens_k = cu_q.data();
+  EXPECT_EQ(opt_->MlaPrefillAttention(p), ref_->MlaPrefillAttention(p));
+  EXPECT_FALSE(opt_->MlaPrefillAttention(p).ok());
+}
+
+TEST(CpuIsaTest, DetectsTheBestSupportedSetAndRegistersAsCpu) {
+  const CpuIsa best = DetectCpuIsa();
+  EXPECT_TRUE(CpuIsaSupported(best));
+  EXPECT_TRUE(CpuIsaSupported(CpuIsa::kPortable));
+  auto cpu = MakeBackend("cpu");
+  ASSERT_TRUE(cpu.ok()) << cpu.status();
+  EXPECT_EQ((*cpu)->name(), "cpu (" + std::string(CpuIsaName(best)) + ")");
+  for (CpuIsa isa : {CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (!CpuIsaSupported(isa)) {
+      EXPECT_EQ(MakeCpuOptimizedBackend(isa).status().code(), absl::StatusCode::kUnavailable);
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(EverySupportedIsa, OptKernelsTest, ::testing::ValuesIn(SupportedIsas()),
+                         [](const ::testing::TestParamInfo<CpuIsa>& info) {
+                           return std::string(CpuIsaName(info.param));
+                         });
+
+}  // namespace
+}  // namespace r2
