@@ -373,10 +373,13 @@ def test_model_volume_is_read_only_at_the_image_path(overlay):
                  if v["name"] == mount["name"]]
     assert volume["persistentVolumeClaim"]["readOnly"] is True
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
-    assert deployment["spec"]["template"]["spec"]["securityContext"]["runAsNonRoot"] is True
+    pod_security = deployment["spec"]["template"]["spec"]["securityContext"]
+    assert pod_security["runAsNonRoot"] is True
     for dockerfile in ("Dockerfile", "Dockerfile.cpu"):
-        cmd = runtime_stage(dockerfile)["CMD"]
-        assert flag_value(cmd, "model", dockerfile) == model
+        runtime = runtime_stage(dockerfile)
+        assert flag_value(runtime["CMD"], "model", dockerfile) == model
+        (user,) = runtime["USER"]
+        assert user == f"{pod_security['runAsUser']}:{pod_security['runAsGroup']}", dockerfile
 
 
 def test_gpu_overlay_requests_gpus_and_tolerates_their_taint():
