@@ -322,13 +322,7 @@ absl::Status DecodeMessages(const FieldReader& f, ChatCompletionRequest* r) {
   if (!messages->is_array() || messages->empty()) {
     return InvalidParam("messages", "messages must be a non-empty array", "invalid_type");
   }
-  if (messages->size() > static_cast<size_t>(kMaxMessages)) {
-    return InvalidParam("messages", absl::StrCat("at most ", kMaxMessages, " messages"));
-  }
-  for (size_t i = 0; i < messages->size(); ++i) {
-    R2_RETURN_IF_ERROR(CheckMessage((*messages)[i], i));
-  }
-  r->messages = *messages;
+  r->messages = *messages;  // shapes checked by CheckChatRequest
   return absl::OkStatus();
 }
 
@@ -390,13 +384,6 @@ absl::Status DecodeToolChoice(const FieldReader& f, ChatCompletionRequest* r) {
   } else {
     return InvalidParam("tool_choice", "tool_choice must be a string or an object", "invalid_type");
   }
-  if (r->tool_choice != ToolChoice::kNone && !has_tools) {
-    return InvalidParam("tool_choice", "tool_choice requires tools");
-  }
-  if (r->tool_choice == ToolChoice::kNamed && !HasTool(r->tools, r->tool_choice_name)) {
-    return InvalidParam("tool_choice", absl::StrCat("tool_choice names a function that is not "
-                                                    "in tools"));
-  }
   return absl::OkStatus();
 }
 
@@ -406,11 +393,7 @@ absl::Status DecodeTools(const FieldReader& f, ChatCompletionRequest* r) {
     if (!tools->is_array()) {
       return InvalidParam("tools", "tools must be an array", "invalid_type");
     }
-    if (tools->size() > static_cast<size_t>(kMaxTools)) {
-      return InvalidParam("tools", absl::StrCat("at most ", kMaxTools, " tools"));
-    }
-    for (size_t i = 0; i < tools->size(); ++i) R2_RETURN_IF_ERROR(CheckTool((*tools)[i], i));
-    if (!tools->empty()) r->tools = *tools;
+    if (!tools->empty()) r->tools = *tools;  // shapes checked by CheckChatRequest
   }
   if (f.Get("functions") != nullptr)
     return InvalidParam("functions",
@@ -432,9 +415,6 @@ absl::StatusOr<ChatCompletionRequest> DecodeChatCompletionRequest(const Json& bo
   R2_RETURN_IF_ERROR(DecodeMaxTokens(f, "max_completion_tokens", &r.params));
   R2_READ(f.Bool("logprobs", &r.params.logprobs));
   R2_READ(f.Int32("top_logprobs", &r.params.top_logprobs, 0, sampling::kMaxTopLogprobs));
-  if (r.params.top_logprobs > 0 && !r.params.logprobs) {
-    return InvalidParam("top_logprobs", "top_logprobs requires logprobs to be true");
-  }
   R2_RETURN_IF_ERROR(DecodeTools(f, &r));
   R2_READ(f.Bool("add_generation_prompt", &r.add_generation_prompt));
   if (const Json* kwargs = f.Get("chat_template_kwargs")) {
@@ -444,7 +424,40 @@ absl::StatusOr<ChatCompletionRequest> DecodeChatCompletionRequest(const Json& bo
     }
     r.chat_template_kwargs = *kwargs;
   }
+  R2_RETURN_IF_ERROR(CheckChatRequest(r));
   return r;
+}
+
+absl::Status CheckChatRequest(const ChatCompletionRequest& r) {
+  if (!r.messages.is_array() || r.messages.empty()) {
+    return InvalidParam("messages", "messages must be a non-empty array", "invalid_type");
+  }
+  if (r.messages.size() > static_cast<size_t>(kMaxMessages)) {
+    return InvalidParam("messages", absl::StrCat("at most ", kMaxMessages, " messages"));
+  }
+  for (size_t i = 0; i < r.messages.size(); ++i) {
+    R2_RETURN_IF_ERROR(CheckMessage(r.messages[i], i));
+  }
+  if (r.params.top_logprobs > 0 && !r.params.logprobs) {
+    return InvalidParam("top_logprobs", "top_logprobs requires logprobs to be true");
+  }
+  const bool has_tools = r.tools.is_array() && !r.tools.empty();
+  if (!r.tools.is_null() && !r.tools.is_array()) {
+    return InvalidParam("tools", "tools must be an array", "invalid_type");
+  }
+  if (has_tools && r.tools.size() > static_cast<size_t>(kMaxTools)) {
+    return InvalidParam("tools", absl::StrCat("at most ", kMaxTools, " tools"));
+  }
+  for (size_t i = 0; has_tools && i < r.tools.size(); ++i) {
+    R2_RETURN_IF_ERROR(CheckTool(r.tools[i], i));
+  }
+  if (r.tool_choice != ToolChoice::kNone && !has_tools) {
+    return InvalidParam("tool_choice", "tool_choice requires tools");
+  }
+  if (r.tool_choice == ToolChoice::kNamed && !HasTool(r.tools, r.tool_choice_name)) {
+    return InvalidParam("tool_choice", "tool_choice names a function that is not in tools");
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace r2::server

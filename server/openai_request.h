@@ -64,6 +64,11 @@ absl::StatusOr<ChatCompletionRequest> DecodeChatCompletionRequest(
     const nlohmann::ordered_json& body);
 absl::StatusOr<CompletionRequest> DecodeCompletionRequest(const nlohmann::ordered_json& body);
 
+// The protocol-neutral rules of a chat request whose fields are filled (decoded from JSON, or
+// built by the gRPC front end): message and tool shapes and counts, tool_choice against tools,
+// top_logprobs requires logprobs. Errors name the field as above.
+absl::Status CheckChatRequest(const ChatCompletionRequest& request);
+
 // Validates the decoded sampling parameters against the model's vocabulary (field-named errors).
 absl::Status ValidateSamplingParams(const sampling::SamplingParams& params, int32_t vocab_size);
 
