@@ -43,6 +43,19 @@ PROTOCOL_METRICS = {
 # Protocol metrics r2serve does not export; the picker must be told to skip them (empty name).
 PROTOCOL_METRICS_OFF = ("--lora-info-metric", "--cache-info-metric")
 
+# The endpoint picker's flags in release v1.3.1 (pkg/epp/server/options.go), zap's logging flags
+# aside; its image tag in base/epp.yaml is that release.
+EPP_RELEASE = "v1.3.1"
+EPP_FLAGS = set("""
+cache-info-metric cert-path config-file config-text disable-endpoint-subset-filter
+enable-cert-reload enable-pprof endpoint-selector endpoint-target-ports grpc-health-port grpc-port
+ha-enable-leader-election health-checking kv-cache-usage-percentage-metric lora-info-metric
+metrics-endpoint-auth metrics-port metrics-staleness-threshold
+model-server-metrics-https-insecure-skip-verify model-server-metrics-path model-server-metrics-port
+model-server-metrics-scheme pool-group pool-name pool-namespace refresh-metrics-interval
+refresh-prometheus-metrics-interval secure-serving total-queued-requests-metric
+total-running-requests-metric tracing v""".split())
+
 # InferencePool, inference.networking.k8s.io/v1 (api/v1/inferencepool_types.go at v1.3.1).
 INFERENCE_POOL_SPEC_FIELDS = {"selector", "targetPorts", "appProtocol", "endpointPickerRef"}
 ENDPOINT_PICKER_REF_FIELDS = {"group", "kind", "name", "port", "failureMode"}
@@ -421,6 +434,9 @@ def test_endpoint_picker_reads_the_protocol_metrics():
     docs = render(KUBE / "base")
     epp = one(docs, "Deployment", "r2serve-epp")
     (container,) = containers(epp)
+    assert container["image"].endswith(f"/epp:{EPP_RELEASE}")
+    for arg in container["args"]:
+        assert arg.startswith("--") and arg[2:].split("=", 1)[0] in EPP_FLAGS, arg
     args = dict(a.split("=", 1) for a in container["args"])
     for flag, metric, _ in PROTOCOL_METRICS.values():
         assert args[flag] == metric, flag
