@@ -1,0 +1,281 @@
+// The "small" DeepSeek-shaped model (make-tiny-model preset, ~0.4 B bf16 parameters: DRAM
+// resident) through the forward pass the engine runs each step, on the "cpu" backend: prefill
+// tokens/s and decode tokens/s at batch 1, 8 and 32, each decode step with its fraction of the
+// memory-bandwidth floor.
+//
+//   build/<dir>/tests/r2_cpu_model_bench [model=DIR] [prompt=512] [context=64] [steps=24]
+//                                       [backend=cpu] [batches=1,8,32]
+//
+// model: a checkpoint dir (written with the "small" preset, seed 0, when it has no config.json;
+// default $TMPDIR/r2-small-model). Decode runs `batch` sequences of `context` prompt tokens
+// (prefilled together, untimed), then `steps` timed steps of one token per sequence (greedy).
+//
+// Floor: the bytes a step must read from memory (every Linear weight the step multiplies by,
+// which for the MoE layers is only the experts the router selected, plus the embedding rows and
+// the latent KV rows each sequence attends over) over a copy bandwidth measured in the same run
+// (two threads, 256 MiB buffers, read + write bytes counted, median of 5). A counting wrapper
+// around the backend tallies the bytes from each op's arguments; its cost is a few compares per
+// op. Times are medians over steps (the machine is shared: noisy).
+#include <omp.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/model/deepseek_model.h"
+#include "engine/model/tiny_model.h"
+#include "kernels/backend.h"
+
+namespace r2 {
+namespace {
+
+double Now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Forwards every op to `inner`, adding up the bytes of weights and KV rows the op reads.
+class CountingBackend final : public Backend {
+ public:
+  explicit CountingBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  int64_t bytes() const { return bytes_; }
+  void Reset() { bytes_ = 0; }
+
+  std::string_view name() const override { return inner_->name(); }
+  absl::Status Embedding(const EmbeddingParams& p) override {
+    if (p.table.shape.size() == 2) {
+      bytes_ += p.rows * p.table.shape[1] * static_cast<int64_t>(DTypeSize(p.table.dtype));
+    }
+    return inner_->Embedding(p);
+  }
+  absl::Status RmsNorm(const RmsNormParams& p) override { return inner_->RmsNorm(p); }
+  absl::Status Linear(const LinearParams& p) override {
+    const WeightView& w = p.weight;
+    bytes_ += p.batch * w.weight.numel() * static_cast<int64_t>(DTypeSize(w.weight.dtype));
+    if (w.block_scaled()) bytes_ += w.scale_inv.numel() * 4;
+    return inner_->Linear(p);
+  }
+  absl::Status Rope(const RopeParams& p) override { return inner_->Rope(p); }
+  absl::Status SiluMul(const SiluMulParams& p) override { return inner_->SiluMul(p); }
+  absl::Status Add(const AddParams& p) override { return inner_->Add(p); }
+  absl::Status GatherRows(const GatherRowsParams& p) override { return inner_->GatherRows(p); }
+  absl::Status ScatterAddRows(const ScatterAddRowsParams& p) override {
+    return inner_->ScatterAddRows(p);
+  }
+  absl::Status MoeRoute(const MoeRouteParams& p) override { return inner_->MoeRoute(p); }
+  absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
+    return inner_->MlaPrefillAttention(p);
+  }
+  absl::Status KvCacheWrite(const KvCacheWriteParams& p) override {
+    return inner_->KvCacheWrite(p);
+  }
+  absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
+    for (int64_t b = 0; b < p.num_seqs; ++b)
+      bytes_ += int64_t{p.kv_lens[b]} * p.cache.row_width() * 4;
+    return inner_->MlaDecodeAttention(p);
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  int64_t bytes_ = 0;
+};
+
+// Copy bandwidth in bytes/s (read + written), both cores, median of 5 copies of 256 MiB.
+double CopyBandwidth() {
+  const size_t n = size_t{256} << 20;
+  std::vector<char> src(n, 1), dst(n, 0);
+  std::vector<double> rates;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t0 = Now();
+#pragma omp parallel
+    {
+      const size_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+      const size_t chunk = (n / threads) & ~size_t{4095};
+      const size_t begin = t * chunk, end = t + 1 == threads ? n : begin + chunk;
+      std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
+    }
+    rates.push_back(2.0 * static_cast<double>(n) / (Now() - t0));
+  }
+  if (dst[n / 3] != 1) std::abort();
+  return Median(rates);
+}
+
+int32_t ArgMax(const float* v, int64_t n) {
+  return static_cast<int32_t>(std::max_element(v, v + n) - v);
+}
+
+struct Options {
+  std::string model;
+  int64_t prompt = 512, context = 64, steps = 24;
+  std::string backend = "cpu";
+  std::vector<int64_t> batches = {1, 8, 32};
+};
+
+Options Parse(int argc, char** argv) {
+  Options o;
+  const char* tmp = std::getenv("TMPDIR");
+  o.model = std::string(tmp && *tmp ? tmp : "/tmp") + "/r2-small-model";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const size_t eq = arg.find('=');
+    const std::string key = arg.substr(0, eq),
+                      value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    if (key == "model") {
+      o.model = value;
+    } else if (key == "prompt") {
+      o.prompt = std::stoll(value);
+    } else if (key == "context") {
+      o.context = std::stoll(value);
+    } else if (key == "steps") {
+      o.steps = std::stoll(value);
+    } else if (key == "backend") {
+      o.backend = value;
+    } else if (key == "batches") {
+      o.batches.clear();
+      for (size_t pos = 0; pos < value.size();) {
+        const size_t comma = value.find(',', pos);
+        o.batches.push_back(std::stoll(value.substr(pos, comma - pos)));
+        pos = comma == std::string::npos ? value.size() : comma + 1;
+      }
+    } else {
+      std::fprintf(stderr,
+                   "unknown argument '%s' (model= prompt= context= steps= backend= batches=)\n",
+                   arg.c_str());
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+int Run(const Options& o) {
+  if (!std::filesystem::exists(o.model + "/config.json")) {
+    std::printf("writing the \"small\" preset to %s ...\n", o.model.c_str());
+    auto preset = model::TinyModelPreset("small");
+    if (absl::Status s = model::WriteTinyModel(*preset, o.model); !s.ok()) {
+      std::fprintf(stderr, "%s\n", s.ToString().c_str());
+      return 1;
+    }
+  }
+  auto inner = MakeBackend(o.backend);
+  if (!inner.ok()) {
+    std::fprintf(stderr, "%s\n", inner.status().ToString().c_str());
+    return 1;
+  }
+  CountingBackend backend(*std::move(inner));
+  auto loaded = model::DeepseekModel::Load(o.model, &backend);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
+    return 1;
+  }
+  model::DeepseekModel& m = **loaded;
+  const int64_t vocab = m.config().vocab_size;
+  const double bandwidth = CopyBandwidth();
+  std::printf("backend %s, %d OpenMP threads, model %s (hidden %lld, %lld layers, vocab %lld)\n",
+              std::string(backend.name()).c_str(), omp_get_max_threads(), o.model.c_str(),
+              static_cast<long long>(m.config().hidden_size),
+              static_cast<long long>(m.config().num_hidden_layers), static_cast<long long>(vocab));
+  std::printf("copy bandwidth %.2f GB/s (read + write, 2 threads, median of 5)\n", bandwidth / 1e9);
+
+  const int64_t block = 64;
+  const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  const int64_t per_seq_blocks = (std::max(o.prompt, o.context + o.steps) + block) / block + 1;
+  auto cache = model::PagedKvCache::Create(m.CacheShape(max_batch * per_seq_blocks, block));
+  if (!cache.ok()) {
+    std::fprintf(stderr, "%s\n", cache.status().ToString().c_str());
+    return 1;
+  }
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> token(2, static_cast<int32_t>(vocab - 1));
+  auto table_of = [&](int64_t seq) {
+    std::vector<int32_t> t(per_seq_blocks);
+    std::iota(t.begin(), t.end(), static_cast<int32_t>(seq * per_seq_blocks));
+    return t;
+  };
+
+  // Prefill: one sequence of `prompt` tokens, median of 3.
+  {
+    std::vector<int32_t> ids(o.prompt);
+    for (int32_t& id : ids) id = token(rng);
+    const std::vector<int32_t> table = table_of(0);
+    std::vector<double> times;
+    for (int rep = 0; rep < 3; ++rep) {
+      model::SequenceInput seq{.token_ids = ids, .start_pos = 0, .block_table = table};
+      const double t0 = Now();
+      auto out = m.Forward({&seq, 1}, model::LogitsMode::kLastPerSequence, **cache);
+      times.push_back(Now() - t0);
+      if (!out.ok()) {
+        std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
+        return 1;
+      }
+    }
+    const double t = Median(times);
+    std::printf("prefill  %4lld tokens: %8.1f tokens/s  (%.3f s, median of 3)\n",
+                static_cast<long long>(o.prompt), static_cast<double>(o.prompt) / t, t);
+  }
+
+  for (int64_t batch : o.batches) {
+    std::vector<std::vector<int32_t>> prompts(batch), tables(batch);
+    std::vector<model::SequenceInput> seqs(batch);
+    for (int64_t b = 0; b < batch; ++b) {
+      prompts[b].resize(o.context);
+      for (int32_t& id : prompts[b]) id = token(rng);
+      tables[b] = table_of(b);
+      seqs[b] = {.token_ids = prompts[b], .start_pos = 0, .block_table = tables[b]};
+    }
+    auto first = m.Forward(seqs, model::LogitsMode::kLastPerSequence, **cache);
+    if (!first.ok()) {
+      std::fprintf(stderr, "%s\n", first.status().ToString().c_str());
+      return 1;
+    }
+    std::vector<int32_t> next(batch);
+    for (int64_t b = 0; b < batch; ++b) next[b] = ArgMax(first->logits.data() + b * vocab, vocab);
+    std::vector<double> times, bytes;
+    for (int64_t step = 0; step < o.steps; ++step) {
+      for (int64_t b = 0; b < batch; ++b) {
+        seqs[b] = {.token_ids = absl::MakeConstSpan(&next[b], 1),
+                   .start_pos = o.context + step,
+                   .block_table = tables[b]};
+      }
+      backend.Reset();
+      const double t0 = Now();
+      auto out = m.Forward(seqs, model::LogitsMode::kLastPerSequence, **cache);
+      times.push_back(Now() - t0);
+      bytes.push_back(static_cast<double>(backend.bytes()));
+      if (!out.ok()) {
+        std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
+        return 1;
+      }
+      for (int64_t b = 0; b < batch; ++b) next[b] = ArgMax(out->logits.data() + b * vocab, vocab);
+    }
+    const double t = Median(times), floor_bytes = Median(bytes);
+    const double floor_time = floor_bytes / bandwidth;
+    std::printf(
+        "decode batch %2lld: %8.1f tokens/s  step %.2f ms (median of %lld), %.1f MB read/step, "
+        "floor %.2f ms -> %.0f%% of the bandwidth floor\n",
+        static_cast<long long>(batch), static_cast<double>(batch) / t, 1e3 * t,
+        static_cast<long long>(o.steps), floor_bytes / 1e6, 1e3 * floor_time,
+        100.0 * floor_time / t);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace r2
+
+int main(int argc, char** argv) { return r2::Run(r2::Parse(argc, argv)); }
