@@ -15,7 +15,8 @@ int64_t KvBytesPerToken(const model::ModelConfig& config) {
 absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> DeepseekModelRunner::Create(
     std::unique_ptr<Backend> backend, std::unique_ptr<model::DeepseekModel> model,
     int32_t num_blocks, int32_t block_size) {
-  auto cache = model::PagedKvCache::Create(model->CacheShape(num_blocks, block_size));
+  auto cache =
+      model::PagedKvCache::Create(model->CacheShape(num_blocks, block_size), backend.get());
   if (!cache.ok()) return cache.status();
   return std::unique_ptr<DeepseekModelRunner>(
       new DeepseekModelRunner(std::move(backend), std::move(model), *std::move(cache)));
@@ -27,17 +28,16 @@ DeepseekModelRunner::DeepseekModelRunner(std::unique_ptr<Backend> backend,
     : backend_(std::move(backend)), model_(std::move(model)), cache_(std::move(cache)) {}
 
 // A block holds its positions for every layer in one contiguous range (kv_cache.h), so a block
-// copy is one memcpy of block_stride floats.
-void DeepseekModelRunner::CopyBlocks(absl::Span<const scheduler::BlockCopy> copies) {
-  float* base = cache_->Layer(0).data;
-  const int64_t stride = cache_->block_stride();
+// copy is one backend copy (CopyWithin) of block_stride floats.
+absl::Status DeepseekModelRunner::CopyBlocks(absl::Span<const scheduler::BlockCopy> copies) {
   for (const scheduler::BlockCopy& copy : copies) {
-    std::copy_n(base + copy.src * stride, stride, base + copy.dst * stride);
+    if (absl::Status s = cache_->CopyBlock(copy.src, copy.dst); !s.ok()) return s;
   }
+  return absl::OkStatus();
 }
 
 absl::Status DeepseekModelRunner::Run(const scheduler::SchedulerOutput& plan, StepLogits* logits) {
-  CopyBlocks(plan.block_copies);
+  if (absl::Status s = CopyBlocks(plan.block_copies); !s.ok()) return s;
   inputs_.clear();
   logits->rows.clear();
   for (size_t i = 0; i < plan.chunks.size(); ++i) {

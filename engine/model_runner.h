@@ -54,7 +54,7 @@ class DeepseekModelRunner final : public ModelRunner {
  private:
   DeepseekModelRunner(std::unique_ptr<Backend> backend, std::unique_ptr<model::DeepseekModel> model,
                       std::unique_ptr<model::PagedKvCache> cache);
-  void CopyBlocks(absl::Span<const scheduler::BlockCopy> copies);
+  absl::Status CopyBlocks(absl::Span<const scheduler::BlockCopy> copies);
 
   std::unique_ptr<Backend> backend_;
   std::unique_ptr<model::DeepseekModel> model_;

@@ -64,7 +64,7 @@ absl::StatusOr<std::vector<int32_t>> Generate(model::DeepseekModel& model,
   }
   constexpr int64_t kBlockSize = 64;
   auto cache = model::PagedKvCache::Create(
-      model.CacheShape((total + kBlockSize - 1) / kBlockSize, kBlockSize));
+      model.CacheShape((total + kBlockSize - 1) / kBlockSize, kBlockSize), model.backend());
   if (!cache.ok()) return cache.status();
   std::vector<int32_t> table((*cache)->num_blocks());
   for (size_t b = 0; b < table.size(); ++b) table[b] = static_cast<int32_t>(b);

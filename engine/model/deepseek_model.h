@@ -10,11 +10,17 @@
 //
 // Usage:
 //   auto model = DeepseekModel::Load(dir, backend.get());
-//   auto cache = PagedKvCache::Create((*model)->CacheShape(/*num_blocks=*/64));
+//   auto cache = PagedKvCache::Create((*model)->CacheShape(/*num_blocks=*/64), backend.get());
 //   std::vector<int32_t> table = {0, 1};
 //   SequenceInput seq{.token_ids = prompt, .start_pos = 0, .block_table = table};
 //   auto out = (*model)->Forward({&seq, 1}, LogitsMode::kLastPerSequence, **cache);
 //   // next step: SequenceInput{.token_ids = {next}, .start_pos = prompt.size(), ...}
+//
+// Memory: on a host-memory backend the weights are views into the mapped checkpoint and nothing
+// is copied. On any other backend (a GPU) every tensor the ops read is uploaded once at load
+// into an allocation the model owns (FP8 stays FP8), the activations live in backend scratch,
+// each step's plan arrays go up in one copy, and Forward copies the logits and hidden states
+// back. The KV cache must come from the same backend (PagedKvCache::Create(shape, backend)).
 //
 // Not thread-safe: one forward at a time (scratch buffers are reused between calls).
 #include <cstdint>
@@ -24,6 +30,7 @@
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/model/backend_buffer.h"
 #include "engine/model/checkpoint.h"
 #include "engine/model/config.h"
 #include "engine/model/forward_batch.h"
@@ -47,6 +54,7 @@ class DeepseekModel {
   ~DeepseekModel();
 
   const ModelConfig& config() const { return checkpoint_->config(); }
+  Backend* backend() const { return backend_; }
   // Cache layers: the main layers, then one per MTP module.
   int64_t num_cache_layers() const;
   KvCacheShape CacheShape(int64_t num_blocks, int64_t block_size = 64) const;
@@ -69,6 +77,8 @@ class DeepseekModel {
   DeepseekModel(std::unique_ptr<Checkpoint> checkpoint, Backend* backend);
   absl::StatusOr<StepPlan> Plan(absl::Span<const SequenceInput> batch, LogitsMode logits,
                                 const PagedKvCache& cache) const;
+  // Sizes the scratch for `plan` and points scratch.plan at its arrays in backend memory.
+  absl::Status BeginStep(const StepPlan& plan);
   // One decoder block on scratch.h (residual stream, [rows, hidden]) using cache layer `layer`.
   absl::Status DecoderLayer(int64_t layer, const LayerWeights& w, const StepPlan& plan,
                             PagedKvCache& cache);
@@ -90,6 +100,8 @@ class DeepseekModel {
   Backend* backend_;
   std::unique_ptr<ModelWeights> weights_;
   RopeTable rope_;
+  TensorView rope_cos_, rope_sin_;  // F32 views of rope_ (in backend memory)
+  BackendBuffer weight_arena_;      // device backends: every uploaded tensor
   float softmax_scale_ = 1.0f;
   std::unique_ptr<Scratch> scratch_;
 };

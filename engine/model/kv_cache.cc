@@ -7,7 +7,10 @@
 
 namespace r2::model {
 
-absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvCacheShape& shape) {
+namespace {
+
+// Elements of a cache of `shape`, or an error for bad or overflowing sizes.
+absl::StatusOr<int64_t> StorageElements(const KvCacheShape& shape) {
   if (shape.num_blocks <= 0 || shape.num_layers <= 0 || shape.block_size <= 0 ||
       shape.kv_lora_rank <= 0 || shape.rope_dim < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -20,8 +23,33 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvCache
     if (elements > limit / factor) return absl::InvalidArgumentError("PagedKvCache: too large");
     elements *= factor;
   }
+  return elements;
+}
+
+}  // namespace
+
+int64_t PagedKvCache::StorageBytes(const KvCacheShape& shape) {
+  absl::StatusOr<int64_t> elements = StorageElements(shape);
+  return elements.ok() ? *elements * static_cast<int64_t>(sizeof(float)) : 0;
+}
+
+absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvCacheShape& shape,
+                                                                   Backend* backend) {
+  absl::StatusOr<int64_t> elements = StorageElements(shape);
+  if (!elements.ok()) return elements.status();
   std::unique_ptr<PagedKvCache> cache(new PagedKvCache(shape));
-  cache->data_.assign(static_cast<size_t>(elements), 0.0f);
+  const size_t bytes = static_cast<size_t>(*elements) * sizeof(float);
+  if (backend == nullptr) {
+    cache->host_.assign(static_cast<size_t>(*elements), 0.0f);
+    cache->data_ = cache->host_.data();
+    return cache;
+  }
+  if (absl::Status s = cache->device_.Reserve(backend, bytes); !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("PagedKvCache: ", s.message()));
+  }
+  if (absl::Status s = backend->Zero(cache->device_.data(), bytes); !s.ok()) return s;
+  cache->backend_ = backend;
+  cache->data_ = cache->device_.as<float>();
   return cache;
 }
 
@@ -35,7 +63,7 @@ KvCacheShape PagedKvCache::ShapeFor(const ModelConfig& config, int64_t num_block
 }
 
 PagedLatentCache PagedKvCache::Layer(int64_t layer) {
-  return PagedLatentCache{.data = data_.data() + layer * shape_.block_size * shape_.row_width(),
+  return PagedLatentCache{.data = data_ + layer * shape_.block_size * shape_.row_width(),
                           .num_blocks = shape_.num_blocks,
                           .block_size = shape_.block_size,
                           .block_stride = block_stride(),
@@ -49,15 +77,21 @@ absl::Status PagedKvCache::CopyBlock(int64_t src, int64_t dst) {
                                                    dst, " outside [0, ", shape_.num_blocks, ")"));
   }
   const int64_t stride = block_stride();
-  std::copy_n(data_.data() + src * stride, stride, data_.data() + dst * stride);
-  return absl::OkStatus();
+  if (backend_ == nullptr) {
+    std::copy_n(data_ + src * stride, stride, data_ + dst * stride);
+    return absl::OkStatus();
+  }
+  return backend_->CopyWithin(data_ + dst * stride, data_ + src * stride, stride * sizeof(float));
 }
 
-absl::Span<const float> PagedKvCache::Row(int64_t layer, int64_t slot) const {
+std::vector<float> PagedKvCache::Row(int64_t layer, int64_t slot) const {
   const int64_t block = slot / shape_.block_size, offset = slot % shape_.block_size;
   const int64_t width = shape_.row_width();
-  return absl::MakeConstSpan(
-      data_.data() + block * block_stride() + (layer * shape_.block_size + offset) * width, width);
+  const float* row = data_ + block * block_stride() + (layer * shape_.block_size + offset) * width;
+  if (backend_ == nullptr) return std::vector<float>(row, row + width);
+  std::vector<float> out(width);
+  if (!backend_->CopyToHost(out.data(), row, width * sizeof(float)).ok()) return {};
+  return out;
 }
 
 }  // namespace r2::model

@@ -10,13 +10,16 @@
 // or freeing a block touches one contiguous range. Token position p of a sequence lives in block
 // block_table[p / block_size] at offset p % block_size; its slot is block * block_size + offset.
 //
-// Not thread-safe: the engine step loop is the only writer (through DeepseekModel::Forward).
+// The storage lives in a Backend's memory (the one the model runs on); without a backend it is
+// plain host memory. Not thread-safe: the engine step loop is the only writer (through
+// DeepseekModel::Forward).
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
 #include "absl/types/span.h"
+#include "engine/model/backend_buffer.h"
 #include "engine/model/config.h"
 #include "kernels/backend.h"
 
@@ -33,13 +36,20 @@ struct KvCacheShape {
 
 class PagedKvCache {
  public:
-  // Zero-filled storage; InvalidArgument for non-positive sizes or a size that overflows.
-  static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvCacheShape& shape);
+  // Zero-filled storage from `backend` (host memory when null; the backend must outlive the
+  // cache); InvalidArgument for non-positive sizes or a size that overflows, ResourceExhausted
+  // when the backend has no room.
+  static absl::StatusOr<std::unique_ptr<PagedKvCache>> Create(const KvCacheShape& shape,
+                                                              Backend* backend = nullptr);
+  // Bytes of storage a cache of `shape` takes (0 when the shape is invalid).
+  static int64_t StorageBytes(const KvCacheShape& shape);
   // The shape a model with `config` needs: every main layer plus its MTP layers.
   static KvCacheShape ShapeFor(const ModelConfig& config, int64_t num_blocks,
                                int64_t block_size = 64);
 
   const KvCacheShape& shape() const { return shape_; }
+  // The backend whose memory holds the storage (null: plain host memory).
+  Backend* backend() const { return backend_; }
   int64_t num_blocks() const { return shape_.num_blocks; }
   int64_t block_size() const { return shape_.block_size; }
   // Elements from one block to the next.
@@ -48,10 +58,11 @@ class PagedKvCache {
   }
   // The kernels' view of one layer (layer < num_layers, checked by the caller).
   PagedLatentCache Layer(int64_t layer);
-  // The row of `layer` at `slot` (slot = block * block_size + offset), for tests and debugging.
-  absl::Span<const float> Row(int64_t layer, int64_t slot) const;
-  // Copies every layer's rows of block `src` into block `dst` (copy-on-write of a shared block);
-  // InvalidArgument when either is outside the pool.
+  // A copy of the row of `layer` at `slot` (slot = block * block_size + offset), for tests and
+  // debugging (read back from the backend; empty if that copy fails).
+  std::vector<float> Row(int64_t layer, int64_t slot) const;
+  // Copies every layer's rows of block `src` into block `dst` (copy-on-write of a shared block)
+  // with one backend copy; InvalidArgument when either is outside the pool.
   absl::Status CopyBlock(int64_t src, int64_t dst);
   // Blocks needed to hold `tokens` positions.
   int64_t BlocksFor(int64_t tokens) const {
@@ -61,7 +72,10 @@ class PagedKvCache {
  private:
   explicit PagedKvCache(const KvCacheShape& shape) : shape_(shape) {}
   KvCacheShape shape_;
-  std::vector<float> data_;
+  Backend* backend_ = nullptr;  // null: host_ holds the storage
+  std::vector<float> host_;
+  BackendBuffer device_;
+  float* data_ = nullptr;
 };
 
 }  // namespace r2::model

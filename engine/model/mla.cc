@@ -41,9 +41,9 @@ absl::Status DeepseekModel::Attention(int64_t layer, const MlaWeights& w, const 
                                         .eps = eps}));
   const RopeParams rope_common{.rows = rows,
                                .rope_dim = rope,
-                               .positions = plan.positions.data(),
-                               .cos = rope_.cos.data(),
-                               .sin = rope_.sin.data(),
+                               .positions = s.plan.positions,
+                               .cos = rope_cos_.as<float>(),
+                               .sin = rope_sin_.as<float>(),
                                .max_positions = rope_.max_positions};
   RopeParams k_rope = rope_common;
   k_rope.x = s.kv.data() + lora;
@@ -61,7 +61,7 @@ absl::Status DeepseekModel::Attention(int64_t layer, const MlaWeights& w, const 
                                              .latent_stride = width,
                                              .k_pe = s.kv.data() + lora,
                                              .k_pe_stride = width,
-                                             .slot_mapping = plan.slots.data(),
+                                             .slot_mapping = s.plan.slots,
                                              .rows = rows,
                                              .cache = layer_cache}));
   if (plan.prefill_rows > 0) R2_RETURN_IF_ERROR(PlainAttention(w, plan));
@@ -97,8 +97,8 @@ absl::Status DeepseekModel::PlainAttention(const MlaWeights& w, const StepPlan& 
                                         .out = s.o.data(),
                                         .out_token_stride = heads * v,
                                         .out_head_stride = v,
-                                        .cu_seqlens_q = plan.prefill_cu_seqlens.data(),
-                                        .cu_seqlens_k = plan.prefill_cu_seqlens.data(),
+                                        .cu_seqlens_q = s.plan.prefill_cu_seqlens,
+                                        .cu_seqlens_k = s.plan.prefill_cu_seqlens,
                                         .num_seqs = seqs,
                                         .heads = heads,
                                         .nope_dim = nope,
@@ -117,14 +117,17 @@ absl::Status DeepseekModel::AbsorbedAttention(const MlaWeights& w, const StepPla
   const int64_t heads = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim;
   const int64_t dq = c.qk_head_dim(), lora = c.kv_lora_rank, width = c.kv_cache_width();
   const float* q = s.q.data() + first * heads * dq;
-  for (int64_t h = 0; h < heads; ++h) {
-    R2_RETURN_IF_ERROR(backend_->Linear({.x = q + h * dq,
-                                         .x_stride = heads * dq,
-                                         .rows = n,
-                                         .weight = w.w_uk_t[h],
-                                         .y = s.q_abs.data() + h * width,
-                                         .y_stride = heads * width}));
-  }
+  // One batched op over the heads: head h reads q_nope at h * dq, W_UK[h]^T, writes at h * width.
+  R2_RETURN_IF_ERROR(backend_->Linear({.x = q,
+                                       .x_stride = heads * dq,
+                                       .rows = n,
+                                       .weight = w.w_uk_t,
+                                       .y = s.q_abs.data(),
+                                       .y_stride = heads * width,
+                                       .batch = heads,
+                                       .x_batch_stride = dq,
+                                       .y_batch_stride = width,
+                                       .weight_batch_stride = lora * nope}));
   // q_pe of every (row, head) into the tail of its absorbed query.
   R2_RETURN_IF_ERROR(backend_->GatherRows({.x = q + nope,
                                            .x_stride = dq,
@@ -138,10 +141,10 @@ absl::Status DeepseekModel::AbsorbedAttention(const MlaWeights& w, const StepPla
                                     .q_token_stride = heads * width,
                                     .q_head_stride = width,
                                     .cache = cache,
-                                    .block_tables = plan.decode_block_tables.data(),
+                                    .block_tables = s.plan.decode_block_tables,
                                     .block_table_stride = plan.decode_block_table_stride,
-                                    .kv_lens = plan.decode_kv_lens.data(),
-                                    .cu_seqlens_q = plan.decode_cu_seqlens.data(),
+                                    .kv_lens = s.plan.decode_kv_lens,
+                                    .cu_seqlens_q = s.plan.decode_cu_seqlens,
                                     .num_seqs = plan.decode_seqs(),
                                     .heads = heads,
                                     .softmax_scale = softmax_scale_,
@@ -149,15 +152,16 @@ absl::Status DeepseekModel::AbsorbedAttention(const MlaWeights& w, const StepPla
                                     .out_token_stride = heads * lora,
                                     .out_head_stride = lora}));
   float* o = s.o.data() + first * heads * v;
-  for (int64_t h = 0; h < heads; ++h) {
-    R2_RETURN_IF_ERROR(backend_->Linear({.x = s.o_lat.data() + h * lora,
-                                         .x_stride = heads * lora,
-                                         .rows = n,
-                                         .weight = w.w_uv[h],
-                                         .y = o + h * v,
-                                         .y_stride = heads * v}));
-  }
-  return absl::OkStatus();
+  return backend_->Linear({.x = s.o_lat.data(),
+                           .x_stride = heads * lora,
+                           .rows = n,
+                           .weight = w.w_uv,
+                           .y = o,
+                           .y_stride = heads * v,
+                           .batch = heads,
+                           .x_batch_stride = lora,
+                           .y_batch_stride = v,
+                           .weight_batch_stride = v * lora});
 }
 
 }  // namespace r2::model

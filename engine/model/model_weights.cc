@@ -1,6 +1,8 @@
 #include "engine/model/model_weights.h"
 
+#include <algorithm>
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "absl/strings/str_cat.h"
@@ -88,12 +90,8 @@ absl::Status PrecomputeAbsorption(const ModelConfig& c, MlaWeights& w) {
     }
     std::memcpy(w.w_uv_data.data() + h * v * lora, rows + nope * lora, v * lora * sizeof(float));
   }
-  for (int64_t h = 0; h < heads; ++h) {
-    w.w_uk_t.push_back(
-        FloatWeight(TensorView{DType::kF32, {lora, nope}, w.w_uk_t_data.data() + h * lora * nope}));
-    w.w_uv.push_back(
-        FloatWeight(TensorView{DType::kF32, {v, lora}, w.w_uv_data.data() + h * v * lora}));
-  }
+  w.w_uk_t = FloatWeight(TensorView{DType::kF32, {lora, nope}, w.w_uk_t_data.data()});
+  w.w_uv = FloatWeight(TensorView{DType::kF32, {v, lora}, w.w_uv_data.data()});
   return absl::OkStatus();
 }
 
@@ -128,7 +126,10 @@ absl::Status BindLayer(const Checkpoint& checkpoint, int64_t l, LayerWeights& w)
     if (b.Has("mlp.gate.e_score_correction_bias")) {
       TensorView bias = b.Tensor("mlp.gate.e_score_correction_bias");
       if (b.status().ok()) {
-        for (int64_t e = 0; e < bias.numel(); ++e) m.score_bias.push_back(LoadElement(bias, e));
+        for (int64_t e = 0; e < bias.numel(); ++e) {
+          m.score_bias_data.push_back(LoadElement(bias, e));
+        }
+        m.score_bias = TensorView{DType::kF32, {bias.numel()}, m.score_bias_data.data()};
       }
     }
   }
@@ -149,7 +150,93 @@ absl::Status BindMtp(const Checkpoint& checkpoint, const ModelWeights& main, int
   return BindLayer(checkpoint, l, w.block);
 }
 
+// Every view of `w` the ops read.
+template <typename Fn>
+void ForEachTensor(WeightView& w, Fn&& fn) {
+  for (TensorView* t : {&w.weight, &w.scale_inv, &w.scale, &w.zero_point}) fn(*t);
+}
+template <typename Fn>
+void ForEachTensor(MlpWeights& m, Fn&& fn) {
+  for (WeightView* w : {&m.gate, &m.up, &m.down}) ForEachTensor(*w, fn);
+}
+template <typename Fn>
+void ForEachTensor(LayerWeights& l, Fn&& fn) {
+  fn(l.input_norm);
+  fn(l.post_attention_norm);
+  MlaWeights& a = l.attn;
+  for (WeightView* w : {&a.q_a, &a.q_b, &a.q, &a.kv_a, &a.kv_b, &a.o, &a.w_uk_t, &a.w_uv}) {
+    ForEachTensor(*w, fn);
+  }
+  fn(a.q_a_norm);
+  fn(a.kv_a_norm);
+  if (!l.moe) return ForEachTensor(l.dense, fn);
+  MoeWeights& m = l.experts;
+  ForEachTensor(m.router, fn);
+  fn(m.score_bias);
+  for (MlpWeights& e : m.experts) ForEachTensor(e, fn);
+  if (m.has_shared) ForEachTensor(m.shared, fn);
+}
+
 }  // namespace
+
+int64_t TensorBytes(const TensorView& t) {
+  if (t.dtype == DType::kU4) {
+    if (t.shape.empty()) return 0;
+    return t.numel() / t.shape.back() * PackedU4RowBytes(t.shape.back());
+  }
+  return t.numel() * static_cast<int64_t>(DTypeSize(t.dtype));
+}
+
+absl::Status UploadModelWeights(ModelWeights& weights, absl::Span<TensorView* const> extra,
+                                Backend& backend, BackendBuffer& arena) {
+  // Each distinct host range once (the absorbed per-head batch is one tensor: head 0's view
+  // covers `heads` matrices, so its size is taken from the owning vector below).
+  std::vector<TensorView*> views;
+  auto collect = [&](TensorView& t) {
+    if (!t.empty()) views.push_back(&t);
+  };
+  collect(weights.embed);
+  collect(weights.final_norm);
+  ForEachTensor(weights.lm_head, collect);
+  for (LayerWeights& l : weights.layers) ForEachTensor(l, collect);
+  for (MtpWeights& m : weights.mtp) {
+    for (TensorView* t : {&m.enorm, &m.hnorm, &m.head_norm, &m.embed}) collect(*t);
+    ForEachTensor(m.eh_proj, collect);
+    ForEachTensor(m.head, collect);
+    ForEachTensor(m.block, collect);
+  }
+  for (TensorView* t : extra) collect(*t);
+  std::map<const void*, int64_t> bytes_of;  // host start -> bytes (largest view wins)
+  auto note = [&](const void* data, int64_t bytes) {
+    int64_t& b = bytes_of[data];
+    b = std::max(b, bytes);
+  };
+  for (TensorView* t : views) note(t->data, TensorBytes(*t));
+  auto note_absorbed = [&](const MlaWeights& a) {
+    note(a.w_uk_t_data.data(), static_cast<int64_t>(a.w_uk_t_data.size() * sizeof(float)));
+    note(a.w_uv_data.data(), static_cast<int64_t>(a.w_uv_data.size() * sizeof(float)));
+  };
+  for (const LayerWeights& l : weights.layers) note_absorbed(l.attn);
+  for (const MtpWeights& m : weights.mtp) note_absorbed(m.block.attn);
+  std::map<const void*, int64_t> offset_of;
+  int64_t total = 0;
+  for (const auto& [data, bytes] : bytes_of) {
+    offset_of[data] = total;
+    total += (bytes + 255) / 256 * 256;
+  }
+  if (absl::Status s = arena.Reserve(&backend, static_cast<size_t>(std::max<int64_t>(total, 1)));
+      !s.ok()) {
+    return absl::Status(s.code(), absl::StrCat("uploading ", total, " bytes of weights to ",
+                                               std::string(backend.name()), ": ", s.message()));
+  }
+  auto* base = arena.as<uint8_t>();
+  for (const auto& [data, bytes] : bytes_of) {
+    absl::Status s = backend.CopyToBackend(base + offset_of[data], data, bytes);
+    if (!s.ok()) return s;
+  }
+  for (TensorView* t : views) t->data = base + offset_of.find(t->data)->second;
+  return backend.Synchronize();
+}
 
 absl::StatusOr<std::vector<float>> DequantizeToFloat(const WeightView& w) {
   if (w.integer_quantized()) return DequantizeIntegerToFloat(w);  // quantization.cc

@@ -1,13 +1,17 @@
 #pragma once
-// The DeepSeek weights bound by name from a Checkpoint: views into the mapped files (no copies),
-// plus what is precomputed at load: the absorbed-attention matrices W_UK^T / W_UV per head from
-// kv_b_proj (dequantized to float32) and e_score_correction_bias as float32.
+// The DeepSeek weights bound by name from a Checkpoint: views into the mapped files (no copies;
+// UploadModelWeights moves them to a device backend's memory), plus what is precomputed at load:
+// the absorbed-attention matrices W_UK^T / W_UV per head from kv_b_proj (dequantized to float32)
+// and e_score_correction_bias as float32.
 #include <cstdint>
 #include <memory>
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "engine/model/backend_buffer.h"
 #include "engine/model/checkpoint.h"
+#include "kernels/backend.h"
 #include "kernels/tensor.h"
 
 namespace r2::model {
@@ -25,15 +29,18 @@ struct MlaWeights {
   TensorView kv_a_norm;
   WeightView kv_b;  // [heads * (nope + v), kv_lora_rank]
   WeightView o;     // [hidden, heads * v]
-  // Absorption, float32, owned: per head h, w_uk_t[h] = W_UK[h]^T [kv_lora_rank, nope] and
-  // w_uv[h] = W_UV[h] [v, kv_lora_rank], as F32 WeightViews into the vectors below.
+  // Absorption, float32, owned: per head h, W_UK[h]^T [kv_lora_rank, nope] and W_UV[h]
+  // [v, kv_lora_rank], heads back to back in the vectors below. w_uk_t / w_uv are F32 views of
+  // head 0's matrix (shape of one head); head h starts h * numel() elements later, the layout
+  // LinearParams' strided batch takes (one op for every head).
   std::vector<float> w_uk_t_data, w_uv_data;
-  std::vector<WeightView> w_uk_t, w_uv;
+  WeightView w_uk_t, w_uv;
 };
 
 struct MoeWeights {
-  WeightView router;              // [n_routed_experts, hidden]
-  std::vector<float> score_bias;  // e_score_correction_bias as float32 (empty: none)
+  WeightView router;                   // [n_routed_experts, hidden]
+  std::vector<float> score_bias_data;  // e_score_correction_bias as float32 (empty: none)
+  TensorView score_bias;               // F32 [n_routed_experts] view of it (empty: none)
   std::vector<MlpWeights> experts;
   bool has_shared = false;
   MlpWeights shared;
@@ -66,6 +73,17 @@ struct ModelWeights {
 // Binds every tensor the config implies; errors name the missing or malformed tensor. The views
 // point into `checkpoint`, which must outlive the result.
 absl::StatusOr<std::unique_ptr<ModelWeights>> BindModelWeights(const Checkpoint& checkpoint);
+
+// For a backend whose memory is not host memory: copies every tensor the model hands to ops
+// (weights and their scales, norms, the absorbed matrices, the score bias, plus `extra` tensors
+// such as the RoPE tables) into one allocation in `arena`, in their stored dtypes, and points the
+// views at the copies. Tensors shared by several views (tied embeddings, MTP's shared head) are
+// copied once. The host sources (the mapped checkpoint) stay valid and unused afterwards.
+absl::Status UploadModelWeights(ModelWeights& weights, absl::Span<TensorView* const> extra,
+                                Backend& backend, BackendBuffer& arena);
+
+// Bytes a tensor's data spans (packed U4 rows start on 32-bit words).
+int64_t TensorBytes(const TensorView& t);
 
 // A linear weight as float32 [out, in] (FP8 dequantized with its block scales).
 absl::StatusOr<std::vector<float>> DequantizeToFloat(const WeightView& w);

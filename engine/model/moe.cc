@@ -1,8 +1,10 @@
 // The MLP blocks (spec 2.5-2.6): the SwiGLU MLP, and the MoE layer with router, routed experts
 // (tokens grouped by expert; only selected experts run) and shared experts. Outputs are added
 // into the float32 residual stream.
+#include <cstring>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/model/deepseek_model.h"
 #include "engine/model/forward_scratch.h"
 
@@ -53,7 +55,7 @@ absl::Status DeepseekModel::Moe(const MoeWeights& w, const StepPlan& plan) {
       {.logits = s.router.data(),
        .rows = rows,
        .num_experts = experts,
-       .bias = w.score_bias.empty() ? nullptr : w.score_bias.data(),
+       .bias = w.score_bias.empty() ? nullptr : w.score_bias.as<float>(),
        .scoring = softmax ? MoeScoring::kSoftmax : MoeScoring::kSigmoid,
        .group_score = c.topk_method == "noaux_tc" ? MoeGroupScore::kTop2Sum : MoeGroupScore::kMax,
        .n_group = grouped ? c.n_group : 1,
@@ -61,34 +63,63 @@ absl::Status DeepseekModel::Moe(const MoeWeights& w, const StepPlan& plan) {
        .top_k = k,
        .norm_topk_prob = c.norm_topk_prob,
        .scaling_factor = static_cast<float>(c.routed_scaling_factor),
-       .expert_ids = s.expert_ids.data(),
-       .expert_weights = s.expert_weights.data()}));
+       .expert_ids = s.expert_ids(),
+       .expert_weights = s.expert_weights(c)}));
   if (w.has_shared) {
     R2_RETURN_IF_ERROR(Mlp(w.shared, s.x.data(), rows, s.h.data(), nullptr, nullptr));
   }
-  // Group the (token, weight) pairs by expert, tokens in order within each expert. NOTE: this
-  // reads the router's output on the host; a device backend will need a copy back (or a device
-  // side grouping op) here.
-  std::vector<std::vector<int32_t>> tokens(experts);
-  std::vector<std::vector<float>> scales(experts);
+  // Group the (token, weight) pairs by expert, tokens in order within each expert, on the host.
+  // A device backend copies the router's ids and weights back first (one copy, and so one
+  // synchronization, per MoE layer) and uploads the grouping in one copy. That round trip is to
+  // be replaced by a device-side grouping op before decode can be captured in a CUDA Graph.
+  const bool host = backend_->host_memory();
+  const int64_t pairs = rows * k;
+  const int32_t* ids = s.expert_ids();
+  const float* weights = s.expert_weights(c);
+  if (!host) {
+    s.route_host.resize(2 * pairs);
+    R2_RETURN_IF_ERROR(
+        backend_->CopyToHost(s.route_host.data(), s.expert_ids(), 2 * pairs * sizeof(int32_t)));
+    ids = s.route_host.data();
+    weights = reinterpret_cast<const float*>(s.route_host.data() + pairs);
+  }
+  // Counting sort by expert: staging = [token rows (pairs)][their scales (pairs)].
+  std::vector<int32_t> start(experts + 1, 0);
+  for (int64_t i = 0; i < pairs; ++i) {
+    if (ids[i] < 0 || ids[i] >= experts) {
+      return absl::InternalError(
+          absl::StrCat("MoeRoute returned expert ", ids[i], " not in [0, ", experts, ")"));
+    }
+    ++start[ids[i] + 1];
+  }
+  for (int64_t e = 0; e < experts; ++e) start[e + 1] += start[e];
+  s.moe_staging.resize(2 * pairs);
+  std::vector<int32_t> next(start.begin(), start.end() - 1);
   for (int64_t t = 0; t < rows; ++t) {
     for (int64_t j = 0; j < k; ++j) {
-      const int32_t e = s.expert_ids[t * k + j];
-      tokens[e].push_back(static_cast<int32_t>(t));
-      scales[e].push_back(s.expert_weights[t * k + j]);
+      const int32_t at = next[ids[t * k + j]]++;
+      s.moe_staging[at] = static_cast<int32_t>(t);
+      std::memcpy(&s.moe_staging[pairs + at], &weights[t * k + j], sizeof(float));
     }
   }
+  const int32_t* groups = s.moe_staging.data();
+  if (!host && pairs > 0) {
+    R2_RETURN_IF_ERROR(backend_->CopyToBackend(s.moe_groups.data(), s.moe_staging.data(),
+                                               2 * pairs * sizeof(int32_t)));
+    groups = s.moe_groups.data();
+  }
+  const auto* scales = reinterpret_cast<const float*>(groups + pairs);
   for (int64_t e = 0; e < experts; ++e) {
-    const int64_t n = static_cast<int64_t>(tokens[e].size());
+    const int64_t n = start[e + 1] - start[e];
     if (n == 0) continue;
+    const int32_t* tokens = groups + start[e];
     R2_RETURN_IF_ERROR(backend_->GatherRows({.x = s.x.data(),
                                              .x_rows = rows,
-                                             .index = tokens[e].data(),
+                                             .index = tokens,
                                              .rows = n,
                                              .dim = c.hidden_size,
                                              .out = s.xe.data()}));
-    R2_RETURN_IF_ERROR(
-        Mlp(w.experts[e], s.xe.data(), n, s.h.data(), tokens[e].data(), scales[e].data()));
+    R2_RETURN_IF_ERROR(Mlp(w.experts[e], s.xe.data(), n, s.h.data(), tokens, scales + start[e]));
   }
   return absl::OkStatus();
 }

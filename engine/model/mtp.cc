@@ -26,11 +26,11 @@ absl::StatusOr<ForwardOutput> DeepseekModel::ForwardMtp(absl::Span<const Sequenc
   }
   const MtpWeights& w = weights_->mtp[mtp_index];
   Scratch& s = *scratch_;
-  s.Resize(c, rows);
+  R2_RETURN_IF_ERROR(BeginStep(*plan));
   const float eps = static_cast<float>(c.rms_norm_eps);
   // cat = [enorm(Emb(t)); hnorm(h)] per row, in internal row order.
   R2_RETURN_IF_ERROR(backend_->Embedding({.table = w.embed,
-                                          .ids = plan->token_ids.data(),
+                                          .ids = s.plan.token_ids,
                                           .rows = rows,
                                           .out = s.cat.data(),
                                           .out_stride = 2 * d}));
@@ -42,9 +42,16 @@ absl::StatusOr<ForwardOutput> DeepseekModel::ForwardMtp(absl::Span<const Sequenc
                                         .dim = d,
                                         .weight = w.enorm,
                                         .eps = eps}));
-  R2_RETURN_IF_ERROR(backend_->GatherRows({.x = hidden.data(),
+  // The main model's hidden states come from the host: a device backend gets them uploaded.
+  const float* h_in = hidden.data();
+  if (!backend_->host_memory()) {
+    R2_RETURN_IF_ERROR(
+        backend_->CopyToBackend(s.mtp_hidden.data(), hidden.data(), hidden.size() * sizeof(float)));
+    h_in = s.mtp_hidden.data();
+  }
+  R2_RETURN_IF_ERROR(backend_->GatherRows({.x = h_in,
                                            .x_rows = rows,
-                                           .index = plan->batch_row.data(),
+                                           .index = s.plan.batch_row,
                                            .rows = rows,
                                            .dim = d,
                                            .out = s.cat.data() + d,

@@ -20,11 +20,15 @@ using testing::RandomTokens;
 using testing::RelativeDiff;
 using testing::ShuffledBlocks;
 
-constexpr double kTolerance = 1e-4;  // max |a - b| / max |b| per logits row
-
-class ForwardTest : public ::testing::TestWithParam<const char*> {
+class ForwardTest : public ::testing::TestWithParam<testing::PresetOnBackend> {
  protected:
-  DeepseekModel& model() { return PresetModel(GetParam()); }
+  void SetUp() override {
+    const std::string reason = testing::BackendUnavailable(backend());
+    if (!reason.empty()) GTEST_SKIP() << backend() << " unavailable: " << reason;
+  }
+  const std::string& backend() const { return std::get<1>(GetParam()); }
+  DeepseekModel& model() { return PresetModel(std::get<0>(GetParam()), 0, backend()); }
+  double bound() const { return testing::LogitsBound(backend(), 1e-4); }
   int64_t vocab() { return model().config().vocab_size; }
   std::mt19937 rng_{42};
 };
@@ -47,7 +51,7 @@ TEST_P(ForwardTest, TokenByTokenDecodeMatchesPrefill) {
     auto out = model().Forward({&seq, 1}, LogitsMode::kLastPerSequence, *cache);
     ASSERT_TRUE(out.ok()) << out.status();
     ASSERT_EQ(out->logit_rows(), 1);
-    EXPECT_LE(RelativeDiff(out->logits_row(0), Row(prefill, vocab(), i)), kTolerance)
+    EXPECT_LE(RelativeDiff(out->logits_row(0), Row(prefill, vocab(), i)), bound())
         << "position " << i;
   }
 }
@@ -65,7 +69,7 @@ TEST_P(ForwardTest, ChunkedPrefillMatchesOnePrefill) {
     auto out = model().Forward({&seq, 1}, LogitsMode::kAll, *cache);
     ASSERT_TRUE(out.ok()) << out.status();
     for (int64_t i = cuts[c]; i < cuts[c + 1]; ++i) {
-      EXPECT_LE(RelativeDiff(out->logits_row(i - cuts[c]), Row(prefill, vocab(), i)), kTolerance)
+      EXPECT_LE(RelativeDiff(out->logits_row(i - cuts[c]), Row(prefill, vocab(), i)), bound())
           << "position " << i;
     }
   }
@@ -108,7 +112,7 @@ TEST_P(ForwardTest, BatchedSequencesGetTheirOwnLogits) {
     int64_t row = 0;
     for (const Chunk& ch : steps[st]) {
       for (int64_t i = ch.start; i < ch.start + ch.count; ++i, ++row) {
-        EXPECT_LE(RelativeDiff(out->logits_row(row), Row(alone[ch.seq], vocab(), i)), kTolerance)
+        EXPECT_LE(RelativeDiff(out->logits_row(row), Row(alone[ch.seq], vocab(), i)), bound())
             << "step " << st << " sequence " << ch.seq << " position " << i;
       }
     }
@@ -122,7 +126,7 @@ TEST_P(ForwardTest, BatchedSequencesGetTheirOwnLogits) {
   auto out = model().Forward(batch, LogitsMode::kLastPerSequence, *cache);
   ASSERT_TRUE(out.ok()) << out.status();
   ASSERT_EQ(out->logit_rows(), 1);
-  EXPECT_LE(RelativeDiff(out->logits_row(0), Row(alone[1], vocab(), 18)), kTolerance);
+  EXPECT_LE(RelativeDiff(out->logits_row(0), Row(alone[1], vocab(), 18)), bound());
 }
 
 TEST_P(ForwardTest, NextTokenIsFarFromUniform) {
@@ -166,12 +170,9 @@ TEST_P(ForwardTest, RejectsBadInputWithoutTouchingTheCache) {
 }
 
 INSTANTIATE_TEST_SUITE_P(Presets, ForwardTest,
-                         ::testing::Values("tiny", "tiny-noqlora", "tiny-fp8"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+                         ::testing::Combine(::testing::Values("tiny", "tiny-noqlora", "tiny-fp8"),
+                                            ::testing::ValuesIn(testing::ModelTestBackends())),
+                         testing::PresetOnBackendName);
 
 }  // namespace
 }  // namespace r2::model

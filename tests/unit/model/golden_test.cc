@@ -25,7 +25,8 @@ using testing::ArgMax;
 using testing::MakeCache;
 using testing::PresetModel;
 
-constexpr double kTolerance = 1e-3;  // max |a - b| / max |b| per logits row
+// max |a - b| / max |b| per logits row on the CPU backends (testing::LogitsBound: 3e-2 on CUDA).
+constexpr double kTolerance = 1e-3;
 
 // R2_MODEL_FIXTURE_DIR overrides the checked-in fixtures (to try freshly generated ones).
 std::string FixtureDir() {
@@ -82,12 +83,13 @@ class Fixture {
 using WorstErrors = std::map<std::string, double>;
 
 void ExpectRowsClose(absl::Span<const float> got, absl::Span<const float> want, int64_t vocab,
-                     const std::string& kind, const std::string& prompt, WorstErrors& worst) {
+                     const std::string& kind, const std::string& prompt, double bound,
+                     WorstErrors& worst) {
   ASSERT_EQ(got.size(), want.size()) << prompt << kind;
   for (size_t r = 0; r * vocab < want.size(); ++r) {
     const double err =
         testing::RelativeDiff(got.subspan(r * vocab, vocab), want.subspan(r * vocab, vocab));
-    EXPECT_LE(err, kTolerance) << prompt << kind << " row " << r;
+    EXPECT_LE(err, bound) << prompt << kind << " row " << r;
     worst[kind] = std::max(worst[kind], err);
   }
 }
@@ -109,7 +111,7 @@ std::vector<float> DecodeStepByStep(DeepseekModel& model, PagedKvCache& cache,
   return logits;
 }
 
-void CheckPrompt(DeepseekModel& model, const Fixture& fx, const std::string& p,
+void CheckPrompt(DeepseekModel& model, const Fixture& fx, const std::string& p, double bound,
                  WorstErrors& worst) {
   const int64_t vocab = model.config().vocab_size, d = model.config().hidden_size;
   const std::vector<int32_t> ids = fx.Ids(p + "ids"), decode_ids = fx.Ids(p + "decode_ids");
@@ -122,14 +124,16 @@ void CheckPrompt(DeepseekModel& model, const Fixture& fx, const std::string& p,
   SequenceInput seq{.token_ids = ids, .start_pos = 0, .block_table = table};
   auto prefill = model.Forward({&seq, 1}, LogitsMode::kAll, *cache);
   ASSERT_TRUE(prefill.ok()) << prefill.status();
-  ExpectRowsClose(prefill->logits, fx.Floats(p + "prefill_logits"), vocab, "prefill", p, worst);
+  ExpectRowsClose(prefill->logits, fx.Floats(p + "prefill_logits"), vocab, "prefill", p, bound,
+                  worst);
 
   // Step by step through the cache: the prompt, then the greedy continuation.
   auto step_cache = MakeCache(model, 8, 16);
   const std::vector<float> prompt_steps = DecodeStepByStep(model, *step_cache, table, ids, 0);
-  ExpectRowsClose(prompt_steps, fx.Floats(p + "prefill_logits"), vocab, "prompt steps", p, worst);
+  ExpectRowsClose(prompt_steps, fx.Floats(p + "prefill_logits"), vocab, "prompt steps", p, bound,
+                  worst);
   const std::vector<float> decode = DecodeStepByStep(model, *step_cache, table, decode_ids, n);
-  ExpectRowsClose(decode, fx.Floats(p + "decode_logits"), vocab, "decode", p, worst);
+  ExpectRowsClose(decode, fx.Floats(p + "decode_logits"), vocab, "decode", p, bound, worst);
   // Greedy: each fed token is the argmax of the logits before it.
   std::vector<float> before = {prompt_steps.end() - vocab, prompt_steps.end()};
   for (size_t j = 0; j < decode_ids.size(); ++j) {
@@ -143,11 +147,19 @@ void CheckPrompt(DeepseekModel& model, const Fixture& fx, const std::string& p,
   auto mtp = model.ForwardMtp({&pairs, 1}, absl::MakeConstSpan(prefill->hidden).first((n - 1) * d),
                               LogitsMode::kAll, *cache);
   ASSERT_TRUE(mtp.ok()) << mtp.status();
-  ExpectRowsClose(mtp->logits, fx.Floats(p + "mtp_logits"), vocab, "mtp", p, worst);
+  ExpectRowsClose(mtp->logits, fx.Floats(p + "mtp_logits"), vocab, "mtp", p, bound, worst);
 }
 
-TEST(GoldenTest, MatchesTransformersOnEveryFixture) {
+// Every fixture on every backend: the reference, checked-memory (the device code path on the
+// CPU) and CUDA where a device exists.
+class GoldenTest : public ::testing::TestWithParam<std::string> {};
+
+TEST_P(GoldenTest, MatchesTransformersOnEveryFixture) {
   namespace fs = std::filesystem;
+  const std::string& backend = GetParam();
+  const std::string reason = testing::BackendUnavailable(backend);
+  if (!reason.empty()) GTEST_SKIP() << backend << " unavailable: " << reason;
+  const double bound = testing::LogitsBound(backend, kTolerance);
   if (!fs::is_directory(FixtureDir())) {
     GTEST_SKIP() << "no model fixtures in " << FixtureDir()
                  << " (generate them with tests/golden/gen_model_goldens.py)";
@@ -164,20 +176,27 @@ TEST(GoldenTest, MatchesTransformersOnEveryFixture) {
     auto file = SafetensorsFile::Open(path);
     ASSERT_TRUE(file.ok()) << file.status();
     Fixture fx(**file);
-    DeepseekModel& model = PresetModel(preset, seed);
+    DeepseekModel& model = PresetModel(preset, seed, backend);
     WorstErrors worst;
     int prompts = 0;
     for (; fx.Has("p" + std::to_string(prompts) + ".ids"); ++prompts) {
-      CheckPrompt(model, fx, "p" + std::to_string(prompts) + ".", worst);
+      CheckPrompt(model, fx, "p" + std::to_string(prompts) + ".", bound, worst);
     }
-    std::printf("%s (seed %llu, %d prompts): worst row error", preset.c_str(),
-                static_cast<unsigned long long>(seed), prompts);
+    std::printf("%s on %s (seed %llu, %d prompts): worst row error", preset.c_str(),
+                backend.c_str(), static_cast<unsigned long long>(seed), prompts);
     for (const auto& [kind, err] : worst) std::printf(" %s %.2e", kind.c_str(), err);
     std::printf("\n");
     checked += prompts;
   }
   if (checked == 0) GTEST_SKIP() << "no model fixtures (*.safetensors) in " << FixtureDir();
 }
+
+INSTANTIATE_TEST_SUITE_P(Backends, GoldenTest, ::testing::ValuesIn(testing::ModelTestBackends()),
+                         [](const ::testing::TestParamInfo<std::string>& info) {
+                           std::string name = info.param;
+                           std::replace(name.begin(), name.end(), '-', '_');
+                           return name;
+                         });
 
 }  // namespace
 }  // namespace r2::model

@@ -19,8 +19,7 @@ TEST(PagedKvCacheTest, LayerViewsAndRowsAddressTheSameStorage) {
   // Slot 9 = block 2, offset 1.
   float* row = layer1.data + 2 * layer1.block_stride + 1 * layer1.row_width();
   for (int i = 0; i < 5; ++i) row[i] = static_cast<float>(i + 1);
-  absl::Span<const float> read = (*cache)->Row(1, 9);
-  EXPECT_EQ(std::vector<float>(read.begin(), read.end()), (std::vector<float>{1, 2, 3, 4, 5}));
+  EXPECT_EQ((*cache)->Row(1, 9), (std::vector<float>{1, 2, 3, 4, 5}));
   EXPECT_EQ((*cache)->Row(0, 9)[0], 0.0f);  // layer 0 untouched
   EXPECT_EQ((*cache)->BlocksFor(9), 3);
   // Copying block 2 to block 0 carries every layer's rows.

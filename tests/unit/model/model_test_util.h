@@ -1,6 +1,6 @@
 #pragma once
-// Shared helpers for the forward-pass tests: a tiny preset checkpoint loaded on the CPU reference
-// backend (written once per preset per test binary), block assignment by hand, logits comparison.
+// Shared helpers for the forward-pass tests: a tiny preset checkpoint loaded on a backend
+// (written once per preset per test binary), block assignment by hand, logits comparison.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -9,6 +9,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/types/span.h"
@@ -24,10 +25,35 @@ struct LoadedModel {
   std::unique_ptr<DeepseekModel> model;
 };
 
-// Writes preset `name` (seed `seed`) into a fresh temp dir and loads it; cached per (name, seed).
-inline DeepseekModel& PresetModel(const std::string& name, uint64_t seed = 0) {
-  static std::map<std::pair<std::string, uint64_t>, LoadedModel> models;
-  auto it = models.find({name, seed});
+// The backends the model tests run on: the reference, the checked-memory stand-in for a device
+// (proves nothing host-side reaches a device op) and CUDA where a device exists.
+inline const std::vector<std::string>& ModelTestBackends() {
+  static const std::vector<std::string> names = {"cpu-reference", "checked-memory", "cuda"};
+  return names;
+}
+
+// Empty when `backend` can be made here, else why not (for GTEST_SKIP).
+inline std::string BackendUnavailable(const std::string& backend) {
+  static std::map<std::string, std::string> reasons;
+  auto it = reasons.find(backend);
+  if (it != reasons.end()) return it->second;
+  auto made = MakeBackend(backend);
+  return reasons[backend] = made.ok() ? "" : std::string(made.status().message());
+}
+
+// The logits bound for `backend` where the CPU backends are held to `cpu_bound`: the CUDA
+// backend computes with bf16 tensor-core products (float32 accumulation), so its worst logits
+// row may be off by up to 3e-2 relative to the largest logit.
+inline double LogitsBound(const std::string& backend, double cpu_bound) {
+  return backend == "cuda" ? std::max(cpu_bound, 3e-2) : cpu_bound;
+}
+
+// Writes preset `name` (seed `seed`) into a fresh temp dir and loads it on `backend`; cached per
+// (name, seed, backend).
+inline DeepseekModel& PresetModel(const std::string& name, uint64_t seed = 0,
+                                  const std::string& backend = "cpu-reference") {
+  static std::map<std::tuple<std::string, uint64_t, std::string>, LoadedModel> models;
+  auto it = models.find({name, seed, backend});
   if (it != models.end()) return *it->second.model;
   auto options = TinyModelPreset(name);
   EXPECT_TRUE(options.ok()) << options.status();
@@ -36,16 +62,27 @@ inline DeepseekModel& PresetModel(const std::string& name, uint64_t seed = 0) {
   const absl::Status written = WriteTinyModel(*options, dir);
   EXPECT_TRUE(written.ok()) << written;
   LoadedModel loaded;
-  loaded.backend = MakeCpuReferenceBackend();
+  auto made = MakeBackend(backend);
+  EXPECT_TRUE(made.ok()) << made.status();
+  loaded.backend = made.ok() ? *std::move(made) : MakeCpuReferenceBackend();
   auto model = DeepseekModel::Load(dir, loaded.backend.get());
   EXPECT_TRUE(model.ok()) << model.status();
   loaded.model = *std::move(model);
-  return *models.emplace(std::make_pair(name, seed), std::move(loaded)).first->second.model;
+  return *models.emplace(std::make_tuple(name, seed, backend), std::move(loaded))
+              .first->second.model;
+}
+
+// Test parameter for the preset x backend suites, and its test-name suffix.
+using PresetOnBackend = std::tuple<const char*, std::string>;
+inline std::string PresetOnBackendName(const ::testing::TestParamInfo<PresetOnBackend>& info) {
+  std::string name = std::string(std::get<0>(info.param)) + "_" + std::get<1>(info.param);
+  std::replace(name.begin(), name.end(), '-', '_');
+  return name;
 }
 
 inline std::unique_ptr<PagedKvCache> MakeCache(const DeepseekModel& model, int64_t num_blocks,
                                                int64_t block_size) {
-  auto cache = PagedKvCache::Create(model.CacheShape(num_blocks, block_size));
+  auto cache = PagedKvCache::Create(model.CacheShape(num_blocks, block_size), model.backend());
   EXPECT_TRUE(cache.ok()) << cache.status();
   return *std::move(cache);
 }

@@ -17,9 +17,15 @@ using testing::RandomTokens;
 using testing::RelativeDiff;
 using testing::ShuffledBlocks;
 
-class MtpTest : public ::testing::TestWithParam<const char*> {
+class MtpTest : public ::testing::TestWithParam<testing::PresetOnBackend> {
  protected:
-  DeepseekModel& model() { return PresetModel(GetParam()); }
+  void SetUp() override {
+    const std::string reason = testing::BackendUnavailable(backend());
+    if (!reason.empty()) GTEST_SKIP() << backend() << " unavailable: " << reason;
+  }
+  const std::string& backend() const { return std::get<1>(GetParam()); }
+  DeepseekModel& model() { return PresetModel(std::get<0>(GetParam()), 0, backend()); }
+  double bound() const { return testing::LogitsBound(backend(), 1e-4); }
   std::mt19937 rng_{7};
 };
 
@@ -49,7 +55,7 @@ TEST_P(MtpTest, IncrementalMatchesOnePass) {
         model().ForwardMtp({&pair, 1}, absl::MakeConstSpan(main_out->hidden).subspan(i * d, d),
                            LogitsMode::kLastPerSequence, *cache2);
     ASSERT_TRUE(step.ok()) << step.status();
-    EXPECT_LE(RelativeDiff(step->logits_row(0), once->logits_row(i)), 1e-4) << "position " << i;
+    EXPECT_LE(RelativeDiff(step->logits_row(0), once->logits_row(i)), bound()) << "position " << i;
   }
 }
 
@@ -77,7 +83,7 @@ TEST_P(MtpTest, MtpLayerCacheLeavesMainLayersAlone) {
   for (int64_t i = 0; i < 3; ++i) {
     EXPECT_LE(RelativeDiff(out->logits_row(i),
                            absl::MakeConstSpan(prefill).subspan((8 + i) * vocab, vocab)),
-              1e-4);
+              bound());
   }
 }
 
@@ -93,12 +99,10 @@ TEST_P(MtpTest, RejectsMismatchedHiddenAndUnknownModule) {
             absl::StatusCode::kInvalidArgument);
 }
 
-INSTANTIATE_TEST_SUITE_P(Presets, MtpTest, ::testing::Values("tiny", "tiny-noqlora", "tiny-fp8"),
-                         [](const auto& info) {
-                           std::string name = info.param;
-                           std::replace(name.begin(), name.end(), '-', '_');
-                           return name;
-                         });
+INSTANTIATE_TEST_SUITE_P(Presets, MtpTest,
+                         ::testing::Combine(::testing::Values("tiny", "tiny-noqlora", "tiny-fp8"),
+                                            ::testing::ValuesIn(testing::ModelTestBackends())),
+                         testing::PresetOnBackendName);
 
 }  // namespace
 }  // namespace r2::model
