@@ -1,0 +1,503 @@
+#include "engine/model/quantize_checkpoint.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <set>
+#include <sstream>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/config.h"
+#include "engine/model/quantization_config.h"
+#include "engine/model/safetensors.h"
+#include "kernels/numeric.h"
+#include "kernels/quant_format.h"
+#include "nlohmann/json.hpp"
+
+namespace r2::model {
+namespace {
+
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+constexpr char kSingleFile[] = "model.safetensors";
+constexpr char kIndexFile[] = "model.safetensors.index.json";
+constexpr char kScaleInvSuffix[] = "_scale_inv";
+// Mapped input pages are released once this many bytes of a tensor have been converted.
+constexpr size_t kReleaseWindow = size_t{32} << 20;
+
+enum class Action { kCopy, kDequantizeToBF16, kQuantize };
+
+struct OutTensor {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  uint64_t bytes = 0;
+};
+
+// One input tensor (with its FP8 block scales) and the output tensors it becomes, in file order.
+struct Job {
+  std::string name;
+  TensorView src;
+  TensorView scale_inv;  // FP8 sources only
+  Action action = Action::kCopy;
+  std::vector<OutTensor> outputs;
+  uint64_t input_bytes = 0;
+};
+
+struct Shard {
+  std::string file_name;
+  std::unique_ptr<SafetensorsFile> file;
+  std::vector<Job> jobs;
+};
+
+absl::StatusOr<std::string> ReadText(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open"));
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+absl::Status WriteText(const std::string& path, const std::string& text) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out << text;
+  out.close();
+  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+uint64_t TensorBytes(const TensorView& t) {
+  return static_cast<uint64_t>(t.numel()) * DTypeSize(t.dtype);
+}
+
+// Drops the whole pages inside [begin, end) of a read-only file mapping from memory (they are
+// read again from the file if touched).
+void ReleasePages(const void* begin, const void* end) {
+  static const uintptr_t page = static_cast<uintptr_t>(sysconf(_SC_PAGESIZE));
+  const uintptr_t b = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
+  const uintptr_t e = reinterpret_cast<uintptr_t>(end) / page * page;
+  if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
+float LoadElement(const TensorView& t, int64_t i) {
+  const auto* bytes = static_cast<const uint8_t*>(t.data);
+  switch (t.dtype) {
+    case DType::kF32: {
+      float v;
+      std::memcpy(&v, bytes + 4 * i, 4);
+      return v;
+    }
+    case DType::kBF16:
+    case DType::kF16: {
+      uint16_t v;
+      std::memcpy(&v, bytes + 2 * i, 2);
+      return t.dtype == DType::kBF16 ? BF16ToFloat(v) : HalfToFloat(v);
+    }
+    case DType::kF8E4M3:
+      return Fp8E4M3ToFloat(bytes[i]);
+    default:
+      return 0.0f;
+  }
+}
+
+// Converts jobs into one output file, tracking progress over the whole checkpoint.
+class Converter {
+ public:
+  Converter(const QuantizeOptions& options, int64_t total_bytes, int64_t block_out,
+            int64_t block_in)
+      : options_(options), total_(total_bytes), block_out_(block_out), block_in_(block_in) {}
+
+  absl::Status WriteShard(const Shard& shard, const std::string& path) {
+    Json header = Json::object();
+    header["__metadata__"] = {{"format", "pt"}};
+    uint64_t offset = 0;
+    for (const Job& job : shard.jobs) {
+      for (const OutTensor& t : job.outputs) {
+        header[t.name] = {{"dtype", DTypeToSafetensors(t.dtype)},
+                          {"shape", t.shape},
+                          {"data_offsets", {offset, offset + t.bytes}}};
+        offset += t.bytes;
+      }
+    }
+    std::string text = header.dump();
+    text.append((8 - text.size() % 8) % 8, ' ');
+    const std::string tmp = path + ".tmp";
+    file_ = std::fopen(tmp.c_str(), "wb");
+    if (file_ == nullptr) {
+      return absl::PermissionDeniedError(
+          absl::StrCat(path, ": cannot create: ", std::strerror(errno)));
+    }
+    uint8_t len[8];
+    for (int i = 0; i < 8; ++i) len[i] = static_cast<uint8_t>(uint64_t{text.size()} >> (8 * i));
+    ok_ = std::fwrite(len, 1, 8, file_) == 8 &&
+          std::fwrite(text.data(), 1, text.size(), file_) == text.size();
+    for (const Job& job : shard.jobs) {
+      if (ok_) Run(job);
+    }
+    ok_ = (std::fclose(file_) == 0) && ok_;
+    file_ = nullptr;
+    if (!ok_ || std::rename(tmp.c_str(), path.c_str()) != 0) {
+      std::remove(tmp.c_str());
+      return absl::DataLossError(absl::StrCat(path, ": write failed: ", std::strerror(errno)));
+    }
+    return absl::OkStatus();
+  }
+
+  int64_t output_bytes() const { return written_; }
+
+ private:
+  void Write(const void* data, size_t bytes) {
+    if (bytes == 0 || !ok_) return;
+    ok_ = std::fwrite(data, 1, bytes, file_) == bytes;
+    written_ += static_cast<int64_t>(bytes);
+  }
+
+  // Marks input up to `upto` (inside job.src) as converted: releases pages, reports progress.
+  void Consumed(const Job& job, const uint8_t* upto, bool last) {
+    if (!last && static_cast<size_t>(upto - released_) < kReleaseWindow) return;
+    ReleasePages(released_, upto);
+    done_ += upto - released_;
+    released_ = upto;
+    if (last && !job.scale_inv.empty()) {
+      const auto* s = static_cast<const uint8_t*>(job.scale_inv.data);
+      ReleasePages(s, s + TensorBytes(job.scale_inv));
+      done_ += static_cast<int64_t>(TensorBytes(job.scale_inv));
+    }
+    if (options_.progress) options_.progress(done_, total_, job.name);
+  }
+
+  // Row o of a 2-d source as float32 (FP8 with its block scales).
+  void DecodeRow(const Job& job, int64_t o, float* row) const {
+    const int64_t in = job.src.shape[1];
+    if (job.src.dtype != DType::kF8E4M3) {
+      for (int64_t j = 0; j < in; ++j) row[j] = LoadElement(job.src, o * in + j);
+      return;
+    }
+    const int64_t scale_cols = job.scale_inv.shape[1];
+    for (int64_t j = 0; j < in; ++j) {
+      const float s = LoadElement(job.scale_inv, (o / block_out_) * scale_cols + j / block_in_);
+      row[j] = LoadElement(job.src, o * in + j) * s;
+    }
+  }
+
+  void Run(const Job& job) {
+    released_ = static_cast<const uint8_t*>(job.src.data);
+    if (job.action == Action::kCopy) {
+      const auto* p = static_cast<const uint8_t*>(job.src.data);
+      const size_t total = TensorBytes(job.src);
+      for (size_t at = 0; at < total && ok_; at += kReleaseWindow) {
+        const size_t n = std::min(kReleaseWindow, total - at);
+        Write(p + at, n);
+        Consumed(job, p + at + n, at + n == total);
+      }
+      if (total == 0) Consumed(job, p, true);
+      return;
+    }
+    const int64_t out = job.src.shape[0], in = job.src.shape[1];
+    const size_t src_row_bytes = static_cast<size_t>(in) * DTypeSize(job.src.dtype);
+    const auto* src = static_cast<const uint8_t*>(job.src.data);
+    std::vector<float> row(in);
+    if (job.action == Action::kDequantizeToBF16) {
+      std::vector<uint16_t> bf16(in);
+      for (int64_t o = 0; o < out && ok_; ++o) {
+        DecodeRow(job, o, row.data());
+        for (int64_t j = 0; j < in; ++j) bf16[j] = FloatToBF16(row[j]);
+        Write(bf16.data(), bf16.size() * 2);
+        Consumed(job, src + (o + 1) * src_row_bytes, o + 1 == out);
+      }
+      return;
+    }
+    if (options_.format == QuantFormat::kInt8) {
+      QuantizeInt8(job, row, src, src_row_bytes);
+    } else {
+      QuantizeInt4(job, row, src, src_row_bytes);
+    }
+  }
+
+  void QuantizeInt8(const Job& job, std::vector<float>& row, const uint8_t* src,
+                    size_t src_row_bytes) {
+    const int64_t out = job.src.shape[0], in = job.src.shape[1];
+    std::vector<int8_t> q(in);
+    std::vector<float> scales(out);
+    for (int64_t o = 0; o < out && ok_; ++o) {
+      DecodeRow(job, o, row.data());
+      scales[o] = QuantizeInt8Row(row.data(), in, q.data());
+      Write(q.data(), q.size());
+      Consumed(job, src + (o + 1) * src_row_bytes, o + 1 == out);
+    }
+    Write(scales.data(), scales.size() * sizeof(float));
+  }
+
+  void QuantizeInt4(const Job& job, std::vector<float>& row, const uint8_t* src,
+                    size_t src_row_bytes) {
+    const int64_t out = job.src.shape[0], in = job.src.shape[1];
+    const int64_t group = options_.group_size, groups = QuantGroups(in, group);
+    std::vector<uint8_t> packed(PackedU4RowBytes(in));
+    std::vector<int32_t> q(group);
+    std::vector<uint16_t> scales(out * groups);
+    std::vector<uint32_t> zeros(((out + 7) / 8) * groups, 0);
+    for (int64_t o = 0; o < out && ok_; ++o) {
+      DecodeRow(job, o, row.data());
+      std::fill(packed.begin(), packed.end(), 0);
+      for (int64_t g = 0; g < groups; ++g) {
+        const int64_t begin = g * group, n = std::min(group, in - begin);
+        const Int4Group result =
+            QuantizeInt4Group(row.data() + begin, n, options_.symmetric, q.data());
+        for (int64_t j = 0; j < n; ++j) PackU4(packed.data(), begin + j, q[j]);
+        scales[o * groups + g] = FloatToBF16(result.scale);
+        zeros[(o / 8) * groups + g] |= static_cast<uint32_t>((result.zero + 8) & 0xf)
+                                       << (4 * (o % 8));
+      }
+      Write(packed.data(), packed.size());
+      Consumed(job, src + (o + 1) * src_row_bytes, o + 1 == out);
+    }
+    Write(scales.data(), scales.size() * 2);
+    const int64_t shape[2] = {out, in};
+    Write(shape, sizeof shape);
+    if (!options_.symmetric) Write(zeros.data(), zeros.size() * 4);
+  }
+
+  const QuantizeOptions& options_;
+  const int64_t total_;
+  const int64_t block_out_, block_in_;
+  FILE* file_ = nullptr;
+  bool ok_ = true;
+  int64_t done_ = 0;
+  int64_t written_ = 0;
+  const uint8_t* released_ = nullptr;
+};
+
+// The output tensors a quantized [out, in] weight "X.weight" becomes.
+std::vector<OutTensor> QuantizedOutputs(const std::string& name, int64_t out, int64_t in,
+                                        const QuantizeOptions& o) {
+  const std::string base = name.substr(0, name.size() - std::string(".weight").size());
+  const uint64_t u_out = static_cast<uint64_t>(out), u_in = static_cast<uint64_t>(in);
+  if (o.format == QuantFormat::kInt8) {
+    return {{name, DType::kI8, {out, in}, u_out * u_in},
+            {base + ".weight_scale", DType::kF32, {out, 1}, u_out * 4}};
+  }
+  const int64_t groups = QuantGroups(in, o.group_size), words = (in + 7) / 8;
+  std::vector<OutTensor> result = {
+      {base + ".weight_packed", DType::kI32, {out, words}, u_out * words * 4},
+      {base + ".weight_scale", DType::kBF16, {out, groups}, u_out * groups * 2},
+      {base + ".weight_shape", DType::kI64, {2}, 16}};
+  if (!o.symmetric) {
+    const int64_t zrows = (out + 7) / 8;
+    result.push_back({base + ".weight_zero_point",
+                      DType::kI32,
+                      {zrows, groups},
+                      static_cast<uint64_t>(zrows * groups * 4)});
+  }
+  return result;
+}
+
+// Shard file names of the input, in order.
+absl::StatusOr<std::vector<std::string>> ShardNames(const std::string& dir, bool* indexed) {
+  const std::string index = dir + "/" + kIndexFile;
+  std::error_code ec;
+  *indexed = fs::exists(index, ec);
+  if (!*indexed) return std::vector<std::string>{kSingleFile};
+  auto text = ReadText(index);
+  if (!text.ok()) return text.status();
+  std::set<std::string> names;
+  try {
+    for (const auto& [tensor, shard] : Json::parse(*text).at("weight_map").items()) {
+      names.insert(shard.get<std::string>());
+    }
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(index, ": ", e.what()));
+  }
+  return std::vector<std::string>(names.begin(), names.end());
+}
+
+// Which weights become integers: the linear layers the forward pass reads (MTP eh_proj stays).
+std::set<std::string> QuantizedNames(const ModelConfig& config, const QuantizeOptions& o) {
+  std::set<std::string> names;
+  for (const ExpectedTensor& t : ExpectedTensors(config)) {
+    if (t.kind == TensorKind::kLinear && !absl::EndsWith(t.name, ".eh_proj.weight") &&
+        (!o.filter || o.filter(t.name))) {
+      names.insert(t.name);
+    }
+  }
+  if (o.quantize_lm_head && !config.tie_word_embeddings) names.insert("lm_head.weight");
+  return names;
+}
+
+CompressedTensorsScheme OutputScheme(const QuantizeOptions& o) {
+  CompressedTensorsScheme s;
+  s.format = o.format == QuantFormat::kInt8 ? "int-quantized" : "pack-quantized";
+  s.num_bits = o.format == QuantFormat::kInt8 ? 8 : 4;
+  s.group_size = o.format == QuantFormat::kInt4 ? o.group_size : 0;
+  s.symmetric = o.format == QuantFormat::kInt8 || o.symmetric;
+  if (!o.quantize_lm_head) s.ignore.push_back("lm_head");
+  s.ignore.push_back("re:.*mlp\\.gate$");
+  s.ignore.push_back("re:.*eh_proj$");
+  return s;
+}
+
+absl::Status PlanShards(const std::string& in_dir, const ModelConfig& config,
+                        const QuantizeOptions& o, std::vector<Shard>& shards) {
+  bool indexed = false;
+  auto names = ShardNames(in_dir, &indexed);
+  if (!names.ok()) return names.status();
+  std::map<std::string, TensorView> all;  // every input tensor, for FP8 scales in other shards
+  for (const std::string& name : *names) {
+    auto file = SafetensorsFile::Open(in_dir + "/" + name);
+    if (!file.ok()) return file.status();
+    for (const auto& [tensor, entry] : (*file)->entries()) {
+      auto view = (*file)->Get(tensor);
+      if (!view.ok()) return view.status();
+      all[tensor] = *view;
+    }
+    shards.push_back(Shard{name, *std::move(file), {}});
+  }
+  const std::set<std::string> quantized = QuantizedNames(config, o);
+  for (Shard& shard : shards) {
+    std::vector<std::pair<uint64_t, std::string>> order;  // by data offset: sequential reads
+    for (const auto& [tensor, entry] : shard.file->entries())
+      order.emplace_back(entry.begin, tensor);
+    std::sort(order.begin(), order.end());
+    for (const auto& [begin, name] : order) {
+      const TensorView& view = all[name];
+      if (absl::EndsWith(name, kScaleInvSuffix)) {
+        auto w = all.find(name.substr(0, name.size() - std::string(kScaleInvSuffix).size()));
+        if (w != all.end() && w->second.dtype == DType::kF8E4M3) continue;  // used with it
+      }
+      Job job{name, view};
+      job.input_bytes = TensorBytes(view);
+      if (view.dtype == DType::kF8E4M3) {
+        auto s = all.find(name + kScaleInvSuffix);
+        if (s == all.end()) {
+          return absl::NotFoundError(absl::StrCat(in_dir, ": F8_E4M3 tensor '", name, "' has no '",
+                                                  name, kScaleInvSuffix, "'"));
+        }
+        job.scale_inv = s->second;
+        job.input_bytes += TensorBytes(s->second);
+      }
+      const bool two_d = view.shape.size() == 2;
+      if (quantized.count(name) && two_d) {
+        job.action = Action::kQuantize;
+        job.outputs = QuantizedOutputs(name, view.shape[0], view.shape[1], o);
+      } else if (view.dtype == DType::kF8E4M3 && two_d) {
+        job.action = Action::kDequantizeToBF16;
+        job.outputs = {{name, DType::kBF16, view.shape, TensorBytes(view) * 2}};
+      } else {
+        job.outputs = {{name, view.dtype, view.shape, TensorBytes(view)}};
+      }
+      shard.jobs.push_back(std::move(job));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status WriteConfig(const std::string& in_dir, const std::string& out_dir,
+                         const QuantizeOptions& o) {
+  auto text = ReadText(in_dir + "/config.json");
+  if (!text.ok()) return text.status();
+  Json config;
+  try {
+    config = Json::parse(*text);
+  } catch (const Json::exception& e) {
+    return absl::InvalidArgumentError(absl::StrCat(in_dir, "/config.json: ", e.what()));
+  }
+  config["quantization_config"] = CompressedTensorsConfigJson(OutputScheme(o));
+  return WriteText(out_dir + "/config.json", config.dump(2) + "\n");
+}
+
+// Copies the small files beside the weights (tokenizer, generation config, ...).
+absl::Status CopyOtherFiles(const std::string& in_dir, const std::string& out_dir) {
+  std::error_code ec;
+  for (const fs::directory_entry& e : fs::directory_iterator(in_dir, ec)) {
+    if (!e.is_regular_file(ec)) continue;
+    const std::string name = e.path().filename().string();
+    if (name == "config.json" || name == kIndexFile || absl::StrContains(name, ".safetensors") ||
+        absl::EndsWith(name, ".bin") || absl::EndsWith(name, ".pt") ||
+        absl::EndsWith(name, ".pth") || absl::EndsWith(name, ".tmp")) {
+      continue;
+    }
+    fs::copy_file(e.path(), fs::path(out_dir) / name, fs::copy_options::overwrite_existing, ec);
+    if (ec) return absl::DataLossError(absl::StrCat(name, ": copy failed: ", ec.message()));
+  }
+  if (ec) return absl::NotFoundError(absl::StrCat(in_dir, ": ", ec.message()));
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::StatusOr<QuantizeSummary> QuantizeCheckpoint(const std::string& in_dir,
+                                                   const std::string& out_dir,
+                                                   const QuantizeOptions& options) {
+  if (options.format == QuantFormat::kInt4 && options.group_size <= 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("int4 group size must be positive, got ", options.group_size));
+  }
+  std::error_code ec;
+  if (fs::exists(out_dir, ec) && fs::equivalent(in_dir, out_dir, ec)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("the output directory must differ from the input ", in_dir));
+  }
+  // Validates the whole input (config, headers, every expected tensor) before writing anything.
+  auto checkpoint = Checkpoint::Open(in_dir);
+  if (!checkpoint.ok()) return checkpoint.status();
+  const ModelConfig config = (*checkpoint)->config();
+  checkpoint->reset();
+  int64_t block_out = 128, block_in = 128;
+  if (config.quantization.has_value()) {
+    if (config.quantization->quant_method != "fp8") {
+      return absl::InvalidArgumentError(absl::StrCat(in_dir, ": already quantized (quant_method \"",
+                                                     config.quantization->quant_method,
+                                                     "\"); convert a BF16 or FP8 checkpoint"));
+    }
+    block_out = config.quantization->block_out;
+    block_in = config.quantization->block_in;
+  }
+  std::vector<Shard> shards;
+  if (absl::Status s = PlanShards(in_dir, config, options, shards); !s.ok()) return s;
+  fs::create_directories(out_dir, ec);
+  if (ec) return absl::PermissionDeniedError(absl::StrCat(out_dir, ": ", ec.message()));
+
+  QuantizeSummary summary;
+  Json weight_map = Json::object();
+  uint64_t total_output = 0;
+  for (const Shard& shard : shards) {
+    for (const Job& job : shard.jobs) {
+      summary.input_bytes += static_cast<int64_t>(job.input_bytes);
+      (job.action == Action::kQuantize ? summary.quantized_tensors : summary.kept_tensors)++;
+      for (const OutTensor& t : job.outputs) {
+        weight_map[t.name] = shard.file_name;
+        total_output += t.bytes;
+      }
+    }
+  }
+  Converter converter(options, summary.input_bytes, block_out, block_in);
+  for (const Shard& shard : shards) {
+    absl::Status s = converter.WriteShard(shard, out_dir + "/" + shard.file_name);
+    if (!s.ok()) return s;
+  }
+  summary.output_bytes = converter.output_bytes();
+  fs::remove(out_dir + "/" + kIndexFile, ec);  // a stale index would shadow model.safetensors
+  if (shards.size() > 1 || shards[0].file_name != kSingleFile) {
+    Json index = {{"metadata", {{"total_size", total_output}}}, {"weight_map", weight_map}};
+    if (absl::Status s = WriteText(out_dir + "/" + kIndexFile, index.dump(2) + "\n"); !s.ok()) {
+      return s;
+    }
+  }
+  if (absl::Status s = WriteConfig(in_dir, out_dir, options); !s.ok()) return s;
+  if (absl::Status s = CopyOtherFiles(in_dir, out_dir); !s.ok()) return s;
+  return summary;
+}
+
+}  // namespace r2::model

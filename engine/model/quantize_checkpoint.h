@@ -1,0 +1,52 @@
+#pragma once
+// Converts a BF16/F16/F32 or FP8 (128x128 block-scaled) DeepSeek checkpoint into a
+// compressed-tensors integer checkpoint (`r2serve quantize`, docs/quantization.md):
+//   int8: "int-quantized" W8A8, X.weight I8 [out, in] + X.weight_scale F32 [out, 1];
+//   int4: "pack-quantized" W4A16, X.weight_packed I32 [out, ceil(in/8)] + X.weight_scale BF16
+//         [out, ceil(in/group)] + X.weight_shape I64 [2] (+ X.weight_zero_point when asymmetric).
+// Quantized: every linear layer of attention and of the dense and expert MLPs (q_a/q_b/q,
+// kv_a, kv_b, o, gate/up/down), and lm_head only when asked. Kept as they are (FP8 ones
+// dequantized to BF16): embeddings, norms, the MoE router and its bias, the MTP eh_proj and any
+// tensor the forward pass does not read.
+//
+// Streaming: the output shards mirror the input shards; each output header is computed from the
+// input headers before any data is read, then every tensor is converted row by row straight into
+// the file, and the input pages already read are released (madvise), so peak memory stays about
+// one row of buffers plus a bounded window of mapped input, whatever the checkpoint's size.
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "absl/status/statusor.h"
+
+namespace r2::model {
+
+enum class QuantFormat { kInt8, kInt4 };
+
+struct QuantizeOptions {
+  QuantFormat format = QuantFormat::kInt8;
+  int64_t group_size = 128;  // int4: input columns per scale
+  bool symmetric = true;     // int4: false writes zero points
+  bool quantize_lm_head = false;
+  // When set, only the weights it accepts (by full tensor name) among those above are quantized.
+  std::function<bool(const std::string& tensor)> filter;
+  // Called after each tensor with the input bytes converted so far, the total, and the tensor.
+  std::function<void(int64_t done_bytes, int64_t total_bytes, const std::string& tensor)> progress;
+};
+
+struct QuantizeSummary {
+  int64_t quantized_tensors = 0;  // linear weights written as integers
+  int64_t kept_tensors = 0;       // tensors copied (or dequantized from FP8 to BF16)
+  int64_t input_bytes = 0;        // tensor data read
+  int64_t output_bytes = 0;       // tensor data written
+};
+
+// Writes the converted checkpoint into out_dir (created if needed; must differ from in_dir):
+// shards, model.safetensors.index.json when the input has one, config.json with the
+// compressed-tensors quantization_config, and the other files of in_dir (tokenizer, generation
+// config) copied.
+absl::StatusOr<QuantizeSummary> QuantizeCheckpoint(const std::string& in_dir,
+                                                   const std::string& out_dir,
+                                                   const QuantizeOptions& options);
+
+}  // namespace r2::model

@@ -1,0 +1,418 @@
+// Quality of the integer formats against BF16 (docs/perf/quantization.md).
+//
+// For each preset (tiny, small): writes the random-weight BF16 checkpoint with its tokenizer,
+// converts it with QuantizeCheckpoint to int8 (W8A8) and int4 (W4A16, group 128), and runs all
+// three on the CPU backend over a fixed prompt set: every prompt position (prefill) plus eight
+// greedy BF16 continuation tokens fed back one at a time (decode through the paged cache, the
+// quantized models teacher-forced on the BF16 tokens). At every position it compares the
+// next-token distributions: KL(p_bf16 || p_quant) (mean and p99, nats), top-1 agreement, and the
+// BF16 entropy (how flat the distributions are). Perplexity of each model on a fixed text.
+//
+//   build/<dir>/tests/r2_quant_quality_bench [--presets tiny,small] [--out FILE] [--no-write]
+//                                             [--by-part]
+// --by-part adds int8 checkpoints quantized in one part only (attention, routed experts, shared
+// experts, the dense MLP) to show where the divergence comes from. The noise floor row runs the
+// BF16 weights on the reference backend (float rounding differences only).
+//
+// Writes its section of FILE (default docs/perf/quantization.md in the source tree) between
+// the quant_quality_bench markers, keeping the rest of the file.
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "engine/model/deepseek_model.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/quantize_checkpoint.h"
+#include "engine/model/tiny_model.h"
+#include "engine/tokenizer/tiny_tokenizer.h"
+#include "engine/tokenizer/tokenizer.h"
+#include "kernels/backend.h"
+#include "tests/unit/test_paths.h"
+
+namespace r2 {
+namespace {
+
+using model::DeepseekModel;
+using model::ForwardOutput;
+using model::LogitsMode;
+using model::SequenceInput;
+
+constexpr int kDecodeSteps = 8;
+constexpr char kBegin[] = "<!-- quant_quality_bench:begin -->";
+constexpr char kEnd[] = "<!-- quant_quality_bench:end -->";
+
+const char* const kPrompts[] = {
+    "The quick brown fox jumps over the lazy dog while the farmer watches from the hill.",
+    "In 1905 Albert Einstein published four papers that changed physics forever.",
+    "def fibonacci(n):\n    if n < 2:\n        return n\n    return fibonacci(n - 1) +",
+    "Translate to French: The weather is nice today and we are going to the beach.",
+    "The mitochondria is the powerhouse of the cell because it produces",
+    "Question: What is the capital of Australia? Answer:",
+    "Once upon a time, in a kingdom far away, there lived a princess who",
+    "SELECT name, count(*) FROM users JOIN orders ON users.id = orders.user_id GROUP BY",
+};
+
+const char kText[] =
+    "Rivers carve valleys over millions of years, carrying sediment from the mountains to the "
+    "sea. Where the current slows, sand and silt settle, building deltas that shift with every "
+    "flood. Farmers have long settled on these fertile plains, planting rice, wheat and cotton, "
+    "and the first cities grew beside the water. Engineers later built dams and canals to tame "
+    "the floods, store water for dry seasons and turn turbines that light homes hundreds of "
+    "miles away. Yet a river is never fully tamed: it remembers its old course, and in a wet "
+    "year it may return to it.";
+
+struct Positions {
+  std::vector<std::vector<float>> logits;  // one next-token distribution per position
+};
+
+// Log-softmax in double.
+std::vector<double> LogSoftmax(const std::vector<float>& logits) {
+  double m = -1e300;
+  for (float v : logits) m = std::max(m, double{v});
+  double sum = 0.0;
+  for (float v : logits) sum += std::exp(double{v} - m);
+  const double log_z = m + std::log(sum);
+  std::vector<double> r(logits.size());
+  for (size_t i = 0; i < logits.size(); ++i) r[i] = double{logits[i]} - log_z;
+  return r;
+}
+
+int64_t ArgMax(const std::vector<float>& v) {
+  return std::max_element(v.begin(), v.end()) - v.begin();
+}
+
+class Runner {
+ public:
+  static absl::StatusOr<std::unique_ptr<Runner>> Load(const std::string& dir,
+                                                      const std::string& backend_name) {
+    auto r = std::make_unique<Runner>();
+    auto backend = MakeBackend(backend_name);
+    if (!backend.ok()) return backend.status();
+    r->backend_ = *std::move(backend);
+    auto m = DeepseekModel::Load(dir, r->backend_.get());
+    if (!m.ok()) return m.status();
+    r->model_ = *std::move(m);
+    auto cache = model::PagedKvCache::Create(r->model_->CacheShape(8));
+    if (!cache.ok()) return cache.status();
+    r->cache_ = *std::move(cache);
+    for (int32_t b = 0; b < 8; ++b) r->table_.push_back(b);
+    return r;
+  }
+
+  // Prefill `prompt` (logits at every position), then feed `forced` one token at a time (decode);
+  // when `forced` is empty, continues greedily for kDecodeSteps tokens and returns them there.
+  absl::StatusOr<Positions> Run(const std::vector<int32_t>& prompt, std::vector<int32_t>& forced) {
+    Positions out;
+    SequenceInput seq{.token_ids = prompt, .start_pos = 0, .block_table = table_};
+    auto prefill = model_->Forward({&seq, 1}, LogitsMode::kAll, *cache_);
+    if (!prefill.ok()) return prefill.status();
+    Append(*prefill, out);
+    const bool greedy = forced.empty();
+    for (int step = 0; step < kDecodeSteps; ++step) {
+      if (greedy) forced.push_back(static_cast<int32_t>(ArgMax(out.logits.back())));
+      const int32_t token = forced[step];
+      SequenceInput next{.token_ids = {&token, 1},
+                         .start_pos = static_cast<int64_t>(prompt.size()) + step,
+                         .block_table = table_};
+      auto decode = model_->Forward({&next, 1}, LogitsMode::kLastPerSequence, *cache_);
+      if (!decode.ok()) return decode.status();
+      Append(*decode, out);
+    }
+    return out;
+  }
+
+  // Mean negative log-likelihood of each next token of `text` (one prefill).
+  absl::StatusOr<double> MeanNll(const std::vector<int32_t>& text) {
+    SequenceInput seq{.token_ids = text, .start_pos = 0, .block_table = table_};
+    auto f = model_->Forward({&seq, 1}, LogitsMode::kAll, *cache_);
+    if (!f.ok()) return f.status();
+    double nll = 0.0;
+    for (size_t i = 0; i + 1 < text.size(); ++i) {
+      auto row = f->logits_row(static_cast<int64_t>(i));
+      nll -= LogSoftmax(std::vector<float>(row.begin(), row.end()))[text[i + 1]];
+    }
+    return nll / static_cast<double>(text.size() - 1);
+  }
+
+ private:
+  static void Append(const ForwardOutput& f, Positions& out) {
+    for (int64_t i = 0; i < f.logit_rows(); ++i) {
+      auto row = f.logits_row(i);
+      out.logits.emplace_back(row.begin(), row.end());
+    }
+  }
+
+  std::unique_ptr<Backend> backend_;
+  std::unique_ptr<DeepseekModel> model_;
+  std::unique_ptr<model::PagedKvCache> cache_;
+  std::vector<int32_t> table_;
+};
+
+struct Comparison {
+  std::string preset, format;
+  int64_t positions = 0;
+  double mean_kl = 0, p99_kl = 0, top1 = 0, mean_entropy = 0, ppl = 0, ppl_bf16 = 0;
+  double logit_err = 0;  // RMS(logits_quant - logits_bf16) / RMS(logits_bf16)
+  double seconds = 0;
+  double bytes = 0, bytes_bf16 = 0;
+};
+
+Comparison Compare(const std::vector<Positions>& ref, const std::vector<Positions>& quant) {
+  Comparison c;
+  std::vector<double> kls;
+  int64_t agree = 0;
+  double entropy = 0.0, sq_diff = 0.0, sq_ref = 0.0;
+  for (size_t p = 0; p < ref.size(); ++p) {
+    for (size_t i = 0; i < ref[p].logits.size(); ++i) {
+      for (size_t v = 0; v < ref[p].logits[i].size(); ++v) {
+        const double d = double{quant[p].logits[i][v]} - ref[p].logits[i][v];
+        sq_diff += d * d;
+        sq_ref += double{ref[p].logits[i][v]} * ref[p].logits[i][v];
+      }
+      const std::vector<double> lp = LogSoftmax(ref[p].logits[i]);
+      const std::vector<double> lq = LogSoftmax(quant[p].logits[i]);
+      double kl = 0.0, h = 0.0;
+      for (size_t v = 0; v < lp.size(); ++v) {
+        const double pv = std::exp(lp[v]);
+        kl += pv * (lp[v] - lq[v]);
+        h -= pv * lp[v];
+      }
+      kls.push_back(std::max(kl, 0.0));
+      entropy += h;
+      agree += ArgMax(ref[p].logits[i]) == ArgMax(quant[p].logits[i]);
+    }
+  }
+  c.positions = static_cast<int64_t>(kls.size());
+  double sum = 0.0;
+  for (double k : kls) sum += k;
+  c.mean_kl = sum / kls.size();
+  std::sort(kls.begin(), kls.end());
+  c.p99_kl = kls[std::min(kls.size() - 1, static_cast<size_t>(0.99 * kls.size()))];
+  c.top1 = static_cast<double>(agree) / kls.size();
+  c.mean_entropy = entropy / kls.size();
+  c.logit_err = std::sqrt(sq_diff / sq_ref);
+  return c;
+}
+
+double DirBytes(const std::string& dir) {
+  double total = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    if (e.path().extension() == ".safetensors") total += static_cast<double>(e.file_size());
+  }
+  return total;
+}
+
+absl::Status RunPreset(const std::string& preset, bool by_part, std::vector<Comparison>& results,
+                       std::string& notes) {
+  auto options = model::TinyModelPreset(preset);
+  if (!options.ok()) return options.status();
+  const std::string root = testing::MakeTempDir("quant_quality_" + preset);
+  const std::string bf16 = root + "/bf16";
+  std::fprintf(stderr, "%s: writing the bf16 checkpoint\n", preset.c_str());
+  if (absl::Status s = tokenizer::WriteTinyModelWithTokenizer(*options, bf16); !s.ok()) return s;
+  struct Variant {
+    std::string name, dir, backend = "cpu";
+  };
+  // The noise floor: the same BF16 weights on the reference backend (float rounding only).
+  std::vector<Variant> variants = {{"bf16", bf16}, {"bf16 (cpu-reference)", bf16, "cpu-reference"}};
+  for (auto [name, format] : {std::pair{"int8", model::QuantFormat::kInt8},
+                              std::pair{"int4", model::QuantFormat::kInt4}}) {
+    model::QuantizeOptions q;
+    q.format = format;
+    const std::string dir = root + "/" + name;
+    auto summary = model::QuantizeCheckpoint(bf16, dir, q);
+    if (!summary.ok()) return summary.status();
+    variants.push_back({name, dir});
+  }
+  if (by_part) {  // int8 on one part of the model at a time: where the divergence comes from
+    for (std::string part :
+         {"self_attn.", "mlp.experts.", "mlp.shared_experts.", "layers.0.mlp."}) {
+      model::QuantizeOptions q;
+      q.format = model::QuantFormat::kInt8;
+      q.filter = [part](const std::string& t) { return t.find(part) != std::string::npos; };
+      const std::string dir = root + "/int8-" + part;
+      auto summary = model::QuantizeCheckpoint(bf16, dir, q);
+      if (!summary.ok()) return summary.status();
+      variants.push_back({"int8, only " + part + "*", dir});
+    }
+  }
+  auto tok = tokenizer::Tokenizer::FromFile(bf16 + "/tokenizer.json");
+  if (!tok.ok()) return tok.status();
+  std::vector<std::vector<int32_t>> prompts;
+  for (const char* p : kPrompts) {
+    auto ids = (*tok)->Encode(p, /*add_special_tokens=*/true);
+    if (!ids.ok()) return ids.status();
+    prompts.push_back(*ids);
+  }
+  auto text = (*tok)->Encode(kText, true);
+  if (!text.ok()) return text.status();
+
+  std::vector<std::vector<Positions>> runs(variants.size());
+  std::vector<std::vector<int32_t>> continuations(prompts.size());
+  std::vector<double> nll(variants.size()), seconds(variants.size());
+  for (size_t v = 0; v < variants.size(); ++v) {
+    std::fprintf(stderr, "%s: running %s\n", preset.c_str(), variants[v].name.c_str());
+    const auto start = std::chrono::steady_clock::now();
+    auto runner = Runner::Load(variants[v].dir, variants[v].backend);
+    if (!runner.ok()) return runner.status();
+    for (size_t p = 0; p < prompts.size(); ++p) {
+      auto r = (*runner)->Run(prompts[p], continuations[p]);  // v == 0 fills continuations
+      if (!r.ok()) return r.status();
+      runs[v].push_back(*std::move(r));
+    }
+    auto n = (*runner)->MeanNll(*text);
+    if (!n.ok()) return n.status();
+    nll[v] = *n;
+    seconds[v] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  }
+  for (size_t v = 1; v < variants.size(); ++v) {
+    Comparison c = Compare(runs[0], runs[v]);
+    c.preset = preset;
+    c.format = variants[v].name;
+    c.ppl = std::exp(nll[v]);
+    c.ppl_bf16 = std::exp(nll[0]);
+    c.seconds = seconds[v];
+    c.bytes = DirBytes(variants[v].dir);
+    c.bytes_bf16 = DirBytes(bf16);
+    results.push_back(c);
+  }
+  absl::StrAppendFormat(&notes,
+                        "- %s: %d prompts, %d prompt tokens + %d decode steps each; text %d "
+                        "tokens; vocab %d (uniform entropy ln V = %.2f nats); bf16 run %.1f s\n",
+                        preset, static_cast<int>(prompts.size()),
+                        static_cast<int>(prompts[0].size()), kDecodeSteps,
+                        static_cast<int>(text->size()), static_cast<int>(options->vocab_size),
+                        std::log(static_cast<double>(options->vocab_size)), seconds[0]);
+  std::filesystem::remove_all(root);
+  return absl::OkStatus();
+}
+
+std::string Machine() {
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  std::string line, model = "unknown CPU";
+  while (std::getline(cpuinfo, line)) {
+    if (line.rfind("model name", 0) == 0) {
+      model = line.substr(line.find(':') + 2);
+      break;
+    }
+  }
+  return absl::StrCat(model, ", ", sysconf(_SC_NPROCESSORS_ONLN), " cores");
+}
+
+std::string Report(const std::vector<Comparison>& results, const std::string& notes,
+                   const std::string& command) {
+  char date[32];
+  const std::time_t now = std::time(nullptr);
+  std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  std::string s = absl::StrCat(kBegin, "\n## Quality against BF16 (random-weight presets)\n\n",
+                               "Measured ", date, " on ", Machine(),
+                               ", CPU backend (\"cpu\"; integer weights run the reference "
+                               "quantized Linear). Command: `",
+                               command, "`.\n\n");
+  s += "| preset | format | positions | mean KL (nats) | p99 KL | top-1 agreement | "
+       "logit RMS err | mean bf16 entropy | ppl (quant / bf16) | weights (GB, quant / bf16) | "
+       "goal met |\n";
+  s += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const Comparison& c : results) {
+    const bool int8 = c.format == "int8";
+    const bool met =
+        int8 ? (c.top1 >= 0.99 && c.mean_kl < 1e-3) : (c.top1 >= 0.95 && c.mean_kl < 2e-2);
+    const bool goal = c.format == "int8" || c.format == "int4";
+    absl::StrAppendFormat(
+        &s,
+        "| %s | %s | %d | %.2e | %.2e | %.2f%% | %.2e | %.2f | %.4g / %.4g | "
+        "%.3f / %.3f | %s |\n",
+        c.preset, c.format, static_cast<int>(c.positions), c.mean_kl, c.p99_kl, 100 * c.top1,
+        c.logit_err, c.mean_entropy, c.ppl, c.ppl_bf16, c.bytes / 1e9, c.bytes_bf16 / 1e9,
+        !goal ? "-"
+              : absl::StrCat(met ? "yes" : "NO", " (top-1 >= ", int8 ? "99%" : "95%", ", KL < ",
+                             int8 ? "1e-3" : "2e-2", ")"));
+  }
+  s += "\n" + notes + kEnd + "\n";
+  return s;
+}
+
+absl::Status WriteSection(const std::string& path, const std::string& section) {
+  std::string old;
+  if (std::ifstream in(path); in) {
+    std::ostringstream text;
+    text << in.rdbuf();
+    old = text.str();
+  }
+  std::string updated;
+  const size_t b = old.find(kBegin), e = old.find(kEnd);
+  if (b != std::string::npos && e != std::string::npos && e > b) {
+    updated = old.substr(0, b) + section + old.substr(e + std::string(kEnd).size() + 1);
+  } else {
+    updated = old.empty() ? "# Quantization: measured quality and memory\n\n" + section
+                          : old + "\n" + section;
+  }
+  std::ofstream out(path, std::ios::trunc);
+  out << updated;
+  if (!out) return absl::DataLossError(absl::StrCat(path, ": write failed"));
+  return absl::OkStatus();
+}
+
+int Main(int argc, char** argv) {
+  std::vector<std::string> presets = {"tiny", "small"};
+  std::string out = testing::SourceDir() + "/docs/perf/quantization.md";
+  bool write = true, by_part = false;
+  std::string command = "r2_quant_quality_bench";
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    command += " " + a;
+    if (a == "--presets" && i + 1 < argc) {
+      presets = absl::StrSplit(argv[++i], ',');
+      command += std::string(" ") + argv[i];
+    } else if (a == "--out" && i + 1 < argc) {
+      out = argv[++i];
+      command += std::string(" ") + argv[i];
+    } else if (a == "--no-write") {
+      write = false;
+    } else if (a == "--by-part") {
+      by_part = true;
+    } else {
+      std::fprintf(stderr,
+                   "usage: %s [--presets tiny,small] [--out FILE] [--no-write] [--by-part]\n",
+                   argv[0]);
+      return 2;
+    }
+  }
+  std::vector<Comparison> results;
+  std::string notes;
+  for (const std::string& preset : presets) {
+    if (absl::Status s = RunPreset(preset, by_part, results, notes); !s.ok()) {
+      std::fprintf(stderr, "%s: %s\n", preset.c_str(), std::string(s.message()).c_str());
+      return 1;
+    }
+  }
+  const std::string report = Report(results, notes, command);
+  std::printf("%s", report.c_str());
+  if (write) {
+    if (absl::Status s = WriteSection(out, report); !s.ok()) {
+      std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "wrote %s\n", out.c_str());
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace r2
+
+int main(int argc, char** argv) { return r2::Main(argc, argv); }
