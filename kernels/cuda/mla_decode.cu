@@ -259,8 +259,27 @@ __device__ void AttendRow(const DecodeArgs& a, float* smem, int b, int qi, int q
   }
 }
 
+}  // namespace
+}  // namespace r2::cuda
+
+#include "kernels/cuda/mla_decode_mma.cuh"
+
+namespace r2::cuda {
+namespace {
+
+// One unit of work on the tensor-core core (kMma) or the generic one.
+template <int kHeads, int kTokens, int kCols, bool kMma>
+__device__ __forceinline__ void Attend(const DecodeArgs& a, float* smem, int b, int qi, int q_row,
+                                       int g, int t_begin, int t_end, bool final_out, int s) {
+  if constexpr (kMma) {
+    AttendRowMma(a, smem, b, qi, q_row, g, t_begin, t_end, final_out, s);
+  } else {
+    AttendRow<kHeads, kTokens, kCols>(a, smem, b, qi, q_row, g, t_begin, t_end, final_out, s);
+  }
+}
+
 // grid: x = kSplitRows * head groups, y = splits, z = sequences.
-template <int kHeads, int kTokens, int kCols>
+template <int kHeads, int kTokens, int kCols, bool kMma>
 __global__ void __launch_bounds__(kThreads) MlaDecodeKernel(DecodeArgs a) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
@@ -278,7 +297,7 @@ __global__ void __launch_bounds__(kThreads) MlaDecodeKernel(DecodeArgs a) {
     if (qi >= q_len) return;
     const int visible = kv_len - q_len + qi + 1;
     if (a.splits == 1) {
-      AttendRow<kHeads, kTokens, kCols>(a, smem, b, qi, q_begin + qi, g, 0, visible, true, 0);
+      Attend<kHeads, kTokens, kCols, kMma>(a, smem, b, qi, q_begin + qi, g, 0, visible, true, 0);
       return;
     }
     // Splits actually used for this row: at least kMinSplitTokens each, tile-aligned.
@@ -287,15 +306,15 @@ __global__ void __launch_bounds__(kThreads) MlaDecodeKernel(DecodeArgs a) {
     chunk = (chunk + kTokens - 1) / kTokens * kTokens;
     if (s >= used) return;  // the combine reads splits [0, used) only
     const int t_begin = min(visible, s * chunk), t_end = min(visible, t_begin + chunk);
-    AttendRow<kHeads, kTokens, kCols>(a, smem, b, qi, q_begin + qi, g, t_begin, t_end, false, s);
+    Attend<kHeads, kTokens, kCols, kMma>(a, smem, b, qi, q_begin + qi, g, t_begin, t_end, false, s);
     return;
   }
   // Long query: blocks take (row, head group) items in turn over the whole visible range.
   const int blocks = gridDim.x * gridDim.y;
   for (int item = blockIdx.y * gridDim.x + blockIdx.x; item < q_len * groups; item += blocks) {
     const int qi = item / groups, g = item % groups;
-    AttendRow<kHeads, kTokens, kCols>(a, smem, b, qi, q_begin + qi, g, 0, kv_len - q_len + qi + 1,
-                                      true, 0);
+    Attend<kHeads, kTokens, kCols, kMma>(a, smem, b, qi, q_begin + qi, g, 0,
+                                         kv_len - q_len + qi + 1, true, 0);
   }
 }
 
@@ -350,10 +369,10 @@ absl::Status CheckCache(const char* op, const PagedLatentCache& c) {
 }
 
 // Launches the decode kernel for one tile configuration over latent columns [col0, col0 + cols).
-template <int kHeads, int kTokens, int kCols>
+template <int kHeads, int kTokens, int kCols, bool kMma = false>
 absl::Status LaunchDecode(const Context& ctx, DecodeArgs a, dim3 grid) {
-  const size_t smem = DecodeSmemBytes<kHeads, kTokens>(a.width);
-  auto* kernel = &MlaDecodeKernel<kHeads, kTokens, kCols>;
+  const size_t smem = kMma ? MmaSmemBytes() : DecodeSmemBytes<kHeads, kTokens>(a.width);
+  auto* kernel = &MlaDecodeKernel<kHeads, kTokens, kCols, kMma>;
   R2_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem)));
   kernel<<<grid, kThreads, smem, ctx.stream>>>(a);
@@ -420,11 +439,14 @@ absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p) {
       ctx.max_smem_per_block_optin > 0 ? ctx.max_smem_per_block_optin : 48 * 1024;
   const bool big =
       static_cast<int64_t>(DecodeSmemBytes<kBigHeads, kBigTokens>(a.width)) <= smem_limit;
-  if (!big &&
+  if (!big && (a.width != kMmaWidth || a.lora != kMmaLora) &&
       static_cast<int64_t>(DecodeSmemBytes<kSmallHeads, kSmallTokens>(a.width)) > smem_limit) {
     return Invalid(kOp, absl::StrCat("cache row width ", a.width, " too large for shared memory"));
   }
-  const int tile_heads = big ? kBigHeads : kSmallHeads;
+  // V3's rows (512 + 64, float4-aligned) run on the tensor-core core, with the same 32-head groups.
+  const bool mma = a.width == kMmaWidth && a.lora == kMmaLora && a.vec4 &&
+                   static_cast<int64_t>(MmaSmemBytes()) <= smem_limit;
+  const int tile_heads = big || mma ? kBigHeads : kSmallHeads;
   const int groups = static_cast<int>((p.heads + tile_heads - 1) / tile_heads);
   if (static_cast<int64_t>(groups) * kSplitRows > 65535) return Invalid(kOp, "too many heads");
 
@@ -454,8 +476,9 @@ absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p) {
   for (int pass = 0; pass < passes; ++pass) {
     a.col0 = pass * pass_cols;
     a.cols = std::min(pass_cols, a.lora - a.col0);
-    absl::Status s = big ? LaunchDecodeCols<kBigHeads, kBigTokens>(ctx, a, grid)
-                         : LaunchDecodeCols<kSmallHeads, kSmallTokens>(ctx, a, grid);
+    const absl::Status s = mma   ? LaunchDecode<kMmaHeads, kMmaTokens, 16, true>(ctx, a, grid)
+                           : big ? LaunchDecodeCols<kBigHeads, kBigTokens>(ctx, a, grid)
+                                 : LaunchDecodeCols<kSmallHeads, kSmallTokens>(ctx, a, grid);
     if (!s.ok()) return s;
     if (a.splits > 1) {
       const int threads = std::min(256, (a.cols + 31) / 32 * 32);

@@ -1,0 +1,248 @@
+#pragma once
+// The tensor-core core of MlaDecodeAttention for DeepSeek-V3's cache rows (kv_lora_rank 512, rope
+// 64): one thread block, 32 heads of one query row, 32 cache rows per tile. Included by
+// mla_decode.cu only, after DecodeArgs, kThreads, kSplitRows and kLog2e.
+//
+// Precision: the float32 operands are split as x = hi + lo with hi, lo bfloat16 and every product
+// is taken as hi*hi + hi*lo + lo*hi on bf16 mma.sync with float32 accumulation (the dropped lo*lo
+// term and the rounding of lo leave about 2^-17 relative per product), so results stay within
+// the float32 bound of the CPU reference (max relative error about 2e-5 at V3 shape).
+#include <cuda_bf16.h>
+
+#include <cstdint>
+
+namespace r2::cuda {
+namespace {
+
+constexpr int kMmaHeads = 32, kMmaTokens = 32, kMmaWidth = 576, kMmaLora = 512;
+constexpr int kQWords = kMmaWidth / 2;    // bf16 pairs per query row
+constexpr int kQStride = kQWords + 4;     // words per Q row in shared memory (bank spread)
+constexpr int kCStride = kMmaWidth + 8;   // floats per cache row in shared memory
+constexpr int kPStride = kMmaTokens + 8;  // floats per score row in shared memory
+static_assert(kThreads == 256, "8 warps: 2 head tiles x 4 token tiles / 4 column quarters");
+
+// Shared memory: row offsets [32] int64, Q hi / lo [32][kQStride] words, cache tile
+// [32][kCStride], scores [32][kPStride], per-head max / sum / rescale [32] each.
+constexpr size_t MmaSmemBytes() {
+  return sizeof(int64_t) * kMmaTokens +
+         sizeof(float) * (2 * kMmaHeads * kQStride + kMmaTokens * kCStride + kMmaHeads * kPStride +
+                          3 * kMmaHeads);
+}
+
+__device__ __forceinline__ uint32_t BitsOf(__nv_bfloat162 v) {
+  return *reinterpret_cast<const uint32_t*>(&v);
+}
+
+// (x, y) -> hi + lo pairs of bfloat16 (x in the low half, the lower column index).
+__device__ __forceinline__ void SplitBf16(float x, float y, uint32_t& hi, uint32_t& lo) {
+  const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
+  hi = BitsOf(h);
+  lo = BitsOf(__floats2bfloat162_rn(x - __low2float(h), y - __high2float(h)));
+}
+
+// d += a b for one m16n8k16 bf16 tile (row-major A, column-major B, float32 accumulate).
+__device__ __forceinline__ void MmaBf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
+                                        uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+// d += a b with both operands split: lo*hi + hi*lo + hi*hi (small terms first).
+__device__ __forceinline__ void MmaSplit(float (&d)[4], const uint32_t (&ah)[4],
+                                         const uint32_t (&al)[4], uint32_t bh0, uint32_t bh1,
+                                         uint32_t bl0, uint32_t bl1) {
+  MmaBf16(d, al, bh0, bh1);
+  MmaBf16(d, ah, bl0, bl1);
+  MmaBf16(d, ah, bh0, bh1);
+}
+
+// Same contract as AttendRow in mla_decode.cu: head group g of query row q_row (row qi of
+// sequence b), keys [t_begin, t_end); final output or the partial for split s.
+// Warp w: head tile mt = w % 2 (heads 16 mt ..), score token tile w / 2 (8 tokens), output
+// column quarter w / 2 (128 columns). Lane: group gr = lane / 4, thread in group t4 = lane % 4
+// (the mma fragment coordinates).
+__device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, int q_row, int g,
+                             int t_begin, int t_end, bool final_out, int s) {
+  const MlaDecodeParams& p = a.p;
+  const PagedLatentCache& c = p.cache;
+  int64_t* row_off = reinterpret_cast<int64_t*>(smem);
+  uint32_t* qh = reinterpret_cast<uint32_t*>(row_off + kMmaTokens);
+  uint32_t* ql = qh + kMmaHeads * kQStride;
+  float* cs = reinterpret_cast<float*>(ql + kMmaHeads * kQStride);
+  float* ps = cs + kMmaTokens * kCStride;
+  float* m_s = ps + kMmaHeads * kPStride;
+  float* l_s = m_s + kMmaHeads;
+  float* alpha_s = l_s + kMmaHeads;
+  const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
+  const int gr = lane / 4, t4 = lane % 4, mt = warp % 2, nq = warp / 2;
+  const int head0 = g * kMmaHeads;
+  const float scale_log2 = p.softmax_scale * kLog2e;
+
+  __syncthreads();  // the previous unit's readers of shared memory are done
+  for (int i = tid; i < kMmaHeads * kQWords; i += kThreads) {
+    const int h = i / kQWords, w = i % kQWords;
+    float x = 0.0f, y = 0.0f;
+    if (head0 + h < p.heads) {
+      const float* q = p.q + q_row * p.q_token_stride + (head0 + h) * p.q_head_stride + 2 * w;
+      x = q[0];
+      y = q[1];
+    }
+    SplitBf16(x, y, qh[h * kQStride + w], ql[h * kQStride + w]);
+  }
+  if (tid < kMmaHeads) {
+    m_s[tid] = -INFINITY;
+    l_s[tid] = 0.0f;
+  }
+  float o[16][4];
+#pragma unroll
+  for (int j = 0; j < 16; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  const int32_t* table = p.block_tables + static_cast<int64_t>(b) * p.block_table_stride;
+
+  for (int t0 = t_begin; t0 < t_end; t0 += kMmaTokens) {
+    __syncthreads();  // the previous tile's readers of cs / ps are done
+    if (tid < kMmaTokens) {
+      const int t = t0 + tid;
+      int64_t off = -1;
+      if (t < t_end) {
+        const int64_t blk = table[t / c.block_size];
+        if (blk >= 0 && blk < c.num_blocks) {
+          off = blk * c.block_stride + (t % c.block_size) * int64_t{kMmaWidth};
+        }
+      }
+      row_off[tid] = off;
+    }
+    __syncthreads();
+    for (int i = tid; i < kMmaTokens * (kMmaWidth / 4); i += kThreads) {
+      const int r = i / (kMmaWidth / 4), d4 = i % (kMmaWidth / 4);
+      const int64_t off = row_off[r];
+      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (off >= 0) v = reinterpret_cast<const float4*>(c.data + off)[d4];
+      reinterpret_cast<float4*>(cs + r * kCStride)[d4] = v;
+    }
+    __syncthreads();
+
+    // Scores S[16 heads x 8 tokens] of (mt, nq) over the 576-wide rows.
+    {
+      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      const uint32_t* qhr = qh + (16 * mt + gr) * kQStride + t4;
+      const uint32_t* qlr = ql + (16 * mt + gr) * kQStride + t4;
+      const float* crow = cs + (8 * nq + gr) * kCStride + 2 * t4;
+#pragma unroll 4
+      for (int k = 0; k < kMmaWidth / 16; ++k) {
+        const int w0 = 8 * k;
+        const uint32_t ah[4] = {qhr[w0], qhr[w0 + 8 * kQStride], qhr[w0 + 4],
+                                qhr[w0 + 8 * kQStride + 4]};
+        const uint32_t al[4] = {qlr[w0], qlr[w0 + 8 * kQStride], qlr[w0 + 4],
+                                qlr[w0 + 8 * kQStride + 4]};
+        const float2 b0 = *reinterpret_cast<const float2*>(crow + 16 * k);
+        const float2 b1 = *reinterpret_cast<const float2*>(crow + 16 * k + 8);
+        uint32_t bh0, bl0, bh1, bl1;
+        SplitBf16(b0.x, b0.y, bh0, bl0);
+        SplitBf16(b1.x, b1.y, bh1, bl1);
+        MmaSplit(acc, ah, al, bh0, bh1, bl0, bl1);
+      }
+      const int tok = 8 * nq + 2 * t4;
+      const bool ok0 = row_off[tok] >= 0, ok1 = row_off[tok + 1] >= 0;
+      float* prow = ps + (16 * mt + gr) * kPStride + tok;
+      prow[0] = ok0 ? acc[0] * scale_log2 : -INFINITY;
+      prow[1] = ok1 ? acc[1] * scale_log2 : -INFINITY;
+      prow[8 * kPStride] = ok0 ? acc[2] * scale_log2 : -INFINITY;
+      prow[8 * kPStride + 1] = ok1 ? acc[3] * scale_log2 : -INFINITY;
+    }
+    __syncthreads();
+
+    // Online softmax: warp w updates heads 4w .. 4w + 3, one lane per token.
+#pragma unroll
+    for (int k = 0; k < 4; ++k) {
+      const int h = 4 * warp + k;
+      const float x = ps[h * kPStride + lane];
+      float tile_max = x;
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) {
+        tile_max = fmaxf(tile_max, __shfl_xor_sync(~0u, tile_max, off));
+      }
+      const float m_old = m_s[h];
+      const float m_new = fmaxf(m_old, tile_max);
+      const float alpha = m_new == -INFINITY ? 1.0f : exp2f(m_old - m_new);
+      const float e = x == -INFINITY ? 0.0f : exp2f(x - m_new);
+      ps[h * kPStride + lane] = e;
+      float sum = e;
+#pragma unroll
+      for (int off = 16; off > 0; off /= 2) sum += __shfl_xor_sync(~0u, sum, off);
+      if (lane == 0) {
+        m_s[h] = m_new;
+        l_s[h] = l_s[h] * alpha + sum;
+        alpha_s[h] = alpha;
+      }
+    }
+    __syncthreads();
+
+    // O[16 heads x 128 columns] of (mt, nq) = alpha O + P V.
+    {
+      const float alpha_lo = alpha_s[16 * mt + gr], alpha_hi = alpha_s[16 * mt + gr + 8];
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        o[j][0] *= alpha_lo;
+        o[j][1] *= alpha_lo;
+        o[j][2] *= alpha_hi;
+        o[j][3] *= alpha_hi;
+      }
+#pragma unroll
+      for (int kk = 0; kk < kMmaTokens / 16; ++kk) {
+        const float* prow = ps + (16 * mt + gr) * kPStride + 16 * kk + 2 * t4;
+        const float2 p0 = *reinterpret_cast<const float2*>(prow);
+        const float2 p1 = *reinterpret_cast<const float2*>(prow + 8 * kPStride);
+        const float2 p2 = *reinterpret_cast<const float2*>(prow + 8);
+        const float2 p3 = *reinterpret_cast<const float2*>(prow + 8 * kPStride + 8);
+        uint32_t ah[4], al[4];
+        SplitBf16(p0.x, p0.y, ah[0], al[0]);
+        SplitBf16(p1.x, p1.y, ah[1], al[1]);
+        SplitBf16(p2.x, p2.y, ah[2], al[2]);
+        SplitBf16(p3.x, p3.y, ah[3], al[3]);
+        const float* v = cs + (16 * kk + 2 * t4) * kCStride + 128 * nq + gr;
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+          uint32_t bh0, bl0, bh1, bl1;
+          SplitBf16(v[8 * j], v[8 * j + kCStride], bh0, bl0);
+          SplitBf16(v[8 * j + 8 * kCStride], v[8 * j + 9 * kCStride], bh1, bl1);
+          MmaSplit(o[j], ah, al, bh0, bh1, bl0, bl1);
+        }
+      }
+    }
+  }
+  __syncthreads();  // m_s / l_s final (also when there was no tile)
+
+#pragma unroll
+  for (int half = 0; half < 2; ++half) {
+    const int hl = 16 * mt + gr + 8 * half, h = head0 + hl;
+    if (h >= p.heads) continue;
+    const float l = l_s[hl];
+    if (final_out) {
+      const float inv = l > 0.0f ? 1.0f / l : 0.0f;
+      float* out = p.out + q_row * p.out_token_stride + h * p.out_head_stride + 128 * nq + 2 * t4;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        out[8 * j] = o[j][2 * half] * inv;
+        out[8 * j + 1] = o[j][2 * half + 1] * inv;
+      }
+    } else {
+      const int64_t idx =
+          ((static_cast<int64_t>(b) * kSplitRows + qi) * p.heads + h) * a.splits + s;
+      float* out = a.part_out + idx * kMmaLora + 128 * nq + 2 * t4;
+#pragma unroll
+      for (int j = 0; j < 16; ++j) {
+        *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[j][2 * half], o[j][2 * half + 1]);
+      }
+      if (nq == 0 && t4 == 0) {
+        a.part_ml[2 * idx] = m_s[hl];
+        a.part_ml[2 * idx + 1] = l;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace r2::cuda
