@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<EngineCore>> EngineCore::Create(
       .vocab_size = options.output.vocab_size,
       .eos_token_ids = options.output.eos_token_ids,
       .seed = options.seed,
+      .num_threads = options.sampler_threads,
   });
   if (!sampler.ok()) return sampler.status();
   return std::unique_ptr<EngineCore>(new EngineCore(std::move(options), *std::move(scheduler),
@@ -146,6 +147,12 @@ absl::Status EngineCore::RunModelAndSample() {
 }
 
 absl::Status EngineCore::SampleChunks() {
+  // Gather every row with its state first, so the sampler can take the rows in parallel; then
+  // feed the tokens to the detokenizers and stop checkers in chunk order.
+  batch_rows_.clear();
+  batch_states_.clear();
+  batch_chunks_.clear();
+  batch_requests_.clear();
   size_t row = 0;
   for (const scheduler::ScheduledChunk& chunk : plan_.chunks) {
     if (!chunk.needs_logits) continue;
@@ -159,12 +166,23 @@ absl::Status EngineCore::SampleChunks() {
         request->SetCachedTokens(std::max(seq->num_cached_tokens, 0));
       }
     }
-    absl::StatusOr<sampling::SampleResult> result =
-        sampler_.Sample(logits_.row(row++), request->sampling_state(chunk.choice_index));
-    if (!result.ok()) return result.status();
-    const bool stop = request->AddToken(chunk.choice_index, *result);
-    sampled_.push_back({.seq_id = chunk.seq_id, .token = result->token, .stop = stop});
-    touched_.push_back(request);
+    batch_rows_.push_back(logits_.row(row++));
+    batch_states_.push_back(&request->sampling_state(chunk.choice_index));
+    batch_chunks_.push_back(&chunk);
+    batch_requests_.push_back(request);
+  }
+  batch_results_.resize(batch_rows_.size());
+  if (absl::Status s =
+          sampler_.SampleRows(batch_rows_, batch_states_, absl::MakeSpan(batch_results_));
+      !s.ok()) {
+    return s;
+  }
+  for (size_t i = 0; i < batch_chunks_.size(); ++i) {
+    const scheduler::ScheduledChunk& chunk = *batch_chunks_[i];
+    const sampling::SampleResult& result = batch_results_[i];
+    const bool stop = batch_requests_[i]->AddToken(chunk.choice_index, result);
+    sampled_.push_back({.seq_id = chunk.seq_id, .token = result.token, .stop = stop});
+    touched_.push_back(batch_requests_[i]);
   }
   stats_.generation_tokens_total += sampled_.size();
   return absl::OkStatus();

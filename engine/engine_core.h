@@ -8,8 +8,9 @@
 //      (aborted choices get their terminal abort event);
 //   2. the before_forward hook, then ModelRunner::Run (block copies + one forward pass; one
 //      logits row per needs_logits chunk);
-//   3. per needs_logits chunk, in chunk order: Sampler::Sample with the choice's own state, then
-//      the detokenizer and stop checker (ActiveRequest::AddToken);
+//   3. Sampler::SampleRows over every needs_logits chunk's row with its choice's own state (rows
+//      in parallel; see sampler.h for why the tokens do not depend on the threads), then, in
+//      chunk order, the detokenizer and stop checker (ActiveRequest::AddToken);
 //   4. Scheduler::Postprocess with the stop flags -> finished choices get their terminal event;
 //   5. every request touched in the step gets its deltas (and, when it has ended, its usage).
 // Preempted sequences keep their output tokens in the scheduler and their states here; their
@@ -43,6 +44,8 @@ struct EngineCoreOptions {
   int32_t block_size = 64;
   OutputContext output;
   uint64_t seed = 0;  // the sampler's generator for unseeded requests
+  // Threads that sample a step's rows (SamplerOptions::num_threads): 0 = OpenMP's default.
+  int32_t sampler_threads = 0;
   std::function<absl::Status(uint64_t step)> before_forward;
 };
 
@@ -102,6 +105,11 @@ class EngineCore {
   scheduler::SchedulerOutput plan_;
   StepLogits logits_;
   std::vector<scheduler::SampledToken> sampled_;
+  std::vector<absl::Span<float>> batch_rows_;  // the step's sampling batch, in chunk order
+  std::vector<sampling::SamplingState*> batch_states_;
+  std::vector<const scheduler::ScheduledChunk*> batch_chunks_;
+  std::vector<ActiveRequest*> batch_requests_;
+  std::vector<sampling::SampleResult> batch_results_;
   std::vector<scheduler::FinishedSequence> finished_;
   std::vector<ActiveRequest*> touched_;      // requests with output this step (may repeat)
   std::vector<uint64_t> finished_requests_;  // of those, the ones that ended

@@ -13,6 +13,7 @@ namespace r2::sampling {
 namespace {
 
 using simd::F4;
+using simd::I4;
 using simd::kBlock;
 using simd::kLanes;
 
@@ -33,10 +34,13 @@ constexpr uint32_t kNumBuckets = (kNumOctaves << (23 - kMantissaShift)) + 1;
 // Above this k, top_k selects with nth_element on a copy instead of a k-element heap.
 constexpr int32_t kMaxHeapK = 1024;
 
-uint32_t BucketOf(float w) {
-  const uint32_t bits = std::bit_cast<uint32_t>(w);
-  if (bits >= kOneBits) return 0;
-  return std::min((kOneBits - bits) >> kMantissaShift, kNumBuckets - 1);
+// BucketOf for four weights in [0, 1] (lanes with w <= 0 give meaningless buckets; callers mask
+// them): bits(w) >= bits(1) gives 0, else min((bits(1) - bits(w)) >> 18, last).
+I4 BucketsOf(F4 w, I4 one_bits, I4 last_bucket, I4 zero) {
+  const I4 below_one = one_bits - std::bit_cast<I4>(w);
+  const I4 positive = below_one > zero;
+  const I4 bucket = (positive ? below_one : zero) >> kMantissaShift;
+  return bucket < last_bucket ? bucket : last_bucket;
 }
 
 // Orders (weight, id) pairs by weight descending, then id ascending.
@@ -134,31 +138,40 @@ FilteredDistribution::WeightSums FilteredDistribution::ComputeWeights(
     absl::Span<const float> values, float max_logit, float temperature) {
   const size_t padded = (values.size() + kBlock - 1) / kBlock * kBlock;
   weights_.resize(padded);
+  block_sums_.resize(padded / kBlock);
   const F4 max4 = simd::Broadcast(max_logit);
   const F4 temperature4 = simd::Broadcast(temperature);
   const F4 guess4 = simd::Broadcast(kTopPGuess);
   const F4 zero4 = simd::Broadcast(0.0f);
   WeightSums sums;
   simd::I4 num_above = simd::BroadcastInt(0);  // minus the count per lane
+  F4 above4 = zero4;                           // the weight above the guess, per lane
   for (size_t i = 0; i < padded; i += kBlock) {
     const F4 lo = simd::ExpNonPositive((LoadLogits(values, i) - max4) / temperature4);
     const F4 hi = simd::ExpNonPositive((LoadLogits(values, i + kLanes) - max4) / temperature4);
     simd::Store(&weights_[i], lo);
     simd::Store(&weights_[i + kLanes], hi);
-    sums.total += simd::BlockSum(lo, hi);
+    const double block_sum = simd::BlockSum(lo, hi);
+    block_sums_[i / kBlock] = block_sum;
+    sums.total += block_sum;
     if constexpr (!kSumAboveGuess) continue;
     const auto lo_above = lo >= guess4;
     const auto hi_above = hi >= guess4;
-    sums.above_guess += simd::BlockSum(lo_above ? lo : zero4, hi_above ? hi : zero4);
+    above4 += (lo_above ? lo : zero4) + (hi_above ? hi : zero4);
     num_above += lo_above + hi_above;
   }
+  // A float sum, used only to choose top_p's path; that path needs at most kMaxSortedCandidates
+  // terms, 512 per lane, so its relative error is then under 512 * 2^-24 = 3.1e-5.
+  sums.above_guess = (static_cast<double>(above4[0]) + above4[1]) + (above4[2] + above4[3]);
   sums.num_above_guess = -simd::SumLanes(num_above);
   return sums;
 }
 
 float FilteredDistribution::TopPThreshold(const WeightSums& sums, float top_p) {
   const double target = static_cast<double>(top_p) * sums.total;
-  if (sums.above_guess < target || sums.num_above_guess > kMaxSortedCandidates) {
+  // The guess path needs the tokens above the guess to carry the target; their float sum is
+  // trusted only with a margin (else the histogram decides).
+  if (sums.above_guess < target * (1.0 + 1e-4) || sums.num_above_guess > kMaxSortedCandidates) {
     return HistogramThreshold(target);
   }
   // The prefix that reaches the target lies among the tokens with w >= kTopPGuess.
@@ -180,20 +193,37 @@ float FilteredDistribution::TopPThreshold(const WeightSums& sums, float top_p) {
 }
 
 float FilteredDistribution::HistogramThreshold(double target) {
-  bucket_mass_.assign(kNumBuckets, 0.0);
-  for (float w : weights_) {
-    if (w > 0.0f) bucket_mass_[BucketOf(w)] += w;
+  // Pass 1: bucket indices four at a time (integer vector ops), masses added to two interleaved
+  // histograms so that neighbouring tokens rarely wait on the same bucket's last add.
+  bucket_mass_.assign(2 * kNumBuckets, 0.0);
+  const I4 one_bits = simd::BroadcastInt(static_cast<int32_t>(kOneBits));
+  const I4 last_bucket = simd::BroadcastInt(static_cast<int32_t>(kNumBuckets - 1));
+  const I4 zero_i = simd::BroadcastInt(0);
+  const F4 zero4 = simd::Broadcast(0.0f);
+  for (size_t i = 0; i < weights_.size(); i += kLanes) {
+    const F4 w = simd::Load(&weights_[i]);
+    const I4 positive = w > zero4;
+    if (!simd::AnyLane(positive)) continue;
+    const I4 buckets = BucketsOf(w, one_bits, last_bucket, zero_i);
+    for (size_t lane = 0; lane < kLanes; ++lane) {
+      if (positive[lane]) bucket_mass_[(lane & 1) * kNumBuckets + buckets[lane]] += w[lane];
+    }
   }
   double cumulative = 0.0;
   uint32_t bucket = 0;
-  while (bucket < kNumBuckets && cumulative + bucket_mass_[bucket] < target) {
-    cumulative += bucket_mass_[bucket++];
-  }
+  auto mass = [&](uint32_t b) { return bucket_mass_[b] + bucket_mass_[kNumBuckets + b]; };
+  while (bucket < kNumBuckets && cumulative + mass(bucket) < target) cumulative += mass(bucket++);
   if (bucket == kNumBuckets) return 0.0f;  // rounding: the whole mass is below the target
+  // Pass 2: the crossing bucket's tokens, skipping blocks of 4 with none in it.
   crossing_.clear();
-  for (size_t i = 0; i < weights_.size(); ++i) {
-    const float w = weights_[i];
-    if (w > 0.0f && BucketOf(w) == bucket) crossing_.emplace_back(w, id_at(i));
+  const I4 wanted = simd::BroadcastInt(static_cast<int32_t>(bucket));
+  for (size_t i = 0; i < weights_.size(); i += kLanes) {
+    const F4 w = simd::Load(&weights_[i]);
+    const I4 in_bucket = (w > zero4) & (BucketsOf(w, one_bits, last_bucket, zero_i) == wanted);
+    if (!simd::AnyLane(in_bucket)) continue;
+    for (size_t lane = 0; lane < kLanes; ++lane) {
+      if (in_bucket[lane]) crossing_.emplace_back(w[lane], id_at(i + lane));
+    }
   }
   std::sort(crossing_.begin(), crossing_.end(), HeavierFirst);
   for (const auto& [w, id] : crossing_) {
@@ -212,12 +242,14 @@ void FilteredDistribution::KeptBlock(size_t i, float out[8]) const {
   simd::Store(out + kLanes, hi >= threshold4 ? hi : zero4);
 }
 
-double FilteredDistribution::KeptWeight() const {
+double FilteredDistribution::KeptWeight() {
   double total = 0.0;
   float block[kBlock];
   for (size_t i = 0; i < weights_.size(); i += kBlock) {
     KeptBlock(i, block);
-    total += simd::BlockSum(simd::Load(block), simd::Load(block + kLanes));
+    const double block_sum = simd::BlockSum(simd::Load(block), simd::Load(block + kLanes));
+    block_sums_[i / kBlock] = block_sum;
+    total += block_sum;
   }
   return total;
 }
@@ -225,30 +257,41 @@ double FilteredDistribution::KeptWeight() const {
 int32_t FilteredDistribution::Sample(double u) const {
   if (degenerate_) return fallback_token_;
   const double target = u * kept_weight_;
+  // The blocks' kept sums were stored when kept_weight_ was summed (the same values, in the same
+  // order), so the walk to the crossing block reads 1/8 of the row.
   double cumulative = 0.0;
-  size_t last_kept = 0;
-  float block[kBlock];
-  for (size_t i = 0; i < weights_.size(); i += kBlock) {
-    KeptBlock(i, block);
-    const double block_sum = simd::BlockSum(simd::Load(block), simd::Load(block + kLanes));
+  size_t last_kept_block = 0;
+  bool any_kept = false;
+  bool crossed = false;
+  for (size_t b = 0; b < block_sums_.size(); ++b) {
+    const double block_sum = block_sums_[b];
     if (block_sum == 0.0) continue;
+    any_kept = true;
+    last_kept_block = b;
     if (cumulative + block_sum > target) {
-      double running = cumulative;
-      for (size_t j = 0; j < kBlock; ++j) {
-        if (block[j] == 0.0f) continue;
-        running += block[j];
-        last_kept = i + j;
-        if (running > target) break;
-      }
-      return id_at(last_kept);
+      crossed = true;
+      break;
     }
     cumulative += block_sum;
-    for (size_t j = kBlock; j-- > 0;) {
-      if (block[j] > 0.0f) {
-        last_kept = i + j;
-        break;
-      }
-    }
+  }
+  if (!any_kept) return id_at(0);
+  float block[kBlock];
+  const size_t i = last_kept_block * kBlock;
+  KeptBlock(i, block);
+  if (!crossed) {  // rounding left no block past the target: the row's last kept token
+    size_t j = kBlock;
+    while (j > 0 && block[j - 1] == 0.0f) --j;
+    return id_at(j > 0 ? i + j - 1 : i);
+  }
+  // In the crossing block: the first kept token that takes the running sum past the target
+  // (rounding: else the block's last kept token).
+  double running = cumulative;
+  size_t last_kept = i;
+  for (size_t j = 0; j < kBlock; ++j) {
+    if (block[j] == 0.0f) continue;
+    running += block[j];
+    last_kept = i + j;
+    if (running > target) break;
   }
   return id_at(last_kept);
 }

@@ -74,7 +74,8 @@ class FilteredDistribution {
   WeightSums ComputeWeights(absl::Span<const float> values, float max_logit, float temperature);
   float TopPThreshold(const WeightSums& sums, float top_p);
   float HistogramThreshold(double target);
-  double KeptWeight() const;
+  // Zk, storing each block's kept sum in block_sums_.
+  double KeptWeight();
   // The block of 8 weights at `i` with the rejected ones zeroed.
   void KeptBlock(size_t i, float out[8]) const;
 
@@ -87,6 +88,7 @@ class FilteredDistribution {
   std::vector<int32_t> ids_;         // candidate ids when !dense_
   std::vector<float> values_;        // candidate logits when !dense_
   std::vector<float> weights_;       // w per candidate, zero-padded to a multiple of 8
+  std::vector<double> block_sums_;   // per block of 8: the BlockSum of its kept weights
   std::vector<float> heap_;          // top_k selection scratch
   std::vector<double> bucket_mass_;  // top_p histogram
   std::vector<std::pair<float, int32_t>> crossing_;  // the tokens sorted for top_p

@@ -10,7 +10,13 @@
 //   build/<dir>/tests/r2_engine_step_bench [scale=1]   (scale multiplies the timed steps)
 //
 // Cases: greedy and seeded top-p sampling at the DeepSeek-V3 vocabulary (129280), and greedy at a
-// 1024 vocabulary, where sampling is nearly free and the rest of the step shows.
+// 1024 vocabulary, where sampling is nearly free and the rest of the step shows; each with the
+// sampler on one thread and on OpenMP's default number of threads. Peer measured in the same run:
+// one read pass over the step's 256 logits rows (simd::Max per row, 132 MB at V = 129280), on one
+// thread and on the default threads: the memory floor of any sampler that reads every logit.
+// The "cpu" column is the engine thread's CPU time; with the sampler's threads the step's wall
+// time is the figure that counts (the pool's other threads are not in "cpu").
+#include <omp.h>
 #include <time.h>
 
 #include <algorithm>
@@ -21,8 +27,10 @@
 #include <random>
 #include <vector>
 
+#include "absl/time/clock.h"
 #include "engine/engine_core.h"
 #include "engine/request_stream.h"
+#include "engine/sampling/simd_math.h"
 
 namespace r2::engine {
 namespace {
@@ -60,7 +68,8 @@ struct Case {
   const char* name;
   int32_t vocab;
   bool greedy;
-  int steps;  // timed decode steps
+  int steps;        // timed decode steps
+  int32_t threads;  // sampler threads (0: OpenMP's default)
 };
 
 // CPU time of the calling thread: on a shared machine it shows the step's own work where wall
@@ -92,6 +101,7 @@ void RunCase(const Case& c, int scale) {
       .block_size = kBlockSize,
       .output = {.vocab_size = c.vocab, .eos_token_ids = {1}, .tokenizer = nullptr},
       .seed = 0,
+      .sampler_threads = c.threads,
       .before_forward = nullptr,
   };
   auto core = EngineCore::Create(options, std::make_unique<FixedLogitsRunner>(c.vocab, kRunning));
@@ -144,12 +154,36 @@ void RunCase(const Case& c, int scale) {
   const double host = Median(total) - Median(forward);
   const double rest = Median(schedule) + Median(postprocess);
   std::printf(
-      "%-24s %3d seqs %4d steps | wall %8.3f ms (cpu %8.3f) = schedule %6.3f + forward(fake) "
+      "%-24s %2d thr %3d seqs %4d steps | wall %8.3f ms (cpu %8.3f) = schedule %6.3f + "
+      "forward(fake) "
       "%6.3f + sample %8.3f + postprocess %6.3f | host excl. forward %8.3f ms; excl. forward and "
       "sampling %6.3f ms (%4.1f%% of host)\n",
-      c.name, stats.num_running, steps, Median(total) * ms, Median(cpu) * ms, Median(schedule) * ms,
-      Median(forward) * ms, Median(sample) * ms, Median(postprocess) * ms, host * ms, rest * ms,
-      100.0 * rest / host);
+      c.name, c.threads > 0 ? c.threads : omp_get_max_threads(), stats.num_running, steps,
+      Median(total) * ms, Median(cpu) * ms, Median(schedule) * ms, Median(forward) * ms,
+      Median(sample) * ms, Median(postprocess) * ms, host * ms, rest * ms, 100.0 * rest / host);
+}
+
+// The peer: medians of one read pass (the maximum of each row) over `rows` rows of `vocab`
+// logits, on `threads` threads.
+void RunReadPass(int32_t vocab, int32_t rows, int32_t threads, int steps) {
+  std::vector<float> table(static_cast<size_t>(vocab) * rows);
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal(0.0f, 3.0f);
+  for (float& x : table) x = normal(rng);
+  std::vector<float> maxima(rows);
+  std::vector<double> wall;
+  for (int s = 0; s < steps; ++s) {
+    const absl::Time start = absl::Now();
+#pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
+    for (int32_t r = 0; r < rows; ++r) {
+      maxima[r] = sampling::simd::Max(table.data() + static_cast<size_t>(r) * vocab, vocab);
+    }
+    wall.push_back(absl::ToDoubleSeconds(absl::Now() - start));
+  }
+  const double seconds = Median(wall);
+  std::printf("%-24s %2d thr %3d rows %4d steps | wall %8.3f ms, %.1f GB/s (max %g)\n",
+              "read pass (peer)", threads, rows, steps, seconds * 1e3,
+              static_cast<double>(table.size()) * sizeof(float) / seconds / 1e9, maxima[0]);
 }
 
 }  // namespace
@@ -159,9 +193,14 @@ int main(int argc, char** argv) {
   const int scale = argc > 1 ? std::max(1, std::atoi(argv[1])) : 1;
   std::printf("engine step at 256 decoding sequences, medians per step\n");
   using r2::engine::Case;
-  for (const Case& c : {Case{"greedy, vocab 129280", 129280, true, 40},
-                        Case{"top-p 0.95, vocab 129280", 129280, false, 10},
-                        Case{"greedy, vocab 1024", 1024, true, 400}}) {
+  const int32_t threads = omp_get_max_threads();
+  for (int32_t t : {1, threads}) r2::engine::RunReadPass(129280, 256, t, 40 * scale);
+  for (const Case& c : {Case{"greedy, vocab 129280", 129280, true, 40, 1},
+                        Case{"greedy, vocab 129280", 129280, true, 40, 0},
+                        Case{"top-p 0.95, vocab 129280", 129280, false, 10, 1},
+                        Case{"top-p 0.95, vocab 129280", 129280, false, 10, 0},
+                        Case{"greedy, vocab 1024", 1024, true, 400, 1},
+                        Case{"greedy, vocab 1024", 1024, true, 400, 0}}) {
     r2::engine::RunCase(c, scale);
   }
   return 0;
