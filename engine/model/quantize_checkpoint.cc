@@ -314,7 +314,8 @@ absl::StatusOr<std::vector<std::string>> ShardNames(const std::string& dir, bool
   if (!text.ok()) return text.status();
   std::set<std::string> names;
   try {
-    for (const auto& [tensor, shard] : Json::parse(*text).at("weight_map").items()) {
+    const Json index_json = Json::parse(*text);
+    for (const auto& [tensor, shard] : index_json.at("weight_map").items()) {
       names.insert(shard.get<std::string>());
     }
   } catch (const Json::exception& e) {

@@ -1,0 +1,470 @@
+// r2serve quantize's converter and the loading of compressed-tensors checkpoints: converted tiny
+// checkpoints (bf16 and fp8 sources, one file and sharded) load with integer weights that
+// round-trip within the format's bound and generate; corrupt or inconsistent checkpoints and
+// unsupported schemes fail with errors naming the tensor, field or scheme.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "absl/strings/match.h"
+#include "absl/strings/str_cat.h"
+#include "engine/model/checkpoint.h"
+#include "engine/model/config.h"
+#include "engine/model/deepseek_model.h"
+#include "engine/model/kv_cache.h"
+#include "engine/model/model_weights.h"
+#include "engine/model/quantize_checkpoint.h"
+#include "engine/model/safetensors.h"
+#include "engine/model/tiny_model.h"
+#include "engine/tokenizer/tiny_tokenizer.h"
+#include "kernels/backend.h"
+#include "kernels/quant_format.h"
+#include "nlohmann/json.hpp"
+#include "tests/unit/test_paths.h"
+
+namespace r2::model {
+namespace {
+
+using Json = nlohmann::json;
+using ::testing::AllOf;
+using ::testing::HasSubstr;
+
+struct Tensor {
+  std::string name;
+  DType dtype;
+  std::vector<int64_t> shape;
+  std::vector<uint8_t> bytes;
+};
+
+std::vector<Tensor> ReadAll(const std::string& path) {
+  auto file = SafetensorsFile::Open(path);
+  EXPECT_TRUE(file.ok()) << file.status();
+  std::vector<Tensor> out;
+  for (const auto& [name, entry] : (*file)->entries()) {
+    const auto* data = static_cast<const uint8_t*>((*file)->Get(name)->data);
+    out.push_back({name, entry.dtype, entry.shape,
+                   std::vector<uint8_t>(data, data + (entry.end - entry.begin))});
+  }
+  return out;
+}
+
+// Rewrites a safetensors file through `edit`.
+void Edit(const std::string& path, const std::function<void(std::vector<Tensor>&)>& edit) {
+  std::vector<Tensor> tensors = ReadAll(path);
+  edit(tensors);
+  SafetensorsWriter w;
+  for (const Tensor& t : tensors) w.Add(t.name, t.dtype, t.shape, t.bytes);
+  ASSERT_TRUE(w.Write(path).ok());
+}
+
+Tensor* Find(std::vector<Tensor>& tensors, const std::string& name) {
+  for (Tensor& t : tensors) {
+    if (t.name == name) return &t;
+  }
+  ADD_FAILURE() << "no tensor " << name;
+  return nullptr;
+}
+
+void Erase(std::vector<Tensor>& tensors, const std::string& name) {
+  std::erase_if(tensors, [&](const Tensor& t) { return t.name == name; });
+}
+
+void EditConfig(const std::string& dir, const std::function<void(Json&)>& edit) {
+  std::ifstream in(dir + "/config.json");
+  Json config = Json::parse(in);
+  edit(config);
+  std::ofstream(dir + "/config.json", std::ios::trunc) << config.dump(2);
+}
+
+std::string MakeTiny(const std::string& preset, bool tokenizer = false) {
+  const std::string dir = testing::MakeTempDir("quant_src_" + preset);
+  auto options = TinyModelPreset(preset);
+  EXPECT_TRUE(options.ok());
+  const absl::Status s = tokenizer ? tokenizer::WriteTinyModelWithTokenizer(*options, dir)
+                                   : WriteTinyModel(*options, dir);
+  EXPECT_TRUE(s.ok()) << s;
+  return dir;
+}
+
+std::string Convert(const std::string& src, QuantFormat format, bool symmetric = true,
+                    bool lm_head = false) {
+  const std::string out = testing::MakeTempDir("quant_out");
+  QuantizeOptions o;
+  o.format = format;
+  o.symmetric = symmetric;
+  o.quantize_lm_head = lm_head;
+  auto summary = QuantizeCheckpoint(src, out, o);
+  EXPECT_TRUE(summary.ok()) << summary.status();
+  return out;
+}
+
+absl::Status OpenError(const std::string& dir) {
+  auto c = Checkpoint::Open(dir);
+  return c.ok() ? absl::OkStatus() : c.status();
+}
+
+const char kQa[] = "model.layers.0.self_attn.q_a_proj.weight";
+const char kExpertDown[] = "model.layers.1.mlp.experts.3.down_proj.weight";
+
+// Every quantized weight of layers 0 and 1 dequantizes to within the format's bound of the source.
+void ExpectRoundTrip(const Checkpoint& src, const Checkpoint& dst, QuantFormat format,
+                     bool symmetric) {
+  int64_t checked = 0;
+  for (const ExpectedTensor& t : ExpectedTensors(src.config())) {
+    if (t.kind != TensorKind::kLinear || !(absl::StartsWith(t.name, "model.layers.0.") ||
+                                           absl::StartsWith(t.name, "model.layers.1."))) {
+      continue;
+    }
+    auto a = src.Linear(t.name);
+    auto b = dst.Linear(t.name);
+    ASSERT_TRUE(a.ok() && b.ok()) << t.name;
+    ASSERT_EQ(b->weight.dtype, format == QuantFormat::kInt8 ? DType::kI8 : DType::kU4) << t.name;
+    auto fa = DequantizeToFloat(*a);
+    auto fb = DequantizeToFloat(*b);
+    ASSERT_TRUE(fa.ok() && fb.ok());
+    const int64_t in = b->in_features();
+    for (int64_t o = 0; o < b->out_features(); ++o) {
+      for (int64_t j = 0; j < in; ++j) {
+        const float s = IntegerWeightScale(*b, o, j / b->group_size);
+        const float bound = (symmetric ? 0.5f : 1.0f) * s * 1.001f + 1e-7f;
+        ASSERT_LE(std::fabs((*fa)[o * in + j] - (*fb)[o * in + j]), bound)
+            << t.name << " [" << o << ", " << j << "]";
+      }
+    }
+    ++checked;
+  }
+  EXPECT_GT(checked, 10);
+}
+
+TEST(QuantCheckpointTest, Int8FromBf16LoadsWithPerChannelScalesAndRoundTrips) {
+  const std::string src = MakeTiny("tiny", /*tokenizer=*/true);
+  const std::string dst = Convert(src, QuantFormat::kInt8);
+  auto a = Checkpoint::Open(src);
+  auto b = Checkpoint::Open(dst);
+  ASSERT_TRUE(a.ok() && b.ok()) << b.status();
+  const auto& q = b.value()->config().quantization;
+  ASSERT_TRUE(q.has_value());
+  EXPECT_EQ(q->quant_method, "compressed-tensors");
+  EXPECT_EQ(q->compressed.format, "int-quantized");
+  EXPECT_EQ(q->compressed.num_bits, 8);
+  auto w = b.value()->Linear(kQa);
+  ASSERT_TRUE(w.ok());
+  EXPECT_EQ(w->weight.dtype, DType::kI8);
+  EXPECT_EQ(w->scale.shape, (std::vector<int64_t>{64, 1}));
+  EXPECT_EQ(w->group_size, 256);
+  // Kept as they were: lm_head, the router, the MTP eh_proj, embeddings.
+  EXPECT_EQ(b.value()->Linear("lm_head.weight")->weight.dtype, DType::kBF16);
+  EXPECT_EQ(b.value()->Tensor("model.layers.1.mlp.gate.weight")->dtype, DType::kBF16);
+  EXPECT_EQ(b.value()->Linear("model.layers.4.eh_proj.weight")->weight.dtype, DType::kBF16);
+  EXPECT_TRUE(std::filesystem::exists(dst + "/tokenizer.json"));
+  EXPECT_TRUE(std::filesystem::exists(dst + "/tokenizer_config.json"));
+  EXPECT_TRUE(std::filesystem::exists(dst + "/generation_config.json"));
+  ExpectRoundTrip(**a, **b, QuantFormat::kInt8, true);
+}
+
+TEST(QuantCheckpointTest, Int4FromBf16SymmetricAndAsymmetric) {
+  const std::string src = MakeTiny("tiny");
+  auto a = Checkpoint::Open(src);
+  ASSERT_TRUE(a.ok());
+  for (bool symmetric : {true, false}) {
+    const std::string dst = Convert(src, QuantFormat::kInt4, symmetric);
+    auto b = Checkpoint::Open(dst);
+    ASSERT_TRUE(b.ok()) << b.status();
+    const auto& q = b.value()->config().quantization;
+    EXPECT_EQ(q->compressed.format, "pack-quantized");
+    EXPECT_EQ(q->compressed.group_size, 128);
+    EXPECT_EQ(q->compressed.symmetric, symmetric);
+    auto w = b.value()->Linear(kExpertDown);  // [256, 64]: one partial group per row
+    ASSERT_TRUE(w.ok());
+    EXPECT_EQ(w->weight.dtype, DType::kU4);
+    EXPECT_EQ(w->weight.shape, (std::vector<int64_t>{256, 64}));
+    EXPECT_EQ(w->scale.shape, (std::vector<int64_t>{256, 1}));
+    EXPECT_EQ(w->scale.dtype, DType::kBF16);
+    EXPECT_EQ(w->zero_point.empty(), symmetric);
+    ExpectRoundTrip(**a, **b, QuantFormat::kInt4, symmetric);
+  }
+}
+
+TEST(QuantCheckpointTest, Fp8ShardedAndLmHeadSources) {
+  // FP8 (block scales, partial edge blocks) to int4 and int8.
+  const std::string fp8 = MakeTiny("tiny-fp8");
+  auto a = Checkpoint::Open(fp8);
+  ASSERT_TRUE(a.ok());
+  for (QuantFormat f : {QuantFormat::kInt4, QuantFormat::kInt8}) {
+    auto b = Checkpoint::Open(Convert(fp8, f));
+    ASSERT_TRUE(b.ok()) << b.status();
+    ExpectRoundTrip(**a, **b, f, true);
+    // FP8 weights that stay unquantized are written as BF16 (no scale_inv left behind).
+    auto eh = b.value()->Linear("model.layers.4.eh_proj.weight");
+    ASSERT_TRUE(eh.ok());
+    EXPECT_EQ(eh->weight.dtype, DType::kBF16);
+    EXPECT_FALSE(b.value()->Has("model.layers.4.eh_proj.weight_scale_inv"));
+  }
+  // Two shards and an index in, two shards and an index out.
+  const std::string sharded = Convert(MakeTiny("tiny-noqlora"), QuantFormat::kInt4);
+  EXPECT_TRUE(std::filesystem::exists(sharded + "/model.safetensors.index.json"));
+  EXPECT_TRUE(Checkpoint::Open(sharded).ok());
+  // lm_head on request.
+  auto head = Checkpoint::Open(Convert(MakeTiny("tiny"), QuantFormat::kInt8, true, true));
+  ASSERT_TRUE(head.ok());
+  EXPECT_EQ(head.value()->Linear("lm_head.weight")->weight.dtype, DType::kI8);
+}
+
+// Prefill then decode on `dir`; returns the logits of every step (prefill's last, then decode).
+std::vector<std::vector<float>> Generate(const std::string& dir, int steps) {
+  auto backend = MakeBackend("cpu");
+  EXPECT_TRUE(backend.ok());
+  auto model = DeepseekModel::Load(dir, backend->get());
+  EXPECT_TRUE(model.ok()) << model.status();
+  auto cache = PagedKvCache::Create((*model)->CacheShape(4));
+  const std::vector<int32_t> table = {0, 1, 2, 3};
+  std::vector<int32_t> tokens = {1, 57, 300, 12, 999, 4, 77};
+  std::vector<std::vector<float>> logits;
+  int64_t pos = 0;
+  std::vector<int32_t> step_tokens = tokens;
+  for (int s = 0; s <= steps; ++s) {
+    SequenceInput seq{.token_ids = step_tokens, .start_pos = pos, .block_table = table};
+    auto out = (*model)->Forward({&seq, 1}, LogitsMode::kLastPerSequence, **cache);
+    EXPECT_TRUE(out.ok()) << out.status();
+    auto row = out->logits_row(0);
+    logits.emplace_back(row.begin(), row.end());
+    pos += static_cast<int64_t>(step_tokens.size());
+    step_tokens = {static_cast<int32_t>((s * 131 + 7) % 1024)};  // fixed, not sampled
+  }
+  return logits;
+}
+
+TEST(QuantCheckpointTest, ConvertedModelsGenerateCloseToBf16) {
+  const std::string src = MakeTiny("tiny");
+  const auto ref = Generate(src, 4);
+  double err[2];
+  int k = 0;
+  for (QuantFormat f : {QuantFormat::kInt8, QuantFormat::kInt4}) {
+    const auto got = Generate(Convert(src, f), 4);
+    ASSERT_EQ(got.size(), ref.size());
+    double sq_diff = 0.0, sq_ref = 0.0;
+    for (size_t s = 0; s < ref.size(); ++s) {
+      for (size_t v = 0; v < ref[s].size(); ++v) {
+        ASSERT_TRUE(std::isfinite(got[s][v]));
+        sq_diff += (got[s][v] - ref[s][v]) * (got[s][v] - ref[s][v]);
+        sq_ref += ref[s][v] * ref[s][v];
+      }
+    }
+    err[k++] = std::sqrt(sq_diff / sq_ref);
+  }
+  // The logits follow BF16's (a broken format would give errors near or above 1), int8 closer
+  // than int4.
+  EXPECT_LT(err[0], 0.25);
+  EXPECT_LT(err[1], 0.6);
+  EXPECT_LT(err[0], err[1]);
+}
+
+// ---- corrupt and inconsistent checkpoints ---------------------------------------------------
+
+class CorruptCheckpointTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    src_ = new std::string(MakeTiny("tiny"));
+    int4_ = new std::string(Convert(*src_, QuantFormat::kInt4, /*symmetric=*/false));
+    int8_ = new std::string(Convert(*src_, QuantFormat::kInt8));
+  }
+  // A fresh copy of a converted checkpoint to break.
+  static std::string Copy(const std::string& dir) {
+    const std::string out = testing::MakeTempDir("quant_corrupt");
+    std::filesystem::copy(dir, out,
+                          std::filesystem::copy_options::overwrite_existing |
+                              std::filesystem::copy_options::recursive);
+    return out;
+  }
+  static std::string* src_;
+  static std::string* int4_;
+  static std::string* int8_;
+};
+std::string* CorruptCheckpointTest::src_ = nullptr;
+std::string* CorruptCheckpointTest::int4_ = nullptr;
+std::string* CorruptCheckpointTest::int8_ = nullptr;
+
+TEST_F(CorruptCheckpointTest, ScaleShapeMismatch) {
+  const std::string dir = Copy(*int4_);
+  Edit(dir + "/model.safetensors", [](std::vector<Tensor>& t) {
+    Tensor* s = Find(t, "model.layers.0.self_attn.q_a_proj.weight_scale");
+    s->shape = {64, 3};
+    s->bytes.resize(64 * 3 * 2);
+  });
+  absl::Status s = OpenError(dir);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(), AllOf(HasSubstr("'model.layers.0.self_attn.q_a_proj.weight_scale'"),
+                                 HasSubstr("has shape [64, 3], expected [64, 2]")));
+
+  const std::string dir8 = Copy(*int8_);
+  Edit(dir8 + "/model.safetensors", [](std::vector<Tensor>& t) {
+    Tensor* s = Find(t, "model.layers.1.mlp.experts.3.down_proj.weight_scale");
+    s->shape = {1, 256};
+  });
+  EXPECT_THAT(OpenError(dir8).message(), AllOf(HasSubstr("experts.3.down_proj.weight_scale'"),
+                                               HasSubstr("has shape [1, 256], expected [256, 1]")));
+}
+
+TEST_F(CorruptCheckpointTest, MissingScaleZeroPointOrShape) {
+  for (const char* suffix : {".weight_scale", ".weight_zero_point", ".weight_shape"}) {
+    const std::string dir = Copy(*int4_);
+    const std::string name = std::string("model.layers.2.mlp.experts.7.up_proj") + suffix;
+    Edit(dir + "/model.safetensors", [&](std::vector<Tensor>& t) { Erase(t, name); });
+    absl::Status s = OpenError(dir);
+    EXPECT_EQ(s.code(), absl::StatusCode::kNotFound) << suffix;
+    EXPECT_THAT(s.message(), AllOf(HasSubstr("'" + name + "'"), HasSubstr("is missing")));
+  }
+  const std::string dir8 = Copy(*int8_);
+  Edit(dir8 + "/model.safetensors",
+       [](std::vector<Tensor>& t) { Erase(t, "model.layers.0.mlp.down_proj.weight_scale"); });
+  EXPECT_THAT(OpenError(dir8).message(),
+              AllOf(HasSubstr("'model.layers.0.mlp.down_proj.weight_scale' is missing")));
+}
+
+TEST_F(CorruptCheckpointTest, PackedShapeAndZeroPointInconsistencies) {
+  const std::string dir = Copy(*int4_);
+  Edit(dir + "/model.safetensors", [](std::vector<Tensor>& t) {
+    Tensor* s = Find(t, "model.layers.0.self_attn.o_proj.weight_shape");
+    const int64_t wrong[2] = {256, 512};
+    std::memcpy(s->bytes.data(), wrong, 16);
+  });
+  EXPECT_THAT(OpenError(dir).message(),
+              AllOf(HasSubstr("o_proj.weight_packed'"), HasSubstr("for weight_shape [256, 512]")));
+
+  const std::string dir2 = Copy(*int4_);
+  Edit(dir2 + "/model.safetensors", [](std::vector<Tensor>& t) {
+    Tensor* z = Find(t, "model.layers.0.self_attn.o_proj.weight_zero_point");
+    z->dtype = DType::kI64;
+    z->bytes.resize(z->bytes.size() * 2);
+  });
+  EXPECT_THAT(OpenError(dir2).message(),
+              AllOf(HasSubstr("o_proj.weight_zero_point'"), HasSubstr("must be I32 [32, 1]")));
+
+  const std::string dir3 = Copy(*int8_);
+  Edit(dir3 + "/model.safetensors", [](std::vector<Tensor>& t) {
+    t.push_back({"model.layers.0.mlp.up_proj.weight_zero_point",
+                 DType::kI8,
+                 {512, 1},
+                 std::vector<uint8_t>(512, 3)});
+  });
+  EXPECT_THAT(OpenError(dir3).message(), HasSubstr("asymmetric int8 weights are not supported"));
+
+  const std::string dir4 = Copy(*int4_);
+  Edit(dir4 + "/model.safetensors", [](std::vector<Tensor>& t) {
+    t.push_back({"model.layers.0.mlp.up_proj.weight_g_idx",
+                 DType::kI32,
+                 {256},
+                 std::vector<uint8_t>(1024, 0)});
+  });
+  EXPECT_THAT(OpenError(dir4).message(), HasSubstr("activation reordering"));
+}
+
+TEST_F(CorruptCheckpointTest, ConfigThatDoesNotMatchTheTensors) {
+  const std::string dir = Copy(*int4_);
+  EditConfig(dir, [](Json& c) { c.erase("quantization_config"); });
+  EXPECT_THAT(OpenError(dir).message(),
+              AllOf(HasSubstr("holds int4 weights"), HasSubstr("compressed-tensors")));
+
+  const std::string dir8 = Copy(*int8_);
+  EditConfig(dir8, [](Json& c) {
+    c["quantization_config"]["format"] = "pack-quantized";
+    c["quantization_config"]["config_groups"]["group_0"]["weights"] = {
+        {"num_bits", 4}, {"type", "int"}, {"strategy", "group"}, {"group_size", 128}};
+    c["quantization_config"]["config_groups"]["group_0"]["input_activations"] = nullptr;
+  });
+  EXPECT_THAT(OpenError(dir8).message(), AllOf(HasSubstr("holds int8 weights"),
+                                               HasSubstr("pack-quantized scheme has num_bits 4")));
+
+  const std::string sym = Copy(*int4_);  // asymmetric tensors, config made symmetric: still loads
+  EditConfig(sym, [](Json& c) {
+    c["quantization_config"]["config_groups"]["group_0"]["weights"]["symmetric"] = true;
+  });
+  EXPECT_TRUE(Checkpoint::Open(sym).ok());
+}
+
+// config.json's quantization_config alone.
+absl::Status ParseQuant(const Json& q) {
+  Json config = Json::parse(TinyModelConfigJson(*TinyModelPreset("tiny")));
+  config["quantization_config"] = q;
+  auto c = ParseModelConfig(config.dump(), "config.json");
+  return c.ok() ? absl::OkStatus() : c.status();
+}
+
+Json Int4Config() {
+  CompressedTensorsScheme s;
+  s.format = "pack-quantized";
+  s.num_bits = 4;
+  s.group_size = 128;
+  return CompressedTensorsConfigJson(s);
+}
+
+TEST(QuantConfigTest, UnsupportedSchemesNameTheScheme) {
+  EXPECT_TRUE(ParseQuant(Int4Config()).ok());
+  for (const char* method : {"awq", "gptq", "bitsandbytes", "mxfp4"}) {
+    absl::Status s = ParseQuant({{"quant_method", method}, {"bits", 4}, {"group_size", 128}});
+    EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_THAT(s.message(),
+                AllOf(HasSubstr("quantization_config.quant_method"),
+                      HasSubstr(absl::StrCat("'", method, "'")), HasSubstr("compressed-tensors")));
+  }
+  Json q = Int4Config();
+  q["format"] = "float-quantized";
+  EXPECT_THAT(ParseQuant(q).message(),
+              AllOf(HasSubstr("quantization_config.format"), HasSubstr("float-quantized")));
+  q = Int4Config();
+  q["config_groups"]["group_0"]["input_activations"] = {
+      {"num_bits", 8}, {"type", "int"}, {"strategy", "token"}, {"dynamic", true}};
+  EXPECT_THAT(ParseQuant(q).message(), HasSubstr("W4A8"));
+  q = Int4Config();
+  q["config_groups"]["group_0"]["weights"]["actorder"] = "group";
+  EXPECT_THAT(ParseQuant(q).message(), HasSubstr("actorder"));
+  q = Int4Config();
+  q["config_groups"]["group_0"]["weights"]["type"] = "float";
+  EXPECT_THAT(ParseQuant(q).message(), AllOf(HasSubstr("weights.type"), HasSubstr("float")));
+  q = Int4Config();
+  q["config_groups"]["group_1"] = q["config_groups"]["group_0"];
+  q["config_groups"]["group_1"]["weights"]["group_size"] = 64;
+  EXPECT_THAT(ParseQuant(q).message(), HasSubstr("different weight schemes"));
+  q = Int4Config();
+  q["kv_cache_scheme"] = {{"num_bits", 8}, {"type", "float"}};
+  EXPECT_THAT(ParseQuant(q).message(), HasSubstr("kv_cache_scheme"));
+  // int8 without per-token activations (W8A16) and with static activation scales.
+  CompressedTensorsScheme s8;
+  s8.format = "int-quantized";
+  s8.num_bits = 8;
+  Json q8 = CompressedTensorsConfigJson(s8);
+  EXPECT_TRUE(ParseQuant(q8).ok());
+  Json w8a16 = q8;
+  w8a16["config_groups"]["group_0"]["input_activations"] = nullptr;
+  EXPECT_THAT(ParseQuant(w8a16).message(), HasSubstr("W8A16"));
+  Json static_act = q8;
+  static_act["config_groups"]["group_0"]["input_activations"]["dynamic"] = false;
+  EXPECT_THAT(ParseQuant(static_act).message(), HasSubstr("static activation scales"));
+}
+
+TEST(QuantConverterTest, RejectsQuantizedInputAndSameDirectory) {
+  const std::string src = MakeTiny("tiny");
+  const std::string int8 = Convert(src, QuantFormat::kInt8);
+  QuantizeOptions o;
+  auto again = QuantizeCheckpoint(int8, testing::MakeTempDir("quant_again"), o);
+  EXPECT_THAT(again.status().message(), HasSubstr("already quantized"));
+  auto same = QuantizeCheckpoint(src, src, o);
+  EXPECT_THAT(same.status().message(), HasSubstr("must differ"));
+  auto missing = QuantizeCheckpoint(src + "/nope", testing::MakeTempDir("quant_missing"), o);
+  EXPECT_FALSE(missing.ok());
+  o.format = QuantFormat::kInt4;
+  o.group_size = 0;
+  EXPECT_THAT(QuantizeCheckpoint(src, testing::MakeTempDir("quant_g0"), o).status().message(),
+              HasSubstr("group size must be positive"));
+}
+
+}  // namespace
+}  // namespace r2::model
