@@ -320,8 +320,11 @@ def test_server_flags_exist(overlay, serve_flags):
     name, docs = overlay
     _, container = server_container(docs)
     assert container["command"] == ["r2serve", "serve"]
-    for flag, _ in flag_args(container["args"], f"{name} overlay"):
+    flags = [flag for flag, _ in flag_args(container["args"], f"{name} overlay")]
+    for flag in flags:
         assert flag in serve_flags, f"{name} overlay passes --{flag}, which `r2serve serve` lacks"
+    repeated = {f for f in flags if flags.count(f) > 1} - {"api-key"}  # only --api-key repeats
+    assert not repeated, f"{name} overlay passes {sorted(repeated)} more than once"
 
 
 def test_flag_check_catches_an_unknown_flag(serve_flags):
