@@ -21,12 +21,26 @@ constexpr int kCStride = kMmaWidth + 8;   // floats per cache row in shared memo
 constexpr int kPStride = kMmaTokens + 8;  // floats per score row in shared memory
 static_assert(kThreads == 256, "8 warps: 2 head tiles x 4 token tiles / 4 column quarters");
 
-// Shared memory: row offsets [32] int64, Q hi / lo [32][kQStride] words, cache tile
-// [32][kCStride], scores [32][kPStride], per-head max / sum / rescale [32] each.
+// Shared memory: row offsets [2][32] int64, Q hi / lo [32][kQStride] words, cache tiles
+// [2][32][kCStride] (double-buffered: the next tile streams in with cp.async while this one is
+// computed), scores [32][kPStride], per-head max / sum / rescale [32] each. About 225 KiB: one
+// block per SM on Hopper (227 KiB opt-in).
 constexpr size_t MmaSmemBytes() {
-  return sizeof(int64_t) * kMmaTokens +
-         sizeof(float) * (2 * kMmaHeads * kQStride + kMmaTokens * kCStride + kMmaHeads * kPStride +
-                          3 * kMmaHeads);
+  return sizeof(int64_t) * 2 * kMmaTokens +
+         sizeof(float) * (2 * kMmaHeads * kQStride + 2 * kMmaTokens * kCStride +
+                          kMmaHeads * kPStride + 3 * kMmaHeads);
+}
+
+// 16-byte asynchronous copy global -> shared; src_bytes 0 writes zeros (an absent row).
+__device__ __forceinline__ void CpAsync16(void* smem_dst, const void* src, int src_bytes) {
+  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
+               "r"(src_bytes));
+}
+__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
 }
 
 __device__ __forceinline__ uint32_t BitsOf(__nv_bfloat162 v) {
@@ -68,11 +82,11 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
                              int t_begin, int t_end, bool final_out, int s) {
   const MlaDecodeParams& p = a.p;
   const PagedLatentCache& c = p.cache;
-  int64_t* row_off = reinterpret_cast<int64_t*>(smem);
-  uint32_t* qh = reinterpret_cast<uint32_t*>(row_off + kMmaTokens);
+  int64_t* row_offs = reinterpret_cast<int64_t*>(smem);  // [2][kMmaTokens]
+  uint32_t* qh = reinterpret_cast<uint32_t*>(row_offs + 2 * kMmaTokens);
   uint32_t* ql = qh + kMmaHeads * kQStride;
-  float* cs = reinterpret_cast<float*>(ql + kMmaHeads * kQStride);
-  float* ps = cs + kMmaTokens * kCStride;
+  float* cbuf = reinterpret_cast<float*>(ql + kMmaHeads * kQStride);  // [2][kMmaTokens][kCStride]
+  float* ps = cbuf + 2 * kMmaTokens * kCStride;
   float* m_s = ps + kMmaHeads * kPStride;
   float* l_s = m_s + kMmaHeads;
   float* alpha_s = l_s + kMmaHeads;
@@ -101,49 +115,81 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
   for (int j = 0; j < 16; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
   const int32_t* table = p.block_tables + static_cast<int64_t>(b) * p.block_table_stride;
 
-  for (int t0 = t_begin; t0 < t_end; t0 += kMmaTokens) {
-    __syncthreads();  // the previous tile's readers of cs / ps are done
-    if (tid < kMmaTokens) {
-      const int t = t0 + tid;
-      int64_t off = -1;
-      if (t < t_end) {
-        const int64_t blk = table[t / c.block_size];
-        if (blk >= 0 && blk < c.num_blocks) {
-          off = blk * c.block_stride + (t % c.block_size) * int64_t{kMmaWidth};
-        }
-      }
-      row_off[tid] = off;
-    }
-    __syncthreads();
+  // Pipeline: threads < 32 look up the block of their row two tiles ahead (a register), turn it
+  // into the row offset one tile ahead, and all threads stream that tile into the other buffer
+  // while this one is computed.
+  const int tiles = t_end > t_begin ? (t_end - t_begin + kMmaTokens - 1) / kMmaTokens : 0;
+  auto block_of = [&](int tile) -> int64_t {
+    const int t = t_begin + tile * kMmaTokens + tid;
+    return tile < tiles && t < t_end ? int64_t{table[t / c.block_size]} : int64_t{-1};
+  };
+  auto offset_of = [&](int tile, int64_t blk) -> int64_t {
+    const int t = t_begin + tile * kMmaTokens + tid;
+    if (tile >= tiles || t >= t_end || blk < 0 || blk >= c.num_blocks) return -1;
+    return blk * c.block_stride + (t % c.block_size) * int64_t{kMmaWidth};
+  };
+  auto issue_tile = [&](int tile) {
+    const int64_t* ro = row_offs + (tile % 2) * kMmaTokens;
+    float* dst = cbuf + (tile % 2) * kMmaTokens * kCStride;
     for (int i = tid; i < kMmaTokens * (kMmaWidth / 4); i += kThreads) {
       const int r = i / (kMmaWidth / 4), d4 = i % (kMmaWidth / 4);
-      const int64_t off = row_off[r];
-      float4 v = make_float4(0.f, 0.f, 0.f, 0.f);
-      if (off >= 0) v = reinterpret_cast<const float4*>(c.data + off)[d4];
-      reinterpret_cast<float4*>(cs + r * kCStride)[d4] = v;
+      const int64_t off = ro[r];
+      CpAsync16(dst + r * kCStride + 4 * d4, off >= 0 ? c.data + off + 4 * d4 : c.data,
+                off >= 0 ? 16 : 0);
+    }
+    CpAsyncCommit();
+  };
+  int64_t next_blk = -1;
+  if (tid < kMmaTokens && tiles > 0) {
+    row_offs[tid] = offset_of(0, block_of(0));
+    next_blk = block_of(1);
+  }
+  __syncthreads();
+  if (tiles > 0) issue_tile(0);
+
+  for (int tile = 0; tile < tiles; ++tile) {
+    if (tid < kMmaTokens) {
+      row_offs[((tile + 1) % 2) * kMmaTokens + tid] = offset_of(tile + 1, next_blk);
+      next_blk = block_of(tile + 2);
+    }
+    __syncthreads();  // next offsets visible; the previous tile's readers of its buffer are done
+    if (tile + 1 < tiles) {
+      issue_tile(tile + 1);
+      CpAsyncWait<1>();  // this tile's copies (the group before the one just issued)
+    } else {
+      CpAsyncWait<0>();
     }
     __syncthreads();
+    const float* cs = cbuf + (tile % 2) * kMmaTokens * kCStride;
+    const int64_t* row_off = row_offs + (tile % 2) * kMmaTokens;
 
     // Scores S[16 heads x 8 tokens] of (mt, nq) over the 576-wide rows.
     {
-      float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+      // Four independent accumulators (k mod 4) keep several mma chains in flight per warp.
+      float acc4[4][4] = {};
       const uint32_t* qhr = qh + (16 * mt + gr) * kQStride + t4;
       const uint32_t* qlr = ql + (16 * mt + gr) * kQStride + t4;
       const float* crow = cs + (8 * nq + gr) * kCStride + 2 * t4;
-#pragma unroll 4
-      for (int k = 0; k < kMmaWidth / 16; ++k) {
-        const int w0 = 8 * k;
-        const uint32_t ah[4] = {qhr[w0], qhr[w0 + 8 * kQStride], qhr[w0 + 4],
-                                qhr[w0 + 8 * kQStride + 4]};
-        const uint32_t al[4] = {qlr[w0], qlr[w0 + 8 * kQStride], qlr[w0 + 4],
-                                qlr[w0 + 8 * kQStride + 4]};
-        const float2 b0 = *reinterpret_cast<const float2*>(crow + 16 * k);
-        const float2 b1 = *reinterpret_cast<const float2*>(crow + 16 * k + 8);
-        uint32_t bh0, bl0, bh1, bl1;
-        SplitBf16(b0.x, b0.y, bh0, bl0);
-        SplitBf16(b1.x, b1.y, bh1, bl1);
-        MmaSplit(acc, ah, al, bh0, bh1, bl0, bl1);
+#pragma unroll 1
+      for (int k0 = 0; k0 < kMmaWidth / 16; k0 += 4) {
+#pragma unroll
+        for (int u = 0; u < 4; ++u) {
+          const int k = k0 + u, w0 = 8 * k;
+          const uint32_t ah[4] = {qhr[w0], qhr[w0 + 8 * kQStride], qhr[w0 + 4],
+                                  qhr[w0 + 8 * kQStride + 4]};
+          const uint32_t al[4] = {qlr[w0], qlr[w0 + 8 * kQStride], qlr[w0 + 4],
+                                  qlr[w0 + 8 * kQStride + 4]};
+          const float2 b0 = *reinterpret_cast<const float2*>(crow + 16 * k);
+          const float2 b1 = *reinterpret_cast<const float2*>(crow + 16 * k + 8);
+          uint32_t bh0, bl0, bh1, bl1;
+          SplitBf16(b0.x, b0.y, bh0, bl0);
+          SplitBf16(b1.x, b1.y, bh1, bl1);
+          MmaSplit(acc4[u], ah, al, bh0, bh1, bl0, bl1);
+        }
       }
+      float acc[4];
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[e] = (acc4[0][e] + acc4[1][e]) + (acc4[2][e] + acc4[3][e]);
       const int tok = 8 * nq + 2 * t4;
       const bool ok0 = row_off[tok] >= 0, ok1 = row_off[tok + 1] >= 0;
       float* prow = ps + (16 * mt + gr) * kPStride + tok;
