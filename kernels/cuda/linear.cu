@@ -1,10 +1,12 @@
 // Linear on CUDA: y[r, o] (+)= sum_j x[r, j] * W[o, j], float32 activations and outputs.
 //
 // Two paths:
-//  - Few rows (decode): GEMV kernels that stream the weight once per pass of up to 8 rows with
-//    16-byte loads, one warp per output feature, weights (FP8 with its 128x128 block scale
-//    included) decoded to float32 in registers and multiplied with float32 activations. Error:
-//    float32 accumulation only, ~1e-6 relative.
+//  - Few rows (decode: up to 2, or 8 for FP8/F16 weights): GEMV kernels that stream the weight
+//    once per pass of up to 8 rows with 16-byte loads. Each block owns 4 output features and
+//    splits in_features over its threads, loading each x chunk once for the 4 weight rows;
+//    weights (FP8 times its 128x128 block scale) are decoded to float32 in registers and
+//    multiplied with float32 activations. Error: float32 accumulation only, ~1e-6 relative.
+//    Unaligned rows take a scalar kernel (one warp per output feature).
 //  - More rows (prefill, large batches): cuBLASLt. BF16 weights: x is rounded to bf16 into
 //    scratch, then bf16 x bf16 -> fp32 (beta = 1 for accumulate, ldc = y_stride, strided batch).
 //    F32 weights: plain fp32 GEMM on x as is. F16 and FP8 weights: dequantized to bf16 tiles in
@@ -56,46 +58,6 @@ __device__ __forceinline__ float2 Fp8PairToFloat2(unsigned short pair) {
 }
 
 template <typename WT>
-__device__ __forceinline__ void Decode(const uint4& v, float* f);
-template <>
-__device__ __forceinline__ void Decode<float>(const uint4& v, float* f) {
-  f[0] = __uint_as_float(v.x);
-  f[1] = __uint_as_float(v.y);
-  f[2] = __uint_as_float(v.z);
-  f[3] = __uint_as_float(v.w);
-}
-template <>
-__device__ __forceinline__ void Decode<__nv_bfloat16>(const uint4& v, float* f) {
-  const auto* h = reinterpret_cast<const __nv_bfloat162*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __bfloat1622float2(h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
-}
-template <>
-__device__ __forceinline__ void Decode<__half>(const uint4& v, float* f) {
-  const auto* h = reinterpret_cast<const __half2*>(&v);
-#pragma unroll
-  for (int i = 0; i < 4; ++i) {
-    const float2 t = __half22float2(h[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
-}
-template <>
-__device__ __forceinline__ void Decode<Fp8>(const uint4& v, float* f) {
-  const auto* p = reinterpret_cast<const unsigned short*>(&v);
-#pragma unroll
-  for (int i = 0; i < 8; ++i) {
-    const float2 t = Fp8PairToFloat2(p[i]);
-    f[2 * i] = t.x;
-    f[2 * i + 1] = t.y;
-  }
-}
-
-template <typename WT>
 __device__ __forceinline__ float LoadScalar(const typename WTraits<WT>::Storage* w, int64_t j) {
   if constexpr (std::is_same_v<WT, Fp8>) {
     const __half_raw h = __nv_cvt_fp8_to_halfraw(w[j], __NV_E4M3);
@@ -136,10 +98,9 @@ constexpr int kGemvThreads = 256;
 constexpr int kGemvWarps = kGemvThreads / 32;
 constexpr int kGemvMaxRows = 8;  // rows per weight pass
 
-// One warp per output feature o, R rows of x per pass. kVec: the weight row and x rows are
-// 16-byte aligned and in is a multiple of the vector width (and of block_in's granularity for
-// FP8), so every load is a 16-byte vector; otherwise scalar loads.
-template <typename WT, int R, bool kVec, bool kScaled>
+// The scalar GEMV (any alignment, any block size): one warp per output feature o, R rows of x
+// per pass, lanes striding over in_features.
+template <typename WT, int R, bool kScaled>
 __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
   using S = typename WTraits<WT>::Storage;
   const int lane = threadIdx.x & 31;
@@ -153,53 +114,12 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
   float acc[R];
 #pragma unroll
   for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-
-  if constexpr (kVec) {
-    constexpr int V = WTraits<WT>::kVec;
-    constexpr int U = 4;  // 16-byte loads in flight per lane
-    const int64_t nvec = a.in / V;
-    const auto* wv = reinterpret_cast<const uint4*>(wrow);
-    for (int64_t base = 0; base < nvec; base += 32 * U) {
-      uint4 buf[U];
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t v = base + u * 32 + lane;
-        if (v < nvec) buf[u] = LoadStream(wv + v);
-      }
-#pragma unroll
-      for (int u = 0; u < U; ++u) {
-        const int64_t v = base + u * 32 + lane;
-        if (v < nvec) {
-          float wf[V];
-          Decode<WT>(buf[u], wf);
-          const int64_t j0 = v * V;
-          float sc = 1.0f;
-          if constexpr (kScaled) sc = __ldg(srow + j0 / a.block_in);
-#pragma unroll
-          for (int r = 0; r < R; ++r) {
-            const auto* xr = reinterpret_cast<const float4*>(x + r * a.xs + j0);
-            float part = 0.0f;
-#pragma unroll
-            for (int q = 0; q < V / 4; ++q) {
-              const float4 xv = __ldg(xr + q);
-              part = fmaf(wf[4 * q], xv.x, part);
-              part = fmaf(wf[4 * q + 1], xv.y, part);
-              part = fmaf(wf[4 * q + 2], xv.z, part);
-              part = fmaf(wf[4 * q + 3], xv.w, part);
-            }
-            acc[r] = kScaled ? fmaf(part, sc, acc[r]) : acc[r] + part;
-          }
-        }
-      }
-    }
-  } else {
 #pragma unroll 4
-    for (int64_t j = lane; j < a.in; j += 32) {
-      float w = LoadScalar<WT>(wrow, j);
-      if constexpr (kScaled) w *= __ldg(srow + j / a.block_in);
+  for (int64_t j = lane; j < a.in; j += 32) {
+    float w = LoadScalar<WT>(wrow, j);
+    if constexpr (kScaled) w *= __ldg(srow + j / a.block_in);
 #pragma unroll
-      for (int r = 0; r < R; ++r) acc[r] = fmaf(w, __ldg(x + r * a.xs + j), acc[r]);
-    }
+    for (int r = 0; r < R; ++r) acc[r] = fmaf(w, __ldg(x + r * a.xs + j), acc[r]);
   }
 
 #pragma unroll
@@ -212,13 +132,170 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
   }
 }
 
-template <typename WT, bool kVec, bool kScaled>
+// Four consecutive elements (sub-chunk q) of a 16-byte weight vector as float.
+template <typename WT, int Q>
+__device__ __forceinline__ void Decode4(const uint4& v, float* f) {
+  const auto* w = reinterpret_cast<const uint32_t*>(&v);
+  if constexpr (std::is_same_v<WT, float>) {
+    static_assert(Q == 0);
+    for (int k = 0; k < 4; ++k) f[k] = __uint_as_float(w[k]);
+  } else if constexpr (std::is_same_v<WT, Fp8>) {
+    const uint32_t word = w[Q];
+    const float2 lo = Fp8PairToFloat2(static_cast<unsigned short>(word & 0xffffu));
+    const float2 hi = Fp8PairToFloat2(static_cast<unsigned short>(word >> 16));
+    f[0] = lo.x;
+    f[1] = lo.y;
+    f[2] = hi.x;
+    f[3] = hi.y;
+  } else {
+    using T2 = std::conditional_t<std::is_same_v<WT, __half>, __half2, __nv_bfloat162>;
+    const uint32_t pair[2] = {w[2 * Q], w[2 * Q + 1]};
+    const auto* h = reinterpret_cast<const T2*>(pair);
+    float2 a, b;
+    if constexpr (std::is_same_v<WT, __half>) {
+      a = __half22float2(h[0]);
+      b = __half22float2(h[1]);
+    } else {
+      a = __bfloat1622float2(h[0]);
+      b = __bfloat1622float2(h[1]);
+    }
+    f[0] = a.x;
+    f[1] = a.y;
+    f[2] = b.x;
+    f[3] = b.y;
+  }
+}
+
+constexpr int kTileOut = 4;        // output features per block in the vector kernel
+constexpr int kTileThreads = 256;  // at most
+
+// The vector GEMV: one block per kTileOut output features. The block's threads stride together
+// over the 16-byte chunks of those weight rows (split along in_features), so each x chunk is
+// loaded once for all kTileOut rows, and small layers still spread over every SM; a block
+// reduction (fixed order: deterministic) finishes each output.
+template <typename WT, int R, bool kScaled>
+__global__ void __launch_bounds__(kTileThreads) GemvTileKernel(GemvArgs a) {
+  using S = typename WTraits<WT>::Storage;
+  constexpr int V = WTraits<WT>::kVec;
+  constexpr int O = kTileOut;
+  const int64_t o0 = static_cast<int64_t>(blockIdx.x) * O;
+  const int64_t b = blockIdx.y;
+  const float* x = a.x + b * a.x_bs;
+  float* y = a.y + b * a.y_bs;
+  const S* wbase = static_cast<const S*>(a.w) + b * a.w_bs;
+  const int64_t nvec = a.in / V;
+  const uint4* wv[O];
+  const float* srow[O];
+#pragma unroll
+  for (int i = 0; i < O; ++i) {
+    const int64_t o = o0 + i < a.out ? o0 + i : a.out - 1;  // past the end: recompute the last
+    wv[i] = reinterpret_cast<const uint4*>(wbase + o * a.in);
+    srow[i] = kScaled ? a.scale + (o / a.block_out) * a.scale_cols : nullptr;
+  }
+  float acc[O][R];
+#pragma unroll
+  for (int i = 0; i < O; ++i) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) acc[i][r] = 0.0f;
+  }
+
+#pragma unroll 2
+  for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
+    uint4 wq[O];
+#pragma unroll
+    for (int i = 0; i < O; ++i) wq[i] = LoadStream(wv[i] + v);
+    const int64_t j0 = v * V;
+    float sc[O];
+#pragma unroll
+    for (int i = 0; i < O; ++i) sc[i] = kScaled ? __ldg(srow[i] + j0 / a.block_in) : 1.0f;
+    auto step = [&](auto qtag) {
+      constexpr int Q = decltype(qtag)::value;
+      float wf[O][4];
+#pragma unroll
+      for (int i = 0; i < O; ++i) {
+        Decode4<WT, Q>(wq[i], wf[i]);
+        if constexpr (kScaled) {
+#pragma unroll
+          for (int k = 0; k < 4; ++k) wf[i][k] *= sc[i];
+        }
+      }
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float4 xv = __ldg(reinterpret_cast<const float4*>(x + r * a.xs + j0) + Q);
+#pragma unroll
+        for (int i = 0; i < O; ++i) {
+          acc[i][r] = fmaf(wf[i][0], xv.x, acc[i][r]);
+          acc[i][r] = fmaf(wf[i][1], xv.y, acc[i][r]);
+          acc[i][r] = fmaf(wf[i][2], xv.z, acc[i][r]);
+          acc[i][r] = fmaf(wf[i][3], xv.w, acc[i][r]);
+        }
+      }
+    };
+    step(std::integral_constant<int, 0>{});
+    if constexpr (V >= 8) step(std::integral_constant<int, 1>{});
+    if constexpr (V >= 16) {
+      step(std::integral_constant<int, 2>{});
+      step(std::integral_constant<int, 3>{});
+    }
+  }
+
+  __shared__ float partial[kTileThreads / 32][O * R];
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+#pragma unroll
+  for (int i = 0; i < O; ++i) {
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      const float s = WarpSum(acc[i][r]);
+      if (lane == 0) partial[warp][i * R + r] = s;
+    }
+  }
+  __syncthreads();
+  const int nwarps = blockDim.x / 32;
+  for (int t = threadIdx.x; t < O * R; t += blockDim.x) {
+    const int i = t / R, r = t % R;
+    const int64_t o = o0 + i;
+    if (o >= a.out) continue;
+    float sum = 0.0f;
+    for (int w = 0; w < nwarps; ++w) sum += partial[w][t];
+    float* dst = y + r * a.ys + o;
+    *dst = a.accumulate ? *dst + sum : sum;
+  }
+}
+
+template <typename WT, bool kScaled>
+absl::Status LaunchGemvTile(const Context& ctx, const GemvArgs& a, int rows, int64_t batch) {
+  const int64_t nvec = a.in / WTraits<WT>::kVec;
+  const int threads =
+      static_cast<int>(std::clamp<int64_t>(CeilDiv(nvec, 32) * 32, 32, kTileThreads));
+  const dim3 grid(static_cast<unsigned>(CeilDiv(a.out, kTileOut)), static_cast<unsigned>(batch));
+  switch (rows) {
+#define R2_GEMV_CASE(R)                                                  \
+  case R:                                                                \
+    GemvTileKernel<WT, R, kScaled><<<grid, threads, 0, ctx.stream>>>(a); \
+    break;
+    R2_GEMV_CASE(1)
+    R2_GEMV_CASE(2)
+    R2_GEMV_CASE(3)
+    R2_GEMV_CASE(4)
+    R2_GEMV_CASE(5)
+    R2_GEMV_CASE(6)
+    R2_GEMV_CASE(7)
+    R2_GEMV_CASE(8)
+#undef R2_GEMV_CASE
+    default:
+      return absl::InternalError("Linear: bad GEMV row count");
+  }
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (GEMV)");
+  return absl::OkStatus();
+}
+
+template <typename WT, bool kScaled>
 absl::Status LaunchGemvRows(const Context& ctx, const GemvArgs& a, int rows, int64_t batch) {
   const dim3 grid(static_cast<unsigned>(CeilDiv(a.out, kGemvWarps)), static_cast<unsigned>(batch));
   switch (rows) {
-#define R2_GEMV_CASE(R)                                                         \
-  case R:                                                                       \
-    GemvKernel<WT, R, kVec, kScaled><<<grid, kGemvThreads, 0, ctx.stream>>>(a); \
+#define R2_GEMV_CASE(R)                                                   \
+  case R:                                                                 \
+    GemvKernel<WT, R, kScaled><<<grid, kGemvThreads, 0, ctx.stream>>>(a); \
     break;
     R2_GEMV_CASE(1)
     R2_GEMV_CASE(2)
@@ -278,8 +355,8 @@ absl::Status RunGemv(const Context& ctx, const LinearParams& p, int64_t xs, int6
       a.x = p.x + r0 * xs;
       a.y = p.y + r0 * ys;
       constexpr bool kScaled = std::is_same_v<WT, Fp8>;
-      absl::Status s = vec ? LaunchGemvRows<WT, true, kScaled>(ctx, a, n, p.batch)
-                           : LaunchGemvRows<WT, false, kScaled>(ctx, a, n, p.batch);
+      absl::Status s = vec ? LaunchGemvTile<WT, kScaled>(ctx, a, n, p.batch)
+                           : LaunchGemvRows<WT, kScaled>(ctx, a, n, p.batch);
       if (!s.ok()) return s;
     }
     return absl::OkStatus();
@@ -324,6 +401,42 @@ __global__ void DequantTileKernel(const typename WTraits<WT>::Storage* __restric
     float v = LoadScalar<WT>(w, o * in + j);
     if (scale != nullptr) v *= scale[(o / block_out) * scale_cols + j / block_in];
     out[k] = __float2bfloat16_rn(v);
+  }
+}
+
+// The same, 16 bytes of weight per thread (in_features a multiple of the vector width, rows
+// 16-byte aligned, FP8 block_in a multiple of 16).
+template <typename WT>
+__global__ void DequantTileVecKernel(const typename WTraits<WT>::Storage* __restrict__ w,
+                                     int64_t in, int64_t o0, int64_t n,
+                                     const float* __restrict__ scale, int64_t scale_cols,
+                                     int64_t block_out, int64_t block_in,
+                                     __nv_bfloat16* __restrict__ out) {
+  constexpr int V = WTraits<WT>::kVec;
+  const int64_t vecs_per_row = in / V, total = n * vecs_per_row;
+  const auto* src = reinterpret_cast<const uint4*>(w + o0 * in);
+  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint4 q = LoadStream(src + k);
+    float sc = 1.0f;
+    if (scale != nullptr) {
+      const int64_t o = o0 + k / vecs_per_row, j = (k % vecs_per_row) * V;
+      sc = scale[(o / block_out) * scale_cols + j / block_in];
+    }
+    float f[V];
+    Decode4<WT, 0>(q, f);
+    if constexpr (V >= 8) Decode4<WT, 1>(q, f + 4);
+    if constexpr (V >= 16) {
+      Decode4<WT, 2>(q, f + 8);
+      Decode4<WT, 3>(q, f + 12);
+    }
+    __nv_bfloat162 packed[V / 2];
+#pragma unroll
+    for (int i = 0; i < V / 2; ++i)
+      packed[i] = __floats2bfloat162_rn(f[2 * i] * sc, f[2 * i + 1] * sc);
+    auto* dst = reinterpret_cast<uint4*>(out + k * V);
+#pragma unroll
+    for (int i = 0; i < V / 8; ++i) dst[i] = reinterpret_cast<const uint4*>(packed)[i];
   }
 }
 
@@ -453,10 +566,12 @@ absl::Status RunLt(const Context& ctx, const Gemm& g, bool* ran) {
 
 size_t Align256(size_t b) { return (b + 255) / 256 * 256; }
 
-// Rows above these go to cuBLASLt (per weight dtype; FP8/F16 need a dequantization pass first,
-// so the GEMV's repeated weight passes stay cheaper for longer).
-constexpr int64_t kLtMinRowsPlain = 9;
-constexpr int64_t kLtMinRowsDequant = 33;
+// From these row counts on, cuBLASLt (per weight dtype). Measured on an H200
+// (tests/bench/cuda_gemm_bench.cc): the GEMV is faster than cuBLASLt for bf16 at 1-2 rows and
+// slower from 4 on (its float32 FMAs become the limit); FP8 weights first need a dequantization
+// pass (~1 + 2 + 2 bytes per weight), so the GEMV's 1-byte passes stay ahead up to 8 rows.
+constexpr int64_t kLtMinRowsPlain = 3;
+constexpr int64_t kLtMinRowsDequant = 9;
 // Dequantized bf16 weight tiles are at most this large.
 constexpr size_t kDequantTileBytes = size_t{64} << 20;
 
@@ -508,11 +623,24 @@ absl::Status RunLinearLt(const Context& ctx, const LinearParams& p, int64_t xs, 
     return RunLt(ctx, g, ran);
   }
   // F16 / FP8: per product and per tile of output features.
+  const int vw = dt == DType::kF16 ? 8 : 16;
+  const bool vec_dequant = in % vw == 0 && Aligned16(w.weight.data) &&
+                           (p.weight_batch_stride * 2) % 16 == 0 &&
+                           (dt == DType::kF16 || w.block_in % 16 == 0);
   for (int64_t b = 0; b < p.batch; ++b) {
     for (int64_t o0 = 0; o0 < out; o0 += tile_rows) {
       const int64_t n = std::min(tile_rows, out - o0);
       const unsigned blocks = GridCap(CeilDiv(n * in, 256), 1 << 16);
-      if (dt == DType::kF16) {
+      const unsigned vblocks = GridCap(CeilDiv(n * in / 8, 256), 1 << 16);
+      if (dt == DType::kF16 && vec_dequant) {
+        DequantTileVecKernel<__half><<<vblocks, 256, 0, ctx.stream>>>(
+            static_cast<const __half*>(w.weight.data) + b * p.weight_batch_stride, in, o0, n,
+            nullptr, 0, 1, 1, tile);
+      } else if (dt == DType::kF8E4M3 && vec_dequant) {
+        DequantTileVecKernel<Fp8><<<vblocks, 256, 0, ctx.stream>>>(
+            static_cast<const uint8_t*>(w.weight.data), in, o0, n, w.scale_inv.as<float>(),
+            w.scale_inv.shape[1], w.block_out, w.block_in, tile);
+      } else if (dt == DType::kF16) {
         DequantTileKernel<__half><<<blocks, 256, 0, ctx.stream>>>(
             static_cast<const __half*>(w.weight.data) + b * p.weight_batch_stride, in, o0, n,
             nullptr, 0, 1, 1, tile);
