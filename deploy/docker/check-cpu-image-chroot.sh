@@ -10,7 +10,8 @@
 #                  HEALTHCHECK command and one completion must succeed, and SIGTERM must end it
 #                  with status 0.
 #   deploy/docker/check-cpu-image-chroot.sh [WORKDIR]      (WORKDIR: where the two roots go)
-# The Debian mirror is the one this machine's apt uses. Prints the time of each stage.
+# The Debian mirror is the one this machine's apt uses; pip and curl in the roots trust what this
+# machine trusts. Prints the time of each stage.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/../.." && pwd)
 work=$(realpath -m "${1:-$(mktemp -d "${TMPDIR:-/tmp}/r2serve-chroot.XXXXXX")}")
@@ -47,11 +48,14 @@ print("\n".join(runs))
 PY
 }
 
-# Runs a command in a root with /proc, /dev and the host's DNS, in a private mount namespace.
+# Runs a command in a root with /proc, /dev and the host's network settings (DNS, and the
+# certificates it trusts, which pip and curl use there), in a private mount namespace.
 in_root() {
   local root=$1
   shift
   cp /etc/resolv.conf "$root/etc/resolv.conf"
+  cp /etc/ssl/certs/ca-certificates.crt "$root/etc/host-certificates.crt"
+  export PIP_CERT=/etc/host-certificates.crt SSL_CERT_FILE=/etc/host-certificates.crt
   # shellcheck disable=SC2016 # expanded by the inner bash
   unshare -m bash -c 'mount -t proc proc "$0/proc" && mount --rbind /dev "$0/dev" && exec "$@"' \
     "$root" "$@"
