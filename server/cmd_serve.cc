@@ -25,6 +25,7 @@
 #include "engine/engine.h"
 #include "server/command.h"
 #include "server/command_flags.h"
+#include "server/grpc/grpc_server.h"
 #include "server/http/http_server.h"
 #include "server/http/router.h"
 #include "server/http/serve_options.h"
@@ -59,6 +60,13 @@ ABSL_FLAG(bool, enable_prefix_caching, true, "Reuse KV blocks of shared prompt p
 ABSL_FLAG(bool, reasoning, true,
           "Split <think>...</think> into reasoning_content/reasoning when the chat template "
           "uses <think> (DeepSeek-R1 style).");
+ABSL_FLAG(int32_t, grpc_port, 0,
+          "TCP port of the gRPC API (r2serve.v1.Inference, health, reflection) on --host. "
+          "0: no gRPC server.");
+ABSL_FLAG(std::string, grpc_max_message_bytes, "4M",
+          "Largest gRPC request or response message; K/M suffixes.");
+ABSL_FLAG(int32_t, grpc_max_concurrent_streams, 1024,
+          "Generate and Chat calls open at once over gRPC; more get RESOURCE_EXHAUSTED.");
 ABSL_FLAG(int64_t, inject_fault_at_step, -1,
           "Testing only: fail the engine's forward pass at this step (the engine turns "
           "unhealthy). -1: off.");
@@ -85,6 +93,9 @@ constexpr const char* kServeFlags[] = {"model",
                                        "keep_alive_timeout",
                                        "enable_prefix_caching",
                                        "reasoning",
+                                       "grpc_port",
+                                       "grpc_max_message_bytes",
+                                       "grpc_max_concurrent_streams",
                                        "inject_fault_at_step"};
 
 void PrintHelp() {
@@ -217,9 +228,32 @@ absl::StatusOr<std::unique_ptr<engine::Engine>> LoadEngine(const engine::EngineC
   return result;
 }
 
+// The gRPC server when --grpc-port is set (null when not), listening.
+absl::StatusOr<std::unique_ptr<grpc_api::GrpcServer>> StartGrpc(http::ServerContext& context) {
+  const int32_t port = absl::GetFlag(FLAGS_grpc_port);
+  if (port < 0 || port > 65535) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--grpc-port must be in [0, 65535], got ", port));
+  }
+  if (port == 0) return nullptr;
+  grpc_api::GrpcOptions o;
+  o.host = absl::GetFlag(FLAGS_host);
+  o.port = port;
+  absl::StatusOr<int64_t> bytes =
+      http::ParseByteSize(absl::GetFlag(FLAGS_grpc_max_message_bytes), "grpc-max-message-bytes");
+  if (!bytes.ok()) return bytes.status();
+  o.max_message_bytes = *bytes;
+  o.max_concurrent_streams = absl::GetFlag(FLAGS_grpc_max_concurrent_streams);
+  auto server = std::make_unique<grpc_api::GrpcServer>(context, o);
+  if (absl::Status s = server->Start(); !s.ok()) return s;
+  return server;
+}
+
 // Stops accepting, lets in-flight requests finish (or aborts them), then stops the server.
-void Drain(http::ServerContext& context, http::HttpServer& server, engine::Engine& engine) {
+void Drain(http::ServerContext& context, http::HttpServer& server, engine::Engine& engine,
+           grpc_api::GrpcServer* grpc) {
   context.StartDraining();
+  if (grpc != nullptr) grpc->RefreshHealth();  // NOT_SERVING; new calls get UNAVAILABLE
   server.StopAccepting();
   const double timeout = std::max(0.0, absl::GetFlag(FLAGS_shutdown_timeout));
   std::fprintf(stderr, "r2serve serve: draining (up to %.0fs)\n", timeout);
@@ -230,6 +264,7 @@ void Drain(http::ServerContext& context, http::HttpServer& server, engine::Engin
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
   server.Stop();
+  if (grpc != nullptr) grpc->Shutdown(absl::Seconds(1));
 }
 
 int RunServe(int argc, char** argv) {
@@ -270,6 +305,13 @@ int RunServe(int argc, char** argv) {
   server.Run();
   std::fprintf(stderr, "r2serve serve: listening on http://%s:%u (/health is 503 until loaded)\n",
                http_options->host.c_str(), server.port());
+  absl::StatusOr<std::unique_ptr<grpc_api::GrpcServer>> grpc = StartGrpc(context);
+  if (!grpc.ok()) return Fail(std::string(grpc.status().message()));
+  if (*grpc) {
+    std::fprintf(stderr,
+                 "r2serve serve: gRPC listening on %s:%d (health NOT_SERVING until loaded)\n",
+                 http_options->host.c_str(), (*grpc)->port());
+  }
 
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine = LoadEngine(*engine_config, signals);
   if (!engine.ok()) return Fail(std::string(engine.status().message()));
@@ -280,6 +322,7 @@ int RunServe(int argc, char** argv) {
                           (*engine)->config().max_model_len);
   if (!model.ok()) return Fail(std::string(model.status().message()));
   context.SetReady(engine->get(), model->get());
+  if (*grpc) (*grpc)->RefreshHealth();
   std::fprintf(stderr, "r2serve serve: serving '%s' on http://%s:%u (max_model_len %d%s%s)\n",
                name.c_str(), http_options->host.c_str(), server.port(), (*model)->max_model_len(),
                (*engine)->tokenizer() ? "" : ", no tokenizer",
@@ -287,6 +330,7 @@ int RunServe(int argc, char** argv) {
 
   int exit_code = 0;
   for (;;) {
+    if (*grpc) (*grpc)->RefreshHealth();
     if (int sig = WaitSignal(signals, 200)) {
       std::fprintf(stderr, "r2serve serve: signal %d, shutting down\n", sig);
       break;
@@ -297,7 +341,7 @@ int RunServe(int argc, char** argv) {
       break;
     }
   }
-  Drain(context, server, **engine);
+  Drain(context, server, **engine, grpc->get());
   std::fprintf(stderr, "r2serve serve: stopped\n");
   return exit_code;
 }
