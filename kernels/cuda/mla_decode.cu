@@ -280,7 +280,7 @@ __device__ __forceinline__ void Attend(const DecodeArgs& a, float* smem, int b, 
 
 // grid: x = kSplitRows * head groups, y = splits, z = sequences.
 template <int kHeads, int kTokens, int kCols, bool kMma>
-__global__ void __launch_bounds__(kThreads) MlaDecodeKernel(DecodeArgs a) {
+__global__ void __launch_bounds__(kMma ? kMmaThreads : kThreads) MlaDecodeKernel(DecodeArgs a) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   const MlaDecodeParams& p = a.p;
@@ -375,7 +375,7 @@ absl::Status LaunchDecode(const Context& ctx, DecodeArgs a, dim3 grid) {
   auto* kernel = &MlaDecodeKernel<kHeads, kTokens, kCols, kMma>;
   R2_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
                                                static_cast<int>(smem)));
-  kernel<<<grid, kThreads, smem, ctx.stream>>>(a);
+  kernel<<<grid, kMma ? kMmaThreads : kThreads, smem, ctx.stream>>>(a);
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("MlaDecodeKernel");
   return absl::OkStatus();
 }

@@ -1,7 +1,7 @@
 #pragma once
 // The tensor-core core of MlaDecodeAttention for DeepSeek-V3's cache rows (kv_lora_rank 512, rope
 // 64): one thread block, 32 heads of one query row, 32 cache rows per tile. Included by
-// mla_decode.cu only, after DecodeArgs, kThreads, kSplitRows and kLog2e.
+// mla_decode.cu only, after DecodeArgs, kSplitRows and kLog2e.
 //
 // Precision: the float32 operands are split as x = hi + lo with hi, lo bfloat16 and every product
 // is taken as hi*hi + hi*lo + lo*hi on bf16 mma.sync with float32 accumulation (the dropped lo*lo
@@ -19,7 +19,7 @@ constexpr int kQWords = kMmaWidth / 2;    // bf16 pairs per query row
 constexpr int kQStride = kQWords + 4;     // words per Q row in shared memory (bank spread)
 constexpr int kCStride = kMmaWidth + 8;   // floats per cache row in shared memory
 constexpr int kPStride = kMmaTokens + 8;  // floats per score row in shared memory
-static_assert(kThreads == 256, "8 warps: 2 head tiles x 4 token tiles / 4 column quarters");
+constexpr int kMmaThreads = 512, kMmaWarps = kMmaThreads / 32;
 
 // Shared memory: row offsets [2][32] int64, Q hi / lo [32][kQStride] words, cache tiles
 // [2][32][kCStride] (double-buffered: the next tile streams in with cp.async while this one is
@@ -74,10 +74,11 @@ __device__ __forceinline__ void MmaSplit(float (&d)[4], const uint32_t (&ah)[4],
 }
 
 // Same contract as AttendRow in mla_decode.cu: head group g of query row q_row (row qi of
-// sequence b), keys [t_begin, t_end); final output or the partial for split s.
-// Warp w: head tile mt = w % 2 (heads 16 mt ..), score token tile w / 2 (8 tokens), output
-// column quarter w / 2 (128 columns). Lane: group gr = lane / 4, thread in group t4 = lane % 4
-// (the mma fragment coordinates).
+// sequence b), keys [t_begin, t_end); final output or the partial for split s. Runs with
+// kMmaThreads threads (16 warps). Lane: group gr = lane / 4, thread in group t4 = lane % 4 (the
+// mma fragment coordinates). Warp w: head tile mt = w % 2 (heads 16 mt ..); for the scores,
+// token tile (w / 2) % 4 (8 tokens) and half w / 8 of the 576-wide dot products; for the output,
+// column eighth w / 2 (64 columns).
 __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, int q_row, int g,
                              int t_begin, int t_end, bool final_out, int s) {
   const MlaDecodeParams& p = a.p;
@@ -91,12 +92,13 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
   float* l_s = m_s + kMmaHeads;
   float* alpha_s = l_s + kMmaHeads;
   const int tid = threadIdx.x, lane = tid % 32, warp = tid / 32;
-  const int gr = lane / 4, t4 = lane % 4, mt = warp % 2, nq = warp / 2;
+  const int gr = lane / 4, t4 = lane % 4, mt = warp % 2;
+  const int nq = (warp / 2) % 4, kh = warp / 8, ne = warp / 2;
   const int head0 = g * kMmaHeads;
   const float scale_log2 = p.softmax_scale * kLog2e;
 
   __syncthreads();  // the previous unit's readers of shared memory are done
-  for (int i = tid; i < kMmaHeads * kQWords; i += kThreads) {
+  for (int i = tid; i < kMmaHeads * kQWords; i += kMmaThreads) {
     const int h = i / kQWords, w = i % kQWords;
     float x = 0.0f, y = 0.0f;
     if (head0 + h < p.heads) {
@@ -110,9 +112,9 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
     m_s[tid] = -INFINITY;
     l_s[tid] = 0.0f;
   }
-  float o[16][4];
+  float o[8][4];
 #pragma unroll
-  for (int j = 0; j < 16; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
+  for (int j = 0; j < 8; ++j) o[j][0] = o[j][1] = o[j][2] = o[j][3] = 0.0f;
   const int32_t* table = p.block_tables + static_cast<int64_t>(b) * p.block_table_stride;
 
   // Pipeline: threads < 32 look up the block of their row two tiles ahead (a register), turn it
@@ -131,11 +133,16 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
   auto issue_tile = [&](int tile) {
     const int64_t* ro = row_offs + (tile % 2) * kMmaTokens;
     float* dst = cbuf + (tile % 2) * kMmaTokens * kCStride;
-    for (int i = tid; i < kMmaTokens * (kMmaWidth / 4); i += kThreads) {
-      const int r = i / (kMmaWidth / 4), d4 = i % (kMmaWidth / 4);
+#pragma unroll
+    for (int rr = 0; rr < kMmaTokens / kMmaWarps; ++rr) {
+      const int r = warp * (kMmaTokens / kMmaWarps) + rr;
       const int64_t off = ro[r];
-      CpAsync16(dst + r * kCStride + 4 * d4, off >= 0 ? c.data + off + 4 * d4 : c.data,
-                off >= 0 ? 16 : 0);
+      const float* src = off >= 0 ? c.data + off : c.data;
+      const int bytes = off >= 0 ? 16 : 0;
+#pragma unroll
+      for (int d4 = lane; d4 < kMmaWidth / 4; d4 += 32) {
+        CpAsync16(dst + r * kCStride + 4 * d4, off >= 0 ? src + 4 * d4 : src, bytes);
+      }
     }
     CpAsyncCommit();
   };
@@ -163,17 +170,18 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
     const float* cs = cbuf + (tile % 2) * kMmaTokens * kCStride;
     const int64_t* row_off = row_offs + (tile % 2) * kMmaTokens;
 
-    // Scores S[16 heads x 8 tokens] of (mt, nq) over the 576-wide rows.
+    // Scores S[16 heads x 8 tokens] of (mt, nq) over half kh of the rows; the two halves meet
+    // in ps (kh 0 stores, kh 1 adds, scales and masks).
     {
-      // Four independent accumulators (k mod 4) keep several mma chains in flight per warp.
-      float acc4[4][4] = {};
-      const uint32_t* qhr = qh + (16 * mt + gr) * kQStride + t4;
-      const uint32_t* qlr = ql + (16 * mt + gr) * kQStride + t4;
-      const float* crow = cs + (8 * nq + gr) * kCStride + 2 * t4;
+      constexpr int kSteps = kMmaWidth / 16 / 2;  // k-steps per half
+      float acc3[3][4] = {};  // three independent accumulators keep mma chains in flight
+      const uint32_t* qhr = qh + (16 * mt + gr) * kQStride + t4 + kh * 8 * kSteps;
+      const uint32_t* qlr = ql + (16 * mt + gr) * kQStride + t4 + kh * 8 * kSteps;
+      const float* crow = cs + (8 * nq + gr) * kCStride + 2 * t4 + kh * 16 * kSteps;
 #pragma unroll 1
-      for (int k0 = 0; k0 < kMmaWidth / 16; k0 += 4) {
+      for (int k0 = 0; k0 < kSteps; k0 += 3) {
 #pragma unroll
-        for (int u = 0; u < 4; ++u) {
+        for (int u = 0; u < 3; ++u) {
           const int k = k0 + u, w0 = 8 * k;
           const uint32_t ah[4] = {qhr[w0], qhr[w0 + 8 * kQStride], qhr[w0 + 4],
                                   qhr[w0 + 8 * kQStride + 4]};
@@ -184,26 +192,37 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
           uint32_t bh0, bl0, bh1, bl1;
           SplitBf16(b0.x, b0.y, bh0, bl0);
           SplitBf16(b1.x, b1.y, bh1, bl1);
-          MmaSplit(acc4[u], ah, al, bh0, bh1, bl0, bl1);
+          MmaSplit(acc3[u], ah, al, bh0, bh1, bl0, bl1);
         }
       }
       float acc[4];
 #pragma unroll
-      for (int e = 0; e < 4; ++e) acc[e] = (acc4[0][e] + acc4[1][e]) + (acc4[2][e] + acc4[3][e]);
+      for (int e = 0; e < 4; ++e) acc[e] = acc3[0][e] + acc3[1][e] + acc3[2][e];
       const int tok = 8 * nq + 2 * t4;
-      const bool ok0 = row_off[tok] >= 0, ok1 = row_off[tok + 1] >= 0;
       float* prow = ps + (16 * mt + gr) * kPStride + tok;
-      prow[0] = ok0 ? acc[0] * scale_log2 : -INFINITY;
-      prow[1] = ok1 ? acc[1] * scale_log2 : -INFINITY;
-      prow[8 * kPStride] = ok0 ? acc[2] * scale_log2 : -INFINITY;
-      prow[8 * kPStride + 1] = ok1 ? acc[3] * scale_log2 : -INFINITY;
+      if (kh == 0) {
+        *reinterpret_cast<float2*>(prow) = make_float2(acc[0], acc[1]);
+        *reinterpret_cast<float2*>(prow + 8 * kPStride) = make_float2(acc[2], acc[3]);
+      }
+      __syncthreads();
+      if (kh == 1) {
+        const bool ok0 = row_off[tok] >= 0, ok1 = row_off[tok + 1] >= 0;
+        const float2 lo = *reinterpret_cast<const float2*>(prow);
+        const float2 hi = *reinterpret_cast<const float2*>(prow + 8 * kPStride);
+        *reinterpret_cast<float2*>(prow) =
+            make_float2(ok0 ? (lo.x + acc[0]) * scale_log2 : -INFINITY,
+                        ok1 ? (lo.y + acc[1]) * scale_log2 : -INFINITY);
+        *reinterpret_cast<float2*>(prow + 8 * kPStride) =
+            make_float2(ok0 ? (hi.x + acc[2]) * scale_log2 : -INFINITY,
+                        ok1 ? (hi.y + acc[3]) * scale_log2 : -INFINITY);
+      }
     }
     __syncthreads();
 
-    // Online softmax: warp w updates heads 4w .. 4w + 3, one lane per token.
+    // Online softmax: warp w updates heads 2w and 2w + 1, one lane per token.
 #pragma unroll
-    for (int k = 0; k < 4; ++k) {
-      const int h = 4 * warp + k;
+    for (int k = 0; k < kMmaHeads / kMmaWarps; ++k) {
+      const int h = (kMmaHeads / kMmaWarps) * warp + k;
       const float x = ps[h * kPStride + lane];
       float tile_max = x;
 #pragma unroll
@@ -226,11 +245,11 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
     }
     __syncthreads();
 
-    // O[16 heads x 128 columns] of (mt, nq) = alpha O + P V.
+    // O[16 heads x 64 columns] of (mt, ne) = alpha O + P V.
     {
       const float alpha_lo = alpha_s[16 * mt + gr], alpha_hi = alpha_s[16 * mt + gr + 8];
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
+      for (int j = 0; j < 8; ++j) {
         o[j][0] *= alpha_lo;
         o[j][1] *= alpha_lo;
         o[j][2] *= alpha_hi;
@@ -248,9 +267,9 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
         SplitBf16(p1.x, p1.y, ah[1], al[1]);
         SplitBf16(p2.x, p2.y, ah[2], al[2]);
         SplitBf16(p3.x, p3.y, ah[3], al[3]);
-        const float* v = cs + (16 * kk + 2 * t4) * kCStride + 128 * nq + gr;
+        const float* v = cs + (16 * kk + 2 * t4) * kCStride + 64 * ne + gr;
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
+        for (int j = 0; j < 8; ++j) {
           uint32_t bh0, bl0, bh1, bl1;
           SplitBf16(v[8 * j], v[8 * j + kCStride], bh0, bl0);
           SplitBf16(v[8 * j + 8 * kCStride], v[8 * j + 9 * kCStride], bh1, bl1);
@@ -268,21 +287,21 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
     const float l = l_s[hl];
     if (final_out) {
       const float inv = l > 0.0f ? 1.0f / l : 0.0f;
-      float* out = p.out + q_row * p.out_token_stride + h * p.out_head_stride + 128 * nq + 2 * t4;
+      float* out = p.out + q_row * p.out_token_stride + h * p.out_head_stride + 64 * ne + 2 * t4;
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
+      for (int j = 0; j < 8; ++j) {
         out[8 * j] = o[j][2 * half] * inv;
         out[8 * j + 1] = o[j][2 * half + 1] * inv;
       }
     } else {
       const int64_t idx =
           ((static_cast<int64_t>(b) * kSplitRows + qi) * p.heads + h) * a.splits + s;
-      float* out = a.part_out + idx * kMmaLora + 128 * nq + 2 * t4;
+      float* out = a.part_out + idx * kMmaLora + 64 * ne + 2 * t4;
 #pragma unroll
-      for (int j = 0; j < 16; ++j) {
+      for (int j = 0; j < 8; ++j) {
         *reinterpret_cast<float2*>(out + 8 * j) = make_float2(o[j][2 * half], o[j][2 * half + 1]);
       }
-      if (nq == 0 && t4 == 0) {
+      if (ne == 0 && t4 == 0) {
         a.part_ml[2 * idx] = m_s[hl];
         a.part_ml[2 * idx + 1] = l;
       }
