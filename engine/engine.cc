@@ -30,13 +30,39 @@ absl::Status CheckEngineConfig(const EngineConfig& config) {
   for (const auto& [field, value] :
        {std::pair<const char*, int64_t>{"max_num_seqs", config.max_num_seqs},
         {"max_num_batched_tokens", config.max_num_batched_tokens},
-        {"kv_cache_memory_bytes", config.kv_cache_memory_bytes},
         {"block_size", config.block_size},
         {"max_queued_requests", config.max_queued_requests}}) {
     if (absl::Status s = positive(field, value); !s.ok()) return s;
   }
+  if (config.kv_cache_memory_bytes < 0) {
+    return absl::InvalidArgumentError("kv_cache_memory_bytes must be >= 0 (0 = automatic)");
+  }
+  if (!(config.gpu_memory_utilization > 0 && config.gpu_memory_utilization <= 1)) {
+    return absl::InvalidArgumentError(absl::StrFormat(
+        "gpu_memory_utilization must be in (0, 1], got %g", config.gpu_memory_utilization));
+  }
   if (config.max_model_len < 0) {
     return absl::InvalidArgumentError("max_model_len must be >= 0 (0 = the model's)");
+  }
+  return absl::OkStatus();
+}
+
+// kv_cache_memory_bytes 0 becomes 1 GiB on a host-memory backend, else the configured fraction
+// of the device memory free now (after the weights are loaded).
+absl::Status ResolveKvCacheMemory(Backend& backend, EngineConfig& config) {
+  if (config.kv_cache_memory_bytes != 0) return absl::OkStatus();
+  if (backend.host_memory()) {
+    config.kv_cache_memory_bytes = int64_t{1} << 30;
+    return absl::OkStatus();
+  }
+  absl::StatusOr<MemoryInfo> memory = backend.QueryMemory();
+  if (!memory.ok()) return memory.status();
+  config.kv_cache_memory_bytes =
+      static_cast<int64_t>(static_cast<double>(memory->free_bytes) * config.gpu_memory_utilization);
+  if (config.kv_cache_memory_bytes <= 0) {
+    return absl::ResourceExhaustedError(absl::StrFormat(
+        "no %s memory left for the KV cache after loading the weights (%d bytes free)",
+        std::string(backend.name()), memory->free_bytes));
   }
   return absl::OkStatus();
 }
@@ -124,10 +150,13 @@ const char* FinishReasonName(FinishReason reason) {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& requested) {
   EngineConfig config = requested;
   if (absl::Status s = CheckEngineConfig(config); !s.ok()) return s;
-  std::unique_ptr<Backend> backend = MakeBackend("cpu").value_or(MakeCpuReferenceBackend());
+  absl::StatusOr<std::unique_ptr<Backend>> made = MakeBackend(config.device);
+  if (!made.ok()) return made.status();
+  std::unique_ptr<Backend> backend = *std::move(made);
   absl::StatusOr<std::unique_ptr<model::DeepseekModel>> model =
       model::DeepseekModel::Load(config.model_dir, backend.get());
   if (!model.ok()) return model.status();
+  if (absl::Status s = ResolveKvCacheMemory(*backend, config); !s.ok()) return s;
   const model::ModelConfig model_config = (*model)->config();
   if (absl::Status s = ResolveMaxModelLen(model_config, config); !s.ok()) return s;
   absl::StatusOr<int32_t> num_blocks = cache::NumBlocksForBudget(

@@ -46,9 +46,15 @@ struct EngineConfig {
   int32_t max_num_seqs = 256;             // sequences running at once
   int32_t max_num_batched_tokens = 2048;  // tokens per step (chunked prefill above this)
   int32_t max_model_len = 0;  // prompt + output; 0 = the model's max_position_embeddings
-  int64_t kv_cache_memory_bytes = int64_t{1} << 30;  // KV pool budget; sets the block count
-  int32_t block_size = 64;                           // tokens per KV block
-  int32_t max_queued_requests = 4096;                // waiting requests beyond this are refused
+  // The backend the model runs on: "cpu" (the fastest CPU backend) or "cuda" (device 0); any
+  // name MakeBackend knows. Unavailable from Create when it cannot be made here.
+  std::string device = "cpu";
+  // KV pool budget; sets the block count. 0: 1 GiB on a host-memory backend, on a device
+  // gpu_memory_utilization of the device memory free after the weights are loaded.
+  int64_t kv_cache_memory_bytes = int64_t{1} << 30;
+  double gpu_memory_utilization = 0.9;  // in (0, 1]
+  int32_t block_size = 64;              // tokens per KV block
+  int32_t max_queued_requests = 4096;   // waiting requests beyond this are refused
   bool enable_prefix_caching = true;
   uint64_t seed = 0;  // generator for unseeded requests
   // Test hook, run on the engine thread before each forward pass: a non-OK status is treated as

@@ -1,5 +1,6 @@
-// r2serve generate: greedy decoding of a prompt given as token ids, on the CPU reference backend.
-// Prints the generated ids comma-separated on stdout; errors go to stderr with exit status 1.
+// r2serve generate: greedy decoding of a prompt given as token ids, on --device cpu (the CPU
+// backend) or cuda. Prints the generated ids comma-separated on stdout; errors go to stderr with
+// exit status 1 (2 when the device is unavailable).
 //
 //   r2serve generate --model DIR --prompt-ids 1,2,3 --max-tokens 16
 #include <algorithm>
@@ -24,6 +25,9 @@ ABSL_FLAG(std::string, model, "", "Model directory (config.json + *.safetensors)
 ABSL_FLAG(std::string, prompt_ids, "",
           "Prompt token ids, comma-separated (e.g. 0,42,7). Required.");
 ABSL_FLAG(int64_t, max_tokens, 16, "Tokens to generate (> 0).");
+// Shared with serve (ABSL_DECLARE_FLAG there).
+ABSL_FLAG(std::string, device, "cpu",
+          "Where the model runs: cpu, or cuda (GPU 0; needs a CUDA build and a device).");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating after the end-of-sequence token.");
 
 namespace r2::server {
@@ -86,13 +90,13 @@ absl::StatusOr<std::vector<int32_t>> Generate(model::DeepseekModel& model,
 
 int Fail(const absl::Status& status) {
   std::fprintf(stderr, "r2serve generate: %s\n", std::string(status.message()).c_str());
-  return 1;
+  return status.code() == absl::StatusCode::kUnavailable ? 2 : 1;
 }
 
 int RunGenerate(int argc, char** argv) {
   constexpr absl::string_view kUsage =
       "r2serve generate --model DIR --prompt-ids 1,2,3 --max-tokens N\n"
-      "Greedy decoding on the CPU reference backend; prints the generated token ids.";
+      "Greedy decoding on --device cpu|cuda; prints the generated token ids.";
   if (WantsHelp(argc, argv)) return PrintFlagHelp(kUsage, "cmd_generate");
   std::vector<std::string> rest = ParseCommandFlags(argc, argv);
   if (!rest.empty()) {
@@ -105,8 +109,9 @@ int RunGenerate(int argc, char** argv) {
     return Fail(
         absl::InvalidArgumentError(absl::StrCat("--max-tokens must be > 0, got ", max_tokens)));
   }
-  std::unique_ptr<Backend> backend = MakeCpuReferenceBackend();
-  auto model = model::DeepseekModel::Load(dir, backend.get());
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(absl::GetFlag(FLAGS_device));
+  if (!backend.ok()) return Fail(backend.status());
+  auto model = model::DeepseekModel::Load(dir, backend->get());
   if (!model.ok()) return Fail(model.status());
   auto prompt = ParsePromptIds(absl::GetFlag(FLAGS_prompt_ids), (*model)->config().vocab_size);
   if (!prompt.ok()) return Fail(prompt.status());
@@ -118,7 +123,8 @@ int RunGenerate(int argc, char** argv) {
 
 }  // namespace
 
-R2_REGISTER_COMMAND("generate", "greedy decoding of token ids with a checkpoint (CPU reference)",
+R2_REGISTER_COMMAND("generate",
+                    "greedy decoding of token ids with a checkpoint (--device cpu|cuda)",
                     RunGenerate);
 
 }  // namespace r2::server

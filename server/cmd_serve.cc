@@ -32,7 +32,8 @@
 #include "server/http/server_context.h"
 #include "server/openai_prompt.h"
 
-ABSL_DECLARE_FLAG(std::string, model);  // defined in cmd_generate.cc (absl flags are global)
+ABSL_DECLARE_FLAG(std::string, model);   // defined in cmd_generate.cc (absl flags are global)
+ABSL_DECLARE_FLAG(std::string, device);  // likewise
 ABSL_FLAG(std::string, served_model_name, "",
           "Model id clients send as \"model\" and /v1/models lists. Default: the --model "
           "directory's last path component.");
@@ -45,7 +46,12 @@ ABSL_FLAG(int32_t, max_model_len, 0,
           "Prompt + output tokens per request. 0: the model's max_position_embeddings.");
 ABSL_FLAG(int32_t, max_num_seqs, 256, "Sequences running at once.");
 ABSL_FLAG(int32_t, max_num_batched_tokens, 2048, "Tokens per engine step (chunked prefill).");
-ABSL_FLAG(std::string, kv_cache_memory, "1G", "KV cache budget in bytes; K, M, G suffixes.");
+ABSL_FLAG(std::string, kv_cache_memory, "",
+          "KV cache budget in bytes; K, M, G suffixes. Default: 1G on --device cpu, on a GPU "
+          "--gpu-memory-utilization of the memory free after loading the weights.");
+ABSL_FLAG(double, gpu_memory_utilization, 0.9,
+          "On a GPU without --kv-cache-memory: the fraction of free device memory (after the "
+          "weights) the KV cache takes.");
 ABSL_FLAG(int32_t, max_queued_requests, 4096,
           "Waiting requests beyond this are refused with 429 and Retry-After.");
 ABSL_FLAG(double, shutdown_timeout, 30,
@@ -77,6 +83,8 @@ namespace {
 using http::HttpOptions;
 
 constexpr const char* kServeFlags[] = {"model",
+                                       "device",
+                                       "gpu_memory_utilization",
                                        "served_model_name",
                                        "host",
                                        "port",
@@ -160,10 +168,16 @@ absl::StatusOr<engine::EngineConfig> EngineConfigFromFlags() {
   c.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   c.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   c.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
-  absl::StatusOr<int64_t> kv =
-      http::ParseByteSize(absl::GetFlag(FLAGS_kv_cache_memory), "kv-cache-memory");
-  if (!kv.ok()) return kv.status();
-  c.kv_cache_memory_bytes = *kv;
+  c.device = absl::GetFlag(FLAGS_device);
+  c.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+  c.kv_cache_memory_bytes = 0;  // automatic unless given
+  if (!absl::GetFlag(FLAGS_kv_cache_memory).empty()) {
+    absl::StatusOr<int64_t> kv =
+        http::ParseByteSize(absl::GetFlag(FLAGS_kv_cache_memory), "kv-cache-memory");
+    if (!kv.ok()) return kv.status();
+    if (*kv <= 0) return absl::InvalidArgumentError("--kv-cache-memory must be > 0");
+    c.kv_cache_memory_bytes = *kv;
+  }
   if (c.max_num_seqs < 1 || c.max_num_batched_tokens < 1 || c.max_model_len < 0 ||
       c.max_queued_requests < 0) {
     return absl::InvalidArgumentError(
@@ -314,7 +328,11 @@ int RunServe(int argc, char** argv) {
   }
 
   absl::StatusOr<std::unique_ptr<engine::Engine>> engine = LoadEngine(*engine_config, signals);
-  if (!engine.ok()) return Fail(std::string(engine.status().message()));
+  if (!engine.ok()) {
+    Fail(std::string(engine.status().message()));
+    // An unavailable --device (no GPU, a build without CUDA) is a usage error.
+    return engine.status().code() == absl::StatusCode::kUnavailable ? 2 : 1;
+  }
   ServedModelOptions model_options{name, engine_config->model_dir, absl::GetFlag(FLAGS_reasoning)};
   absl::StatusOr<std::unique_ptr<ServedModel>> model =
       ServedModel::Create(model_options, (*engine)->tokenizer(),
