@@ -51,6 +51,8 @@ absl::StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Load(const std::st
   return Create(*std::move(checkpoint), backend);
 }
 
+int64_t DeepseekModel::last_routed_experts_run() const { return scratch_->experts_run; }
+
 int64_t DeepseekModel::num_cache_layers() const {
   return config().num_hidden_layers + config().num_nextn_predict_layers;
 }
@@ -83,6 +85,7 @@ absl::StatusOr<StepPlan> DeepseekModel::Plan(absl::Span<const SequenceInput> bat
 
 absl::Status DeepseekModel::BeginStep(const StepPlan& plan) {
   Scratch& s = *scratch_;
+  s.experts_run = 0;
   R2_RETURN_IF_ERROR(s.Resize(backend_, config(), plan.rows));
   PlanArrays& a = s.plan;
   if (backend_->host_memory()) {

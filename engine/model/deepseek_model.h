@@ -55,6 +55,9 @@ class DeepseekModel {
 
   const ModelConfig& config() const { return checkpoint_->config(); }
   Backend* backend() const { return backend_; }
+  // Routed experts the last Forward/ForwardMtp ran, summed over its MoE layers (an expert
+  // selected by several tokens of a layer counts once): for bytes-read accounting.
+  int64_t last_routed_experts_run() const;
   // Cache layers: the main layers, then one per MTP module.
   int64_t num_cache_layers() const;
   KvCacheShape CacheShape(int64_t num_blocks, int64_t block_size = 64) const;

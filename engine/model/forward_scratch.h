@@ -37,6 +37,7 @@ struct PlanArrays {
 
 struct DeepseekModel::Scratch {
   int64_t rows = 0;
+  int64_t experts_run = 0;      // routed experts run this step (summed over MoE layers)
   BackendArray<float> h;        // [rows, hidden] residual stream
   BackendArray<float> x;        // [rows, hidden] normed block input
   BackendArray<float> cq;       // [rows, q_lora_rank]

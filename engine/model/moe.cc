@@ -112,6 +112,7 @@ absl::Status DeepseekModel::Moe(const MoeWeights& w, const StepPlan& plan) {
   for (int64_t e = 0; e < experts; ++e) {
     const int64_t n = start[e + 1] - start[e];
     if (n == 0) continue;
+    ++s.experts_run;
     const int32_t* tokens = groups + start[e];
     R2_RETURN_IF_ERROR(backend_->GatherRows({.x = s.x.data(),
                                              .x_rows = rows,

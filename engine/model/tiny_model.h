@@ -72,6 +72,10 @@ struct TinyModelOptions {
 //                   4 groups, topk_group 2, 4 per token, YaRN, 1 MTP layer
 //   "small"         DeepSeek-shaped, about 0.4 B parameters (vocab 32768, hidden 1024, 12 layers,
 //                   64 experts in 8 groups, 6 per token), 4 shards: for benchmarks
+//   "bench-2b"      DeepSeek-shaped, about 2.5 B parameters in BF16 for GPU decode benchmarks:
+//                   vocab 129280, hidden 2048, 16 heads (q_lora 768, kv_lora 512, nope 128,
+//                   rope 64, v 128), 10 layers (first dense, width 5632), 64 experts of width
+//                   512 in 8 groups (topk_group 4, 6 per token), 2 shared, no MTP, 8 shards
 absl::StatusOr<TinyModelOptions> TinyModelPreset(absl::string_view name);
 std::vector<std::string> TinyModelPresetNames();
 

@@ -26,7 +26,7 @@ namespace {
 
 // The pretend device's capacity: QueryMemory() reports it minus what is allocated, so code that
 // sizes the KV pool from free device memory gets a bounded, machine-independent answer.
-constexpr int64_t kCapacityBytes = int64_t{2} << 30;
+constexpr int64_t kCapacityBytes = int64_t{1} << 30;
 
 // Elements spanned by `rows` rows of `width` values `stride` apart (0 rows: nothing).
 int64_t Span2(int64_t rows, int64_t stride, int64_t width) {

@@ -190,13 +190,13 @@ TEST(TinyModelTest, TinyPresetIsSpecConfig) {
 
 TEST(TinyModelTest, PresetsParse) {
   EXPECT_EQ(TinyModelPresetNames(),
-            (std::vector<std::string>{"tiny", "tiny-noqlora", "tiny-fp8", "small"}));
+            (std::vector<std::string>{"tiny", "tiny-noqlora", "tiny-fp8", "small", "bench-2b"}));
   for (const std::string& name : TinyModelPresetNames()) {
     auto o = TinyModelPreset(name);
     ASSERT_TRUE(o.ok()) << name;
     auto c = ParseModelConfig(TinyModelConfigJson(*o), "config.json");
     ASSERT_TRUE(c.ok()) << name << ": " << c.status();
-    EXPECT_EQ(c->num_nextn_predict_layers, 1) << name;
+    EXPECT_EQ(c->num_nextn_predict_layers, name == "bench-2b" ? 0 : 1) << name;
   }
   auto noq = ParseModelConfig(TinyModelConfigJson(*TinyModelPreset("tiny-noqlora")), "c");
   EXPECT_FALSE(noq->has_q_lora());
@@ -212,6 +212,10 @@ TEST(TinyModelTest, PresetsParse) {
   ASSERT_TRUE(small.ok());
   EXPECT_GT(*small, 200'000'000);
   EXPECT_LT(*small, 900'000'000);
+  auto bench = TinyModelParameterCount(*TinyModelPreset("bench-2b"));
+  ASSERT_TRUE(bench.ok());
+  EXPECT_GT(*bench, 1'000'000'000);
+  EXPECT_LT(*bench, 3'000'000'000);
   auto bad = TinyModelPreset("huge");
   ASSERT_FALSE(bad.ok());
   EXPECT_THAT(bad.status().message(), HasSubstr("huge"));
