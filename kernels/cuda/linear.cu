@@ -379,12 +379,13 @@ absl::Status RunGemv(const Context& ctx, const LinearParams& p, int64_t xs, int6
 
 // x [batch][rows] (strided) -> packed bf16 [batch][rows][in].
 __global__ void ToBf16Kernel(const float* __restrict__ x, int64_t xs, int64_t x_bs, int64_t rows,
-                             int64_t in, int64_t total, __nv_bfloat16* __restrict__ out) {
+                             int64_t in, int64_t total, __nv_bfloat16* __restrict__ out,
+                             float mul = 1.0f) {
   for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
        k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
     const int64_t br = k / in, j = k % in;
     const int64_t b = br / rows, r = br % rows;
-    out[k] = __float2bfloat16_rn(x[b * x_bs + r * xs + j]);
+    out[k] = __float2bfloat16_rn(x[b * x_bs + r * xs + j] * mul);
   }
 }
 
@@ -572,6 +573,9 @@ size_t Align256(size_t b) { return (b + 255) / 256 * 256; }
 // pass (~1 + 2 + 2 bytes per weight), so the GEMV's 1-byte passes stay ahead up to 8 rows.
 constexpr int64_t kLtMinRowsPlain = 3;
 constexpr int64_t kLtMinRowsDequant = 9;
+// FP8 weights with 128x128-compatible blocks take the tensor-core skinny kernel for these rows.
+constexpr int64_t kSkinnyMinRows = 3;
+constexpr int64_t kSkinnyMaxRowsTotal = 128;
 // Dequantized bf16 weight tiles are at most this large.
 constexpr size_t kDequantTileBytes = size_t{64} << 20;
 
@@ -677,6 +681,207 @@ absl::Status RunLinearLt(const Context& ctx, const LinearParams& p, int64_t xs, 
   return absl::OkStatus();
 }
 
+// ---- FP8 weights, a few dozen rows: tensor-core skinny GEMM --------------------------------
+// y^T (out x rows) = W (out x in, fp8) . x^T, with mma.sync m16n8k16 (bf16 in, fp32 accumulate):
+// W tiles are the A operand (16 output features), x tiles (8 rows, rounded to bf16) the B
+// operand. The weight is streamed once for up to 64 rows. FP8 e4m3 bytes become bf16 with bit
+// operations only: the byte's exponent and mantissa bits placed in a bf16 are the value times
+// 2^-120 exactly (subnormals included); the factor is undone with the block scale applied to
+// each 64-wide chunk's partial sums. Error: bf16 rounding of x, ~3e-3 relative. Because a dot
+// product does not depend on the order of its terms, thread t loads 16 contiguous weight bytes and
+// the same 16 x values instead of the fragment's interleaved columns. Split over in_features across
+// blocks for parallelism; a second kernel adds the splits in a fixed order (deterministic).
+
+constexpr int kSkinnyWarps = 8;                // 16 output features each
+constexpr int kSkinnyOut = kSkinnyWarps * 16;  // per block
+constexpr int64_t kSkinnyMaxRows = 64;         // 8 tiles of 8 rows
+// x is stored as bf16(x * 2^96) (exact power-of-two scaling; |x| up to 2^32 fits) so that the
+// products with the 2^-120-scaled weights stay far from float32's subnormal range; the chunk
+// sums are multiplied by scale_inv * 2^24.
+constexpr float kSkinnyXScale = 0x1p96f;
+constexpr float kSkinnyUnscale = 0x1p24f;
+
+struct SkinnyArgs {
+  const uint8_t* w;
+  const float* scale;
+  int64_t scale_cols;
+  int64_t block_out;
+  int64_t block_in;
+  const __nv_bfloat16* xb;  // [rows][in]
+  int64_t rows;
+  int64_t in;
+  int64_t out;
+  int64_t chunks_per_split;  // 64-wide chunks of in_features per blockIdx.y
+  float* partial;            // [splits][rows][out]
+};
+
+// Bytes 0 and 1 (kHigh: 2 and 3) of w, e4m3, as a bf16x2 of value * 2^-120.
+template <bool kHigh>
+__device__ __forceinline__ uint32_t Fp8PairToBf16Scaled(uint32_t w) {
+  const uint32_t u = __byte_perm(w, 0, kHigh ? 0x3424 : 0x1404);  // [0, b0, 0, b1] bytes
+  return (u & 0x80008000u) | ((u & 0x7f007f00u) >> 4);
+}
+
+__device__ __forceinline__ void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+
+template <int NT>
+__global__ void __launch_bounds__(kSkinnyWarps * 32) Fp8SkinnyKernel(SkinnyArgs a) {
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kSkinnyOut + warp * 16;
+  if (m0 >= a.out) return;
+  const int64_t ra = min(m0 + g, a.out - 1), rb = min(m0 + g + 8, a.out - 1);
+  const uint8_t* wa = a.w + ra * a.in + t * 16;
+  const uint8_t* wb = a.w + rb * a.in + t * 16;
+  const float* srow = a.scale + (m0 / a.block_out) * a.scale_cols;
+  const int64_t chunks = a.in / 64;
+  const int64_t c_begin = blockIdx.y * a.chunks_per_split;
+  const int64_t c_end = min(chunks, c_begin + a.chunks_per_split);
+  float acc[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[n][i] = 0.0f;
+  }
+  for (int64_t c = c_begin; c < c_end; c += 2) {
+    const bool two = c + 1 < c_end;
+    // Both chunks' weights first: more bytes in flight.
+    uint4 qa[2], qb[2];
+    qa[0] = LoadStream(reinterpret_cast<const uint4*>(wa + c * 64));
+    qb[0] = LoadStream(reinterpret_cast<const uint4*>(wb + c * 64));
+    if (two) {
+      qa[1] = LoadStream(reinterpret_cast<const uint4*>(wa + (c + 1) * 64));
+      qb[1] = LoadStream(reinterpret_cast<const uint4*>(wb + (c + 1) * 64));
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (h == 1 && !two) break;
+      const int64_t cc = c + h;
+      const uint32_t* wa32 = reinterpret_cast<const uint32_t*>(&qa[h]);
+      const uint32_t* wb32 = reinterpret_cast<const uint32_t*>(&qb[h]);
+      uint32_t A[4][4];
+#pragma unroll
+      for (int st = 0; st < 4; ++st) {
+        A[st][0] = Fp8PairToBf16Scaled<false>(wa32[st]);  // row g, k 4st, 4st+1
+        A[st][1] = Fp8PairToBf16Scaled<false>(wb32[st]);  // row g+8
+        A[st][2] = Fp8PairToBf16Scaled<true>(wa32[st]);   // row g, k 4st+2, 4st+3
+        A[st][3] = Fp8PairToBf16Scaled<true>(wb32[st]);   // row g+8
+      }
+      const float sc = __ldg(srow + (cc * 64) / a.block_in) * kSkinnyUnscale;
+      const int64_t k = cc * 64 + t * 16;
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const int64_t row = n * 8 + g;
+        uint4 x0 = make_uint4(0, 0, 0, 0), x1 = x0;
+        if (row < a.rows) {
+          const auto* xp = reinterpret_cast<const uint4*>(a.xb + row * a.in + k);
+          x0 = __ldg(xp);
+          x1 = __ldg(xp + 1);
+        }
+        const uint32_t xw[8] = {x0.x, x0.y, x0.z, x0.w, x1.x, x1.y, x1.z, x1.w};
+        float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int st = 0; st < 4; ++st) MmaBf16(part, A[st], xw[2 * st], xw[2 * st + 1]);
+#pragma unroll
+        for (int i = 0; i < 4; ++i) acc[n][i] = fmaf(part[i], sc, acc[n][i]);
+      }
+    }
+  }
+  float* P = a.partial + static_cast<int64_t>(blockIdx.y) * a.rows * a.out;
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t o = m0 + g + (i >= 2 ? 8 : 0);
+      const int64_t row = n * 8 + 2 * t + (i & 1);
+      if (o < a.out && row < a.rows) P[row * a.out + o] = acc[n][i];
+    }
+  }
+}
+
+// y[r, o] (+)= sum over splits of partial[s][r][o], splits in order.
+__global__ void SplitSumKernel(const float* __restrict__ partial, int64_t splits, int64_t rows,
+                               int64_t out, float* __restrict__ y, int64_t ys, bool accumulate) {
+  const int64_t total = rows * out;
+  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = k / out, o = k % out;
+    float sum = partial[k];
+    for (int64_t s = 1; s < splits; ++s) sum += partial[s * total + k];
+    float* dst = y + r * ys + o;
+    *dst = accumulate ? *dst + sum : sum;
+  }
+}
+
+bool CanUseSkinny(const LinearParams& p) {
+  const WeightView& w = p.weight;
+  return w.weight.dtype == DType::kF8E4M3 && p.batch == 1 && w.in_features() % 64 == 0 &&
+         w.block_in % 64 == 0 && w.block_out % 16 == 0 && Aligned16(w.weight.data);
+}
+
+absl::Status RunFp8Skinny(const Context& ctx, const LinearParams& p, int64_t xs, int64_t ys) {
+  const WeightView& w = p.weight;
+  const int64_t in = w.in_features(), out = w.out_features();
+  const int64_t chunks = in / 64;
+  const int64_t blocks_x = CeilDiv(out, kSkinnyOut);
+  int64_t splits = std::clamp<int64_t>(CeilDiv(std::max(ctx.sm_count, 1), blocks_x), 1, chunks);
+  const int64_t per_split = CeilDiv(chunks, splits);
+  splits = CeilDiv(chunks, per_split);
+  for (int64_t r0 = 0; r0 < p.rows; r0 += kSkinnyMaxRows) {
+    const int64_t rows = std::min(kSkinnyMaxRows, p.rows - r0);
+    const size_t x_bytes = Align256(sizeof(__nv_bfloat16) * rows * in);
+    const size_t part_bytes = Align256(sizeof(float) * splits * rows * out);
+    absl::StatusOr<void*> scratch = ctx.linear_scratch.Get(x_bytes + part_bytes, ctx.stream);
+    if (!scratch.ok()) return scratch.status();
+    auto* xb = static_cast<__nv_bfloat16*>(*scratch);
+    auto* partial = reinterpret_cast<float*>(static_cast<char*>(*scratch) + x_bytes);
+    const int64_t total = rows * in;
+    ToBf16Kernel<<<GridCap(CeilDiv(total, 256), 1 << 16), 256, 0, ctx.stream>>>(
+        p.x + r0 * xs, xs, 0, rows, in, total, xb, kSkinnyXScale);
+    R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (x to bf16)");
+    SkinnyArgs a{static_cast<const uint8_t*>(w.weight.data),
+                 w.scale_inv.as<float>(),
+                 w.scale_inv.shape[1],
+                 w.block_out,
+                 w.block_in,
+                 xb,
+                 rows,
+                 in,
+                 out,
+                 per_split,
+                 partial};
+    const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(splits));
+    const int threads = kSkinnyWarps * 32;
+    switch (CeilDiv(rows, 8)) {
+#define R2_SKINNY_CASE(NT)                                    \
+  case NT:                                                    \
+    Fp8SkinnyKernel<NT><<<grid, threads, 0, ctx.stream>>>(a); \
+    break;
+      R2_SKINNY_CASE(1)
+      R2_SKINNY_CASE(2)
+      R2_SKINNY_CASE(3)
+      R2_SKINNY_CASE(4)
+      R2_SKINNY_CASE(5)
+      R2_SKINNY_CASE(6)
+      R2_SKINNY_CASE(7)
+      R2_SKINNY_CASE(8)
+#undef R2_SKINNY_CASE
+      default:
+        return absl::InternalError("Linear: bad skinny row tile count");
+    }
+    R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (fp8 skinny)");
+    SplitSumKernel<<<GridCap(CeilDiv(rows * out, 256), 1 << 16), 256, 0, ctx.stream>>>(
+        partial, splits, rows, out, p.y + r0 * ys, ys, p.accumulate);
+    R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (split sum)");
+  }
+  return absl::OkStatus();
+}
+
 absl::Status CheckLinear(const LinearParams& p) {
   const WeightView& w = p.weight;
   if (w.weight.data == nullptr || w.weight.shape.size() != 2) {
@@ -722,6 +927,9 @@ absl::Status Linear(const Context& ctx, const LinearParams& p) {
   if (xs < in) return Invalid("Linear", "x_stride is smaller than in_features");
   if (ys < out) return Invalid("Linear", "y_stride is smaller than out_features");
   const DType dt = p.weight.weight.dtype;
+  if (p.rows >= kSkinnyMinRows && p.rows <= kSkinnyMaxRowsTotal && CanUseSkinny(p)) {
+    return RunFp8Skinny(ctx, p, xs, ys);
+  }
   const bool dequant = dt == DType::kF8E4M3 || dt == DType::kF16;
   if (p.rows >= (dequant ? kLtMinRowsDequant : kLtMinRowsPlain)) {
     bool ran = false;
