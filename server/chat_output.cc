@@ -6,7 +6,7 @@
 
 namespace r2::server {
 
-ChatOutputParser::ChatOutputParser(OutputPlan plan, int32_t n)
+ChatOutputParser::ChatOutputParser(OutputPlan plan, int32_t n, bool stream_tool_arguments)
     : plan_(std::move(plan)), choices_(static_cast<size_t>(std::max(n, 0))) {
   for (Choice& c : choices_) {
     if (plan_.reasoning) {
@@ -15,8 +15,8 @@ ChatOutputParser::ChatOutputParser(OutputPlan plan, int32_t n)
       c.reasoning = std::make_unique<chat::ReasoningParser>(options);
     }
     if (plan_.parse_tools) {
-      c.tools = std::make_unique<chat::ToolCallParser>(plan_.tool_call_format,
-                                                       [](int) { return NewResponseId(""); });
+      c.tools = std::make_unique<chat::ToolCallParser>(
+          plan_.tool_call_format, [](int) { return NewResponseId(""); }, stream_tool_arguments);
     }
   }
 }

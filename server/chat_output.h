@@ -27,13 +27,15 @@ namespace r2::server {
 struct ChatPiece {
   std::string reasoning;
   std::string content;
-  std::vector<chat::ToolCall> calls;  // completed calls
+  std::vector<chat::ToolCall> calls;  // completed calls (or, streaming arguments, call pieces)
   std::string finish;                 // set on the choice's terminal delta
 };
 
 class ChatOutputParser {
  public:
-  ChatOutputParser(OutputPlan plan, int32_t n);
+  // stream_tool_arguments: tool calls come as an announcing ToolCall (index, id, name) followed
+  // by argument pieces (chat::ToolCallParser's stream_arguments), for streamed responses.
+  ChatOutputParser(OutputPlan plan, int32_t n, bool stream_tool_arguments = false);
 
   // The piece for `delta`; nullopt when its index is outside [0, n) or its choice has ended.
   std::optional<ChatPiece> Push(const engine::ChoiceDelta& delta);

@@ -32,7 +32,7 @@ class ChatEncoder : public ResponseEncoder {
       : meta_(std::move(meta)),
         plan_(plan),
         tokenizer_(tokenizer),
-        parser_(std::move(plan), meta_.n),
+        parser_(std::move(plan), meta_.n, /*stream_tool_arguments=*/meta_.stream),
         choices_(meta_.n) {}
 
   void Begin(std::vector<Json>* events) override {
@@ -98,17 +98,30 @@ class ChatEncoder : public ResponseEncoder {
       events->push_back(Chunk(index, std::move(delta), LogprobsObject(std::move(logprobs)),
                               piece.calls.empty() ? finish : ""));
     }
-    for (size_t k = 0; k < piece.calls.size(); ++k) {
-      const chat::ToolCall& call = piece.calls[k];
-      Json head{{"index", call.index},
-                {"id", call.id},
-                {"type", "function"},
-                {"function", {{"name", call.name}, {"arguments", ""}}}};
-      events->push_back(Chunk(index, Json{{"tool_calls", Json::array({head})}}, Json(), ""));
-      Json args{{"index", call.index}, {"function", {{"arguments", call.arguments}}}};
-      const bool last = k + 1 == piece.calls.size();
-      events->push_back(
-          Chunk(index, Json{{"tool_calls", Json::array({args})}}, Json(), last ? finish : ""));
+    // Tool calls as OpenAI streams them: a call's first delta carries index, id, type and the
+    // name (arguments ""), later deltas pieces of function.arguments (consecutive pieces of one
+    // call in this engine delta go out as one).
+    std::vector<Json> tool_deltas;
+    for (const chat::ToolCall& call : piece.calls) {
+      if (!call.id.empty()) {
+        tool_deltas.push_back(Json{{"index", call.index},
+                                   {"id", call.id},
+                                   {"type", "function"},
+                                   {"function", {{"name", call.name}, {"arguments", ""}}}});
+        if (call.arguments.empty()) continue;
+      } else if (!tool_deltas.empty() && !tool_deltas.back().contains("id") &&
+                 tool_deltas.back()["index"] == call.index) {
+        tool_deltas.back()["function"]["arguments"] =
+            tool_deltas.back()["function"]["arguments"].get<std::string>() + call.arguments;
+        continue;
+      }
+      tool_deltas.push_back(
+          Json{{"index", call.index}, {"function", {{"arguments", call.arguments}}}});
+    }
+    for (size_t k = 0; k < tool_deltas.size(); ++k) {
+      const bool last = k + 1 == tool_deltas.size();
+      events->push_back(Chunk(index, Json{{"tool_calls", Json::array({std::move(tool_deltas[k])})}},
+                              Json(), last ? finish : ""));
     }
   }
 

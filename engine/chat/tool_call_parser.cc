@@ -1,5 +1,6 @@
 #include "engine/chat/tool_call_parser.h"
 
+#include <algorithm>
 #include <utility>
 
 #include "engine/chat/reasoning_parser.h"
@@ -50,8 +51,9 @@ void ToolCallDelta::Append(ToolCallDelta other) {
   for (auto& c : other.calls) calls.push_back(std::move(c));
 }
 
-ToolCallParser::ToolCallParser(ToolCallFormat format, std::function<std::string(int)> id_suffix)
-    : format_(format), id_suffix_(std::move(id_suffix)) {
+ToolCallParser::ToolCallParser(ToolCallFormat format, std::function<std::string(int)> id_suffix,
+                               bool stream_arguments)
+    : format_(format), id_suffix_(std::move(id_suffix)), stream_arguments_(stream_arguments) {
   if (!id_suffix_) id_suffix_ = [](int index) { return std::to_string(index); };
 }
 
@@ -65,6 +67,13 @@ ToolCallDelta ToolCallParser::Push(std::string_view text) {
 ToolCallDelta ToolCallParser::Finish() {
   ToolCallDelta out;
   Process(true, &out);
+  if (state_ == State::kInCall && announced_) {
+    // The stream ended inside announced arguments: the call stands with what it has.
+    StreamArguments(buffer_.size(), &out);
+    EndStreamedCall();
+    buffer_.clear();
+    state_ = State::kContent;
+  }
   if (state_ == State::kBetweenCalls || state_ == State::kInCall) {
     // The stream ended inside the block. Completed calls stand; an unfinished call is text.
     if (!Trim(pending_ + buffer_).empty()) Fail(&out);
@@ -94,7 +103,7 @@ void ToolCallParser::Process(bool final, ToolCallDelta* out) {
         progress = ProcessBetween(final, out);
         break;
       case State::kInCall:
-        progress = ProcessCall(final, out);
+        progress = stream_arguments_ ? StreamCall(final, out) : ProcessCall(final, out);
         break;
       case State::kFallback:
         out->content += buffer_;
@@ -193,6 +202,141 @@ bool ToolCallParser::ParseCallBody(std::string_view body, ToolCall* call) const 
   call->name = std::string(name);
   call->arguments = std::string(args);
   return true;
+}
+
+int ToolCallParser::ParseHeader(std::string_view body, bool complete, std::string* name,
+                                size_t* args_at, bool* fenced) const {
+  const int more = complete ? -1 : 0;  // what "incomplete" means once the call has ended
+  const size_t sep = body.find(kSep);
+  if (sep == std::string_view::npos) return more;
+  const std::string_view head = Trim(body.substr(0, sep));
+  const size_t tail_at = sep + kSep.size();
+  std::string_view found_name;
+  *fenced = false;
+  if (format_ == ToolCallFormat::kDeepSeekV3) {
+    if (head != "function") return -1;
+    const size_t nl = body.find('\n', tail_at);
+    if (nl == std::string_view::npos) return more;
+    found_name = Trim(body.substr(tail_at, nl - tail_at));
+    size_t i = nl + 1;
+    while (i < body.size() && IsSpace(body[i])) ++i;
+    const std::string_view rest = body.substr(i);
+    if (StartsWith(rest, "```")) {
+      const size_t fence_nl = body.find('\n', i);
+      if (fence_nl == std::string_view::npos) {
+        if (!complete) return 0;
+        i = body.size();  // "```json" and nothing else: empty arguments
+      } else {
+        i = fence_nl + 1;
+      }
+      *fenced = true;
+    } else if (!complete && (rest.empty() || StartsWith("```", rest))) {
+      return 0;  // a fence may still open here
+    }
+    *args_at = i;
+  } else {
+    found_name = head;
+    *args_at = tail_at;
+  }
+  if (found_name.empty() || found_name.find_first_of(" \t\n\r") != std::string_view::npos) {
+    return -1;
+  }
+  *name = std::string(found_name);
+  return 1;
+}
+
+// stream_arguments: a call's header is held until complete, then announced; its arguments then
+// stream until <｜tool▁call▁end｜>.
+bool ToolCallParser::StreamCall(bool final, ToolCallDelta* out) {
+  size_t end = buffer_.find(kCallEnd);
+  const std::string_view body = std::string_view(buffer_).substr(0, end);
+  size_t stray = std::string_view::npos;
+  for (std::string_view tag : {kCallBegin, kCallsEnd, kCallsBegin}) {
+    stray = std::min(stray, body.find(tag));
+  }
+  if (!announced_) {
+    if (stray != std::string_view::npos) {
+      Fail(out);
+      return true;
+    }
+    std::string name;
+    size_t args_at = 0;
+    const int header = ParseHeader(body, end != std::string::npos, &name, &args_at, &fenced_);
+    if (header < 0) {
+      Fail(out);
+      return true;
+    }
+    if (header == 0) return false;  // wait (Finish handles an unfinished call)
+    ToolCall call;
+    call.index = next_index_++;
+    call.id = "call_" + id_suffix_(call.index);
+    call.name = std::move(name);
+    out->calls.push_back(std::move(call));
+    buffer_.erase(0, args_at);
+    pending_.clear();
+    announced_ = true;
+    args_started_ = false;
+    return true;
+  }
+  if (stray != std::string_view::npos) {
+    // A tag that cannot be inside arguments: the call ends here, the rest is content.
+    StreamArguments(stray, out);  // buffer_ then starts at the stray tag
+    EndStreamedCall();
+    Fail(out);
+    return true;
+  }
+  if (end == std::string::npos) {
+    StreamArguments(std::string::npos, out);
+    return false;
+  }
+  StreamArguments(end, out);
+  EndStreamedCall();
+  buffer_.erase(0, kCallEnd.size());
+  state_ = State::kBetweenCalls;
+  return true;
+}
+
+// Emits the arguments in buffer_ before `end` and erases buffer_ up to `end`; with npos (the
+// call's end is not in sight) emits and erases only what cannot be trailing whitespace, the
+// closing fence or the start of a tag.
+void ToolCallParser::StreamArguments(size_t end, ToolCallDelta* out) {
+  const size_t limit = std::min(end, buffer_.size());
+  size_t start = 0;
+  if (!args_started_) {  // leading whitespace is not part of the arguments
+    while (start < limit && IsSpace(buffer_[start])) ++start;
+    args_started_ = start < limit;
+  }
+  size_t stop = limit;
+  if (end == std::string::npos) {
+    size_t hold = 0;
+    for (std::string_view tag : {kCallEnd, kCallBegin, kCallsEnd, kCallsBegin}) {
+      hold = std::max(hold, PartialTagSuffix(buffer_, tag));
+    }
+    stop = buffer_.size() - hold;
+    while (stop > start && (IsSpace(buffer_[stop - 1]) || buffer_[stop - 1] == '`')) --stop;
+  } else {
+    std::string_view args = std::string_view(buffer_).substr(start, limit - start);
+    while (!args.empty() && IsSpace(args.back())) args.remove_suffix(1);
+    if (fenced_ && args.size() >= 3 && args.substr(args.size() - 3) == "```") {
+      args.remove_suffix(3);
+      while (!args.empty() && IsSpace(args.back())) args.remove_suffix(1);
+    }
+    stop = start + args.size();
+  }
+  if (stop > start) {
+    ToolCall piece;
+    piece.index = next_index_ - 1;
+    piece.arguments = buffer_.substr(start, stop - start);
+    out->calls.push_back(std::move(piece));
+  }
+  buffer_.erase(0, end == std::string::npos ? std::max(start, stop) : limit);
+}
+
+void ToolCallParser::EndStreamedCall() {
+  announced_ = false;
+  args_started_ = false;
+  fenced_ = false;
+  pending_.clear();
 }
 
 // The block (from its start, or from the last completed call) is not a valid tool call: it and

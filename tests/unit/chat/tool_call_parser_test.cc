@@ -1,5 +1,6 @@
 #include "engine/chat/tool_call_parser.h"
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -241,6 +242,40 @@ TEST(ToolCallParserTest, ChainedAfterReasoningParser) {
   }
 }
 
+// ---- stream_arguments: calls announced by header, arguments in pieces ----------------------
+
+ToolCallDelta StreamArgs(const std::vector<std::string>& deltas, ToolCallFormat format) {
+  ToolCallParser parser(
+      format, [](int i) { return "id" + std::to_string(i); },
+      /*stream_arguments=*/true);
+  ToolCallDelta total;
+  for (const std::string& d : deltas) total.Append(parser.Push(d));
+  total.Append(parser.Finish());
+  return total;
+}
+
+// The pieces of each call joined into whole calls, checking that every call's first piece
+// carries its id and full name and later pieces neither.
+std::vector<ToolCall> JoinPieces(const std::vector<ToolCall>& pieces) {
+  std::vector<ToolCall> calls;
+  for (const ToolCall& piece : pieces) {
+    if (!piece.id.empty()) {
+      EXPECT_EQ(piece.index, static_cast<int>(calls.size()));
+      EXPECT_FALSE(piece.name.empty());
+      calls.push_back(piece);
+      continue;
+    }
+    EXPECT_TRUE(piece.name.empty());
+    EXPECT_FALSE(piece.arguments.empty()) << "an empty piece";
+    if (calls.empty() || piece.index != calls.back().index) {
+      ADD_FAILURE() << "a piece of call " << piece.index << " outside its call";
+      continue;
+    }
+    calls.back().arguments += piece.arguments;
+  }
+  return calls;
+}
+
 TEST(ToolCallParserTest, GarbageNeverCrashes) {
   std::vector<std::string> inputs = {
       "",
@@ -258,6 +293,7 @@ TEST(ToolCallParserTest, GarbageNeverCrashes) {
     for (auto format : {ToolCallFormat::kDeepSeekV3, ToolCallFormat::kDeepSeekV31}) {
       ToolCallDelta whole = ToolCallParser::Parse(in, format);
       for (const auto& deltas : testing::AllSplits(in, 5)) {
+        JoinPieces(StreamArgs(deltas, format).calls);  // well-formed pieces, no crash
         ToolCallDelta streamed = Stream(deltas, format);
         EXPECT_EQ(streamed.content, ToolCallParser::Parse(in, format, [](int i) {
                                       return "id" + std::to_string(i);
@@ -269,6 +305,91 @@ TEST(ToolCallParserTest, GarbageNeverCrashes) {
       }
     }
   }
+}
+
+TEST(ToolCallParserTest, StreamedArgumentsJoinToTheWholeParseAtEverySplit) {
+  // Every case whose calls are well formed (a malformed call, once announced, stands instead of
+  // turning into content: see the next tests).
+  const std::set<std::string> well_formed = {"v3_one_call",
+                                             "v3_two_calls",
+                                             "v3_content_before",
+                                             "v3_nested_unicode_args",
+                                             "v3_multiline_args",
+                                             "v3_no_calls_end",
+                                             "v3_plain_text",
+                                             "v31_one_call",
+                                             "v31_three_calls",
+                                             "v31_two_blocks",
+                                             "missing_sep",
+                                             "v3_wrong_type",
+                                             "empty_name",
+                                             "v3_format_given_v31_text",
+                                             "stray_text_between_calls",
+                                             "v31_content_before_and_after",
+                                             "unterminated_block_only"};
+  int checked = 0;
+  for (const ToolCase& c : Cases()) {
+    if (!well_formed.contains(c.name)) continue;
+    SCOPED_TRACE(c.name);
+    ++checked;
+    ToolCallDelta whole =
+        ToolCallParser::Parse(c.output, c.format, [](int i) { return "id" + std::to_string(i); });
+    for (const auto& deltas : testing::AllSplits(c.output, 20)) {
+      ToolCallDelta streamed = StreamArgs(deltas, c.format);
+      ASSERT_EQ(streamed.content, whole.content) << deltas.size() << " deltas";
+      ExpectSameCalls(JoinPieces(streamed.calls), whole.calls);
+    }
+  }
+  EXPECT_EQ(checked, static_cast<int>(well_formed.size()));
+}
+
+TEST(ToolCallParserTest, StreamedArgumentsArriveBeforeTheCallEnds) {
+  ToolCallParser parser(ToolCallFormat::kDeepSeekV3, nullptr, /*stream_arguments=*/true);
+  EXPECT_TRUE(parser.Push(kCallsBegin + kCallBegin + "function" + kSep + "get_wea").calls.empty());
+  EXPECT_TRUE(parser.Push("ther\n").calls.empty());  // a fence may still open
+  ToolCallDelta d = parser.Push("```json\n{\"city\": ");
+  ASSERT_EQ(d.calls.size(), 2u);
+  EXPECT_EQ(d.calls[0].id, "call_0");
+  EXPECT_EQ(d.calls[0].name, "get_weather");
+  EXPECT_EQ(d.calls[0].arguments, "");
+  EXPECT_EQ(d.calls[1].arguments, "{\"city\":");  // the trailing space may be the end's trim
+  EXPECT_EQ(parser.call_count(), 1);
+  d = parser.Push("\"Paris\"}\n``");
+  ASSERT_EQ(d.calls.size(), 1u);
+  EXPECT_EQ(d.calls[0].arguments, " \"Paris\"}");
+  EXPECT_TRUE(d.calls[0].id.empty());
+  d = parser.Push("`" + kCallEnd + kCallsEnd + " done");
+  EXPECT_TRUE(d.calls.empty());  // the closing fence is not part of the arguments
+  EXPECT_EQ(d.content, " done");
+}
+
+TEST(ToolCallParserTest, StreamedCallStandsWithMalformedOrUnfinishedArguments) {
+  const auto v31 = ToolCallFormat::kDeepSeekV31;
+  // Invalid JSON: announced at its header, so it stays a call (as OpenAI and vLLM stream them).
+  for (const auto& deltas : testing::AllSplits(kCallsBegin + V31Call("f", "{\"a\": }"), 10)) {
+    std::vector<ToolCall> calls = JoinPieces(StreamArgs(deltas, v31).calls);
+    ASSERT_EQ(calls.size(), 1u);
+    EXPECT_EQ(calls[0].name, "f");
+    EXPECT_EQ(calls[0].arguments, "{\"a\": }");
+  }
+  // The stream ends inside the arguments: the call keeps what it has.
+  ToolCallDelta cut = StreamArgs({kCallsBegin + kCallBegin + "f" + kSep + "{\"a\": 1  "}, v31);
+  std::vector<ToolCall> calls = JoinPieces(cut.calls);
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].arguments, "{\"a\": 1");
+  EXPECT_EQ(cut.content, "");
+  // A stray tag ends the call; the rest is content.
+  ToolCallDelta stray =
+      StreamArgs({kCallsBegin + kCallBegin + "f" + kSep + "{\"a\"", kCallsBegin + "tail"}, v31);
+  calls = JoinPieces(stray.calls);
+  ASSERT_EQ(calls.size(), 1u);
+  EXPECT_EQ(calls[0].arguments, "{\"a\"");
+  EXPECT_EQ(stray.content, kCallsBegin + "tail");
+  // A malformed header is never announced: the block is content.
+  ToolCallDelta bad_header =
+      StreamArgs({kCallsBegin + kCallBegin + "two words" + kSep + "{}"}, v31);
+  EXPECT_TRUE(bad_header.calls.empty());
+  EXPECT_EQ(bad_header.content, kCallsBegin + kCallBegin + "two words" + kSep + "{}");
 }
 
 }  // namespace

@@ -160,6 +160,94 @@ TEST(ChatEncoder, ToolCallsNonStreamAndStream) {
   EXPECT_EQ(Json::parse(args), Json({{"city", "Paris"}}));
 }
 
+// Merges one streamed delta into `into` the way the openai Python client accumulates a stream
+// (openai.lib.streaming.chat's accumulate_delta): tool_calls by their index; string fields of a
+// later delta are appended (so a repeated name or id would show up doubled), "index" and "type"
+// kept.
+void Accumulate(Json& into, const Json& delta) {
+  for (const auto& [key, value] : delta.items()) {
+    if (!into.contains(key) || into[key].is_null()) {
+      into[key] = value;
+    } else if (key == "index" || key == "type") {
+      continue;
+    } else if (value.is_string() && into[key].is_string()) {
+      into[key] = into[key].get<std::string>() + value.get<std::string>();
+    } else if (value.is_object()) {
+      Accumulate(into[key], value);
+    } else if (key == "tool_calls") {
+      for (const Json& call : value) {
+        Json* target = nullptr;
+        for (Json& have : into[key]) {
+          if (have["index"] == call["index"]) target = &have;
+        }
+        if (target == nullptr) {
+          into[key].push_back(call);
+        } else {
+          Accumulate(*target, call);
+        }
+      }
+    }
+  }
+}
+
+TEST(ChatEncoder, StreamedToolCallArgumentsAccumulateLikeTheOpenAiClient) {
+  const std::string paris = R"({"city": "Paris", "days": [1, 2]})";
+  const std::string tokyo = R"({"city": "Tokyo"})";
+  const std::string text =
+      "Checking.<｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function<｜tool▁sep｜>get_weather\n"
+      "```json\n" +
+      paris +
+      "\n```<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>"
+      "get_time\n```json\n" +
+      tokyo + "\n```<｜tool▁call▁end｜><｜tool▁calls▁end｜>";
+  OutputPlan plan;
+  plan.parse_tools = true;
+  plan.tool_choice = ToolChoice::kAuto;
+  plan.tool_call_format = chat::ToolCallFormat::kDeepSeekV3;
+  for (size_t piece : {1, 2, 3, 7, 40, 1000}) {
+    SCOPED_TRACE(testing::Message() << "deltas of " << piece << " bytes");
+    auto stream = MakeChatEncoder(Meta(true), plan, nullptr);
+    std::vector<Json> events;
+    for (size_t at = 0; at < text.size(); at += piece) {
+      const bool last = at + piece >= text.size();
+      stream->Add(Output({Delta(0, text.substr(at, piece), {1},
+                                last ? FinishReason::kStop : FinishReason::kNone)},
+                         last),
+                  &events);
+    }
+    Json message = Json::object();
+    int argument_deltas = 0;
+    for (const Json& e : events) {
+      const Json& delta = e["choices"][0]["delta"];
+      if (delta.contains("tool_calls")) {
+        ASSERT_EQ(delta["tool_calls"].size(), 1u);
+        const Json& call = delta["tool_calls"][0];
+        if (call.contains("id")) {  // a call's first delta: index, id, type, the full name
+          EXPECT_EQ(call["type"], "function");
+          EXPECT_TRUE(call["function"]["name"] == "get_weather" ||
+                      call["function"]["name"] == "get_time");
+        } else {
+          EXPECT_FALSE(call["function"].contains("name"));
+          EXPECT_FALSE(call.contains("type"));
+          ++argument_deltas;
+        }
+      }
+      Accumulate(message, delta);
+    }
+    EXPECT_EQ(events.back()["choices"][0]["finish_reason"], "tool_calls");
+    EXPECT_EQ(message["content"], "Checking.");
+    ASSERT_EQ(message["tool_calls"].size(), 2u);
+    EXPECT_EQ(message["tool_calls"][0]["function"]["name"], "get_weather");
+    EXPECT_EQ(message["tool_calls"][0]["function"]["arguments"], paris);
+    EXPECT_EQ(message["tool_calls"][1]["function"]["name"], "get_time");
+    EXPECT_EQ(message["tool_calls"][1]["function"]["arguments"], tokyo);
+    EXPECT_NE(message["tool_calls"][0]["id"], message["tool_calls"][1]["id"]);
+    EXPECT_EQ(message["tool_calls"][0]["id"].get<std::string>().rfind("call_", 0), 0u);
+    // Small deltas really stream the arguments in pieces.
+    if (piece <= 3) EXPECT_GT(argument_deltas, 10);
+  }
+}
+
 TEST(ChatEncoder, RequiredToolChoiceWithoutCallIsAnError) {
   OutputPlan plan;
   plan.parse_tools = true;
