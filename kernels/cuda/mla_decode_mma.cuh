@@ -3,13 +3,12 @@
 // 64): one thread block, 32 heads of one query row, 32 cache rows per tile. Included by
 // mla_decode.cu only, after DecodeArgs, kSplitRows and kLog2e.
 //
-// Precision: the float32 operands are split as x = hi + lo with hi, lo bfloat16 and every product
-// is taken as hi*hi + hi*lo + lo*hi on bf16 mma.sync with float32 accumulation (the dropped lo*lo
-// term and the rounding of lo leave about 2^-17 relative per product), so results stay within
-// the float32 bound of the CPU reference (max relative error about 2e-5 at V3 shape).
-#include <cuda_bf16.h>
-
+// Precision: float32 operands split into bfloat16 hi + lo parts, three bf16 mma.sync per product
+// (mma_split.cuh), so results stay within the float32 bound of the CPU reference (max relative
+// error about 2e-5 at V3 shape).
 #include <cstdint>
+
+#include "kernels/cuda/mma_split.cuh"
 
 namespace r2::cuda {
 namespace {
@@ -29,48 +28,6 @@ constexpr size_t MmaSmemBytes() {
   return sizeof(int64_t) * 2 * kMmaTokens +
          sizeof(float) * (2 * kMmaHeads * kQStride + 2 * kMmaTokens * kCStride +
                           kMmaHeads * kPStride + 3 * kMmaHeads);
-}
-
-// 16-byte asynchronous copy global -> shared; src_bytes 0 writes zeros (an absent row).
-__device__ __forceinline__ void CpAsync16(void* smem_dst, const void* src, int src_bytes) {
-  const unsigned dst = static_cast<unsigned>(__cvta_generic_to_shared(smem_dst));
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src),
-               "r"(src_bytes));
-}
-__device__ __forceinline__ void CpAsyncCommit() { asm volatile("cp.async.commit_group;\n" ::); }
-template <int kPending>
-__device__ __forceinline__ void CpAsyncWait() {
-  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending));
-}
-
-__device__ __forceinline__ uint32_t BitsOf(__nv_bfloat162 v) {
-  return *reinterpret_cast<const uint32_t*>(&v);
-}
-
-// (x, y) -> hi + lo pairs of bfloat16 (x in the low half, the lower column index).
-__device__ __forceinline__ void SplitBf16(float x, float y, uint32_t& hi, uint32_t& lo) {
-  const __nv_bfloat162 h = __floats2bfloat162_rn(x, y);
-  hi = BitsOf(h);
-  lo = BitsOf(__floats2bfloat162_rn(x - __low2float(h), y - __high2float(h)));
-}
-
-// d += a b for one m16n8k16 bf16 tile (row-major A, column-major B, float32 accumulate).
-__device__ __forceinline__ void MmaBf16(float (&d)[4], const uint32_t (&a)[4], uint32_t b0,
-                                        uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
-// d += a b with both operands split: lo*hi + hi*lo + hi*hi (small terms first).
-__device__ __forceinline__ void MmaSplit(float (&d)[4], const uint32_t (&ah)[4],
-                                         const uint32_t (&al)[4], uint32_t bh0, uint32_t bh1,
-                                         uint32_t bl0, uint32_t bl1) {
-  MmaBf16(d, al, bh0, bh1);
-  MmaBf16(d, ah, bl0, bl1);
-  MmaBf16(d, ah, bh0, bh1);
 }
 
 // Same contract as AttendRow in mla_decode.cu: head group g of query row q_row (row qi of

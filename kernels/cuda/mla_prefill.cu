@@ -188,6 +188,34 @@ __global__ void __launch_bounds__(kRows * 4) MlaPrefillKernel(PrefillArgs a) {
   }
 }
 
+}  // namespace
+}  // namespace r2::cuda
+
+#include "kernels/cuda/mla_prefill_mma.cuh"
+
+namespace r2::cuda {
+namespace {
+
+// The tensor-core kernel takes V3's head dims when every k / v row is 16-byte aligned.
+bool UseMmaPrefill(const PrefillArgs& a, int64_t smem_limit) {
+  const MlaPrefillParams& p = a.p;
+  auto aligned = [](const float* ptr) { return reinterpret_cast<uintptr_t>(ptr) % 16 == 0; };
+  return p.nope_dim == kPmNope && p.rope_dim == kPmRope && p.v_dim == kPmDv && aligned(p.k_nope) &&
+         aligned(p.k_pe) && aligned(p.v) && p.k_nope_token_stride % 4 == 0 &&
+         p.k_nope_head_stride % 4 == 0 && p.k_pe_token_stride % 4 == 0 &&
+         p.v_token_stride % 4 == 0 && p.v_head_stride % 4 == 0 &&
+         static_cast<int64_t>(PrefillMmaSmemBytes()) <= smem_limit;
+}
+
+absl::Status LaunchPrefillMma(const Context& ctx, const PrefillArgs& a, dim3 grid) {
+  const size_t smem = PrefillMmaSmemBytes();
+  R2_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
+      &MlaPrefillMmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  MlaPrefillMmaKernel<<<grid, kPmThreads, smem, ctx.stream>>>(a);
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("MlaPrefillMmaKernel");
+  return absl::OkStatus();
+}
+
 absl::Status Invalid(const char* op, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(op, ": ", what));
 }
@@ -252,6 +280,11 @@ absl::Status MlaPrefillAttention(const Context& ctx, const MlaPrefillParams& p) 
   if (p.num_seqs > (int64_t{1} << 31) - 1) return Invalid(kOp, "too many sequences");
   const dim3 grid(static_cast<unsigned>(p.num_seqs), static_cast<unsigned>(heads),
                   static_cast<unsigned>(z));
+  if (UseMmaPrefill(a, smem_limit)) {
+    a.col0 = 0;
+    a.cols = static_cast<int>(p.v_dim);
+    return LaunchPrefillMma(ctx, a, grid);
+  }
   const int v_dim = static_cast<int>(p.v_dim);
   // One launch per 128 value columns (V3's 128 in one); narrower heads use narrower tiles.
   for (int col0 = 0; col0 < v_dim; col0 += 128) {

@@ -125,8 +125,10 @@ struct PrefillDims {
 // Runs one prefill problem (q_len, k_len per sequence) on both backends with strided layouts like
 // the model's: q rows padded, k_nope and v interleaved per head, k_pe inside a wider row, out rows
 // padded (the padding must stay poisoned).
+// aligned: every k / v row starts 16-byte aligned (the model's layout; V3 dims then run on the
+// tensor-core kernel), else k_pe rows are misaligned on purpose (the generic kernel).
 void CheckPrefill(Backend& cuda, const PrefillDims& d, const std::vector<std::pair<int, int>>& lens,
-                  uint32_t seed) {
+                  uint32_t seed, bool aligned = false) {
   SCOPED_TRACE(absl::StrCat("heads ", d.heads, " nope ", d.nope, " rope ", d.rope, " v ", d.v,
                             " lens ", LensString(lens)));
   std::mt19937 rng(seed);
@@ -136,11 +138,12 @@ void CheckPrefill(Backend& cuda, const PrefillDims& d, const std::vector<std::pa
     cu_k.push_back(cu_k.back() + k);
   }
   const int64_t tq = cu_q.back(), tk = cu_k.back(), dq = d.nope + d.rope, up = d.nope + d.v;
-  const int64_t q_ts = d.heads * dq + 3, kv_ts = d.heads * up, pe_ts = d.rope + 5;
+  const int64_t q_ts = d.heads * dq + 3, kv_ts = d.heads * up, pe_ts = d.rope + (aligned ? 4 : 5);
+  const int64_t pe_off = aligned ? 4 : 2;
   const int64_t out_ts = d.heads * d.v + 7;
   const std::vector<float> q = Random(rng, tq * q_ts);
   const std::vector<float> kv = Random(rng, tk * kv_ts);
-  const std::vector<float> pe = Random(rng, tk * pe_ts + 2);
+  const std::vector<float> pe = Random(rng, tk * pe_ts + pe_off);
   MlaPrefillParams p{.q_token_stride = q_ts,
                      .q_head_stride = dq,
                      .k_nope_token_stride = kv_ts,
@@ -161,7 +164,7 @@ void CheckPrefill(Backend& cuda, const PrefillDims& d, const std::vector<std::pa
   MlaPrefillParams rp = p;
   rp.q = q.data();
   rp.k_nope = kv.data();
-  rp.k_pe = pe.data() + 2;
+  rp.k_pe = pe.data() + pe_off;
   rp.v = kv.data() + d.nope;
   rp.out = want.data();
   rp.cu_seqlens_q = cu_q.data();
@@ -172,7 +175,7 @@ void CheckPrefill(Backend& cuda, const PrefillDims& d, const std::vector<std::pa
   MlaPrefillParams cp = p;
   cp.q = dev.Upload(q);
   cp.k_nope = dev.Upload(kv);
-  cp.k_pe = dev.Upload(pe) + 2;
+  cp.k_pe = dev.Upload(pe) + pe_off;
   cp.v = cp.k_nope + d.nope;
   float* out = dev.Upload(std::vector<float>(tq * out_ts, kPoison));
   cp.out = out;
@@ -216,6 +219,13 @@ TEST(CudaMlaTest, PrefillDeepSeekV3Dims) {
   R2_CUDA_OR_SKIP(cuda);
   CheckPrefill(*cuda, kV3Prefill, {{1, 1}, {63, 63}, {65, 65}, {200, 200}}, 6);
   CheckPrefill(*cuda, kV3Prefill, {{40, 700}, {17, 4100}}, 7);
+}
+
+TEST(CudaMlaTest, PrefillDeepSeekV3DimsAlignedRowsOnTensorCores) {
+  R2_CUDA_OR_SKIP(cuda);
+  CheckPrefill(*cuda, kV3Prefill, {{1, 1}, {63, 63}, {129, 129}, {300, 300}}, 9, true);
+  CheckPrefill(*cuda, kV3Prefill, {{40, 700}, {70, 2000}, {1, 33}}, 10, true);
+  CheckPrefill(*cuda, PrefillDims{3, 128, 64, 128}, {{700, 700}, {5, 4100}}, 11, true);
 }
 
 TEST(CudaMlaTest, PrefillWideValueHeadsRunInColumnPasses) {
