@@ -48,17 +48,18 @@ print("\n".join(runs))
 PY
 }
 
-# Runs a command in a root with /proc, /dev and the host's network settings (DNS, and the
-# certificates it trusts, which pip and curl use there), in a private mount namespace.
+# Runs a command as root inside a root filesystem, in a private mount namespace with /proc and
+# /dev, and a clean environment (as a Dockerfile's RUN has) plus the host's network settings: its
+# DNS and the certificates it trusts (which pip uses there).
 in_root() {
   local root=$1
   shift
   cp /etc/resolv.conf "$root/etc/resolv.conf"
   cp /etc/ssl/certs/ca-certificates.crt "$root/etc/host-certificates.crt"
-  export PIP_CERT=/etc/host-certificates.crt SSL_CERT_FILE=/etc/host-certificates.crt
   # shellcheck disable=SC2016 # expanded by the inner bash
   unshare -m bash -c 'mount -t proc proc "$0/proc" && mount --rbind /dev "$0/dev" && exec "$@"' \
-    "$root" "$@"
+    "$root" chroot "$root" env -i HOME=/root LANG=C.UTF-8 PIP_CERT=/etc/host-certificates.crt \
+    PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin "$@"
 }
 
 # A fresh Debian 12 root in $1, unpacked from one debootstrap made once per WORKDIR.
@@ -77,13 +78,13 @@ make_root() {
 build=$work/build
 SECONDS=0
 make_root "$build"
-in_root "$build" chroot "$build" sh -c 'apt-get update -qq &&
+in_root "$build" sh -c 'apt-get update -qq &&
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends git ca-certificates' \
   > "$work/build-git.log" 2>&1
 git clone -q --no-hardlinks "$repo" "$build/root/r2serve"
 log "build stage: build-cpu-image.sh in a fresh Debian 12 root (log: $work/build.log)"
 start=$SECONDS
-if ! in_root "$build" chroot "$build" /root/r2serve/deploy/docker/build-cpu-image.sh /opt/r2serve \
+if ! in_root "$build" /root/r2serve/deploy/docker/build-cpu-image.sh /opt/r2serve \
   > "$work/build.log" 2>&1; then
   tail -n 40 "$work/build.log" >&2
   exit 1
@@ -97,14 +98,13 @@ cp -a "$build/opt/r2serve" "$runtime/opt/r2serve"                    # COPY --fr
 path=/opt/r2serve/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 while IFS= read -r line; do
   log "runtime stage: RUN $line"
-  in_root "$runtime" chroot "$runtime" env PATH="$path" /bin/sh -c "$line" \
+  in_root "$runtime" env PATH="$path" /bin/sh -c "$line" \
     >> "$work/runtime.log" 2>&1 || { tail -n 20 "$work/runtime.log" >&2; exit 1; }
 done < <(stage_runs runtime)
 
 # The tiny model, written by the image's own binary, mounted read-only at /model.
 rm -rf "$work/model"
-in_root "$runtime" chroot "$runtime" env PATH="$path" \
-  r2serve make-tiny-model --preset tiny --out /tmp/tiny-model > "$work/model.log" 2>&1
+in_root "$runtime" env PATH="$path" r2serve make-tiny-model --preset tiny --out /tmp/tiny-model > "$work/model.log" 2>&1
 mv "$runtime/tmp/tiny-model" "$work/model"
 mkdir -p "$runtime/model"
 port=$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -114,7 +114,7 @@ unshare -m bash -c '
   root=$0 model=$1 port=$2 path=$3
   mount --bind "$model" "$root/model" && mount -o remount,bind,ro "$root/model"
   mount -t proc proc "$root/proc" && mount --rbind /dev "$root/dev"
-  exec chroot --userspec=10001:10001 "$root" env PATH="$path" HOME=/nonexistent \
+  exec chroot --userspec=10001:10001 "$root" env -i PATH="$path" HOME=/nonexistent \
     r2serve serve --model /model --host 127.0.0.1 --port "$port" --shutdown-timeout 30
 ' "$runtime" "$work/model" "$port" "$path" > "$work/serve.log" 2>&1 &
 server=$!
@@ -127,7 +127,7 @@ done
 # The HEALTHCHECK command, run inside the image root as the image's user, on this port.
 check=$(grep -A1 '^HEALTHCHECK' "$repo/deploy/docker/Dockerfile.cpu" | sed -n 's/^ *CMD //p' |
   sed "s/127.0.0.1:8000/127.0.0.1:$port/")
-chroot --userspec=10001:10001 "$runtime" env PATH="$path" /bin/sh -c "$check"
+chroot --userspec=10001:10001 "$runtime" env -i PATH="$path" /bin/sh -c "$check"
 log "runtime stage: HEALTHCHECK command passes"
 answer=$(curl -fsS "http://127.0.0.1:$port/v1/completions" -H 'Content-Type: application/json' \
   -d '{"model": "model", "prompt": "Hello", "max_tokens": 4}')
