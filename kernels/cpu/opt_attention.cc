@@ -5,12 +5,11 @@
 //  - Prefill (plain): tiles of consecutive queries of one sequence and head share each loaded key
 //    and value row.
 // Work items ((token, head group) or (head, query tile)) are spread over OpenMP threads.
-#include <omp.h>
-
 #include <algorithm>
 #include <limits>
 
 #include "kernels/cpu/opt_ops.h"
+#include "kernels/cpu/opt_thread_pool.h"
 #include "kernels/cpu/reference_ops.h"
 
 namespace r2::cpu {
@@ -152,10 +151,12 @@ absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& 
   const int64_t groups = (p.heads + kHeadGroup - 1) / kHeadGroup;
   const int64_t work =
       rows * p.heads * (kv_total / std::max<int64_t>(p.num_seqs, 1)) * 2 * p.cache.row_width();
-#pragma omp parallel for schedule(dynamic, 1) if (work >= kOptParallelWork)
-  for (int64_t item = 0; item < rows * groups; ++item) {
-    DecodeItem(k, p, seq_of_row, item / groups, (item % groups) * kHeadGroup);
-  }
+  CpuThreadPool::Get().ParallelFor(
+      rows * groups,
+      [&](int64_t item) {
+        DecodeItem(k, p, seq_of_row, item / groups, (item % groups) * kHeadGroup);
+      },
+      work >= kOptParallelWork);
   return absl::OkStatus();
 }
 
@@ -177,13 +178,15 @@ absl::Status OptMlaPrefillAttention(const SimdKernels& k, const MlaPrefillParams
   const int64_t work = rows * p.heads *
                        (p.cu_seqlens_k[p.num_seqs] / std::max<int64_t>(p.num_seqs, 1)) *
                        (p.nope_dim + p.rope_dim + p.v_dim);
-#pragma omp parallel for schedule(dynamic, 1) if (work >= kOptParallelWork)
-  for (int64_t item = 0; item < num_tiles * p.heads; ++item) {
-    const int64_t tile = item / p.heads, h = item % p.heads;
-    const int64_t b = tile_data[2 * tile], t0 = tile_data[2 * tile + 1];
-    const int64_t n = std::min<int64_t>(kQueryTile, p.cu_seqlens_q[b + 1] - t0);
-    PrefillTile(k, p, b, h, t0, n);
-  }
+  CpuThreadPool::Get().ParallelFor(
+      num_tiles * p.heads,
+      [&](int64_t item) {
+        const int64_t tile = item / p.heads, h = item % p.heads;
+        const int64_t b = tile_data[2 * tile], t0 = tile_data[2 * tile + 1];
+        const int64_t n = std::min<int64_t>(kQueryTile, p.cu_seqlens_q[b + 1] - t0);
+        PrefillTile(k, p, b, h, t0, n);
+      },
+      work >= kOptParallelWork);
   return absl::OkStatus();
 }
 

@@ -3,12 +3,11 @@
 // a few at a time into a thread-local buffer first. Each thread owns a contiguous range of output
 // features and reads its weights once per chunk of rows (all rows for decode-sized batches), so a
 // step reads every weight once while a tile of rows reuses each load from registers.
-#include <omp.h>
-
 #include <algorithm>
 #include <array>
 
 #include "kernels/cpu/opt_ops.h"
+#include "kernels/cpu/opt_thread_pool.h"
 #include "kernels/cpu/reference_ops.h"
 
 namespace r2::cpu {
@@ -81,7 +80,8 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p) {
   const int64_t xs = Stride(p.x_stride, in), ys = Stride(p.y_stride, out);
   const int64_t elem = static_cast<int64_t>(DTypeSize(dtype));
   const bool direct = dtype == DType::kBF16 || dtype == DType::kF32;
-  const int64_t threads = omp_get_max_threads();
+  CpuThreadPool& pool = CpuThreadPool::Get();
+  const int64_t threads = pool.threads();
   const bool parallel = threads > 1 && p.batch * p.rows * in * out >= kOptParallelWork;
   // Output features per work unit: a multiple of 16, about four units per thread.
   const int64_t unit = std::max<int64_t>(16, CeilDiv(CeilDiv(out, 4 * threads), 16) * 16);
@@ -89,50 +89,63 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p) {
   // Rows per pass: the pass's x stays in L2 (about 256 KiB) while the weights stream by.
   const int64_t row_chunk = std::max<int64_t>(16, (int64_t{64} << 10) / std::max<int64_t>(in, 1));
   const auto* weights = static_cast<const uint8_t*>(w.weight.data);
-#pragma omp parallel for schedule(static) if (parallel)
-  for (int64_t u = 0; u < total; ++u) {
-    const int64_t b = u / units, o_begin = (u % units) * unit;
-    const int64_t o_end = std::min(out, o_begin + unit);
-    const float* x = p.x + b * p.x_batch_stride;
-    float* y = p.y + b * p.y_batch_stride;
-    const uint8_t* wb = weights + b * p.weight_batch_stride * elem;
-    LinearBlock block{.x_stride = xs,
-                      .w_row_bytes = in * elem,
-                      .w_bf16 = dtype == DType::kBF16,
-                      .in = in,
-                      .y_stride = ys,
-                      .accumulate = p.accumulate};
-    if (direct) {
-      for (int64_t r0 = 0; r0 < p.rows; r0 += row_chunk) {
-        block.x = x + r0 * xs;
-        block.rows = std::min(row_chunk, p.rows - r0);
-        block.w = wb + o_begin * in * elem;
-        block.outs = o_end - o_begin;
-        block.y = y + r0 * ys + o_begin;
-        k.linear_block(block);
-      }
-      continue;
-    }
-    float* decoded = ThreadScratch(0, kDecodeRows * in);
-    block.w_bf16 = false;
-    block.w_row_bytes = in * 4;
-    for (int64_t o0 = o_begin; o0 < o_end; o0 += kDecodeRows) {
-      const int64_t n = std::min(kDecodeRows, o_end - o0);
-      if (dtype == DType::kF8E4M3) {
-        DecodeFp8Rows(w, o0, n, decoded);
-      } else {
-        k.decode_f16(wb + o0 * in * elem, decoded, n * in);
-      }
-      for (int64_t r0 = 0; r0 < p.rows; r0 += row_chunk) {
-        block.x = x + r0 * xs;
-        block.rows = std::min(row_chunk, p.rows - r0);
-        block.w = reinterpret_cast<const uint8_t*>(decoded);
-        block.outs = n;
-        block.y = y + r0 * ys + o0;
-        k.linear_block(block);
-      }
+  // bf16: every product's x rows split into even/odd groups once, shared by the threads.
+  const int64_t in_main = in / k.bf16_group * k.bf16_group;
+  float* xp = nullptr;
+  if (dtype == DType::kBF16 && in_main > 0) {
+    xp = ThreadScratch(3, p.batch * p.rows * in_main);
+    for (int64_t b = 0; b < p.batch; ++b) {
+      k.pair_split(p.x + b * p.x_batch_stride, xs, p.rows, in, xp + b * p.rows * in_main);
     }
   }
+  pool.ParallelFor(
+      total,
+      [&](int64_t u) {
+        const int64_t b = u / units, o_begin = (u % units) * unit;
+        const int64_t o_end = std::min(out, o_begin + unit);
+        const float* x = p.x + b * p.x_batch_stride;
+        float* y = p.y + b * p.y_batch_stride;
+        const uint8_t* wb = weights + b * p.weight_batch_stride * elem;
+        LinearBlock block{.x_stride = xs,
+                          .xp_stride = in_main,
+                          .w_row_bytes = in * elem,
+                          .w_bf16 = dtype == DType::kBF16,
+                          .in = in,
+                          .y_stride = ys,
+                          .accumulate = p.accumulate};
+        if (direct) {
+          for (int64_t r0 = 0; r0 < p.rows; r0 += row_chunk) {
+            block.x = x + r0 * xs;
+            if (xp != nullptr) block.xp = xp + (b * p.rows + r0) * in_main;
+            block.rows = std::min(row_chunk, p.rows - r0);
+            block.w = wb + o_begin * in * elem;
+            block.outs = o_end - o_begin;
+            block.y = y + r0 * ys + o_begin;
+            k.linear_block(block);
+          }
+          return;
+        }
+        float* decoded = ThreadScratch(0, kDecodeRows * in);
+        block.w_bf16 = false;
+        block.w_row_bytes = in * 4;
+        for (int64_t o0 = o_begin; o0 < o_end; o0 += kDecodeRows) {
+          const int64_t n = std::min(kDecodeRows, o_end - o0);
+          if (dtype == DType::kF8E4M3) {
+            DecodeFp8Rows(w, o0, n, decoded);
+          } else {
+            k.decode_f16(wb + o0 * in * elem, decoded, n * in);
+          }
+          for (int64_t r0 = 0; r0 < p.rows; r0 += row_chunk) {
+            block.x = x + r0 * xs;
+            block.rows = std::min(row_chunk, p.rows - r0);
+            block.w = reinterpret_cast<const uint8_t*>(decoded);
+            block.outs = n;
+            block.y = y + r0 * ys + o0;
+            k.linear_block(block);
+          }
+        }
+      },
+      parallel);
   return absl::OkStatus();
 }
 

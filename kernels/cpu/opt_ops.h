@@ -1,9 +1,9 @@
 #pragma once
 // The ops of the optimized CPU backend that differ from the reference: each validates like the
 // reference (and hands anything it does not take on to the reference op, whose InvalidArgument
-// the caller then sees), splits the work over OpenMP threads and runs the per-instruction-set
-// kernels in `k`. Scratch memory is thread-local and only grows, so a warmed-up step allocates
-// nothing.
+// the caller then sees), splits the work over the CpuThreadPool (opt_thread_pool.h) and runs the
+// per-instruction-set kernels in `k`. Scratch memory is thread-local and only grows, so a warmed-up
+// step allocates nothing.
 #include <cstdint>
 #include <vector>
 

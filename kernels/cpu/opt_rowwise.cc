@@ -1,11 +1,10 @@
 // Row-wise ops of the optimized CPU backend: RMSNorm and SwiGLU's silu(gate) * up vectorized and
 // threaded over rows, and the MoE router without per-row allocations.
-#include <omp.h>
-
 #include <cmath>
 #include <limits>
 
 #include "kernels/cpu/opt_ops.h"
+#include "kernels/cpu/opt_thread_pool.h"
 #include "kernels/cpu/reference_ops.h"
 
 namespace r2::cpu {
@@ -20,13 +19,15 @@ absl::Status OptRmsNorm(const SimdKernels& k, const RmsNormParams& p) {
   const int64_t xs = Stride(p.x_stride, p.dim), ys = Stride(p.y_stride, p.dim);
   float* weight = ThreadScratch(1, p.dim);
   for (int64_t j = 0; j < p.dim; ++j) weight[j] = LoadFloat(w.data, w.dtype, j);
-#pragma omp parallel for schedule(static) if (p.rows * p.dim >= kOptParallelWork * 4)
-  for (int64_t i = 0; i < p.rows; ++i) {
-    const float* x = p.x + i * xs;
-    const float sum_sq = k.sum_squares(x, p.dim);
-    const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(p.dim) + p.eps);
-    k.scale_mul(x, weight, inv_rms, p.y + i * ys, p.dim);
-  }
+  CpuThreadPool::Get().ParallelFor(
+      p.rows,
+      [&](int64_t i) {
+        const float* x = p.x + i * xs;
+        const float sum_sq = k.sum_squares(x, p.dim);
+        const float inv_rms = 1.0f / std::sqrt(sum_sq / static_cast<float>(p.dim) + p.eps);
+        k.scale_mul(x, weight, inv_rms, p.y + i * ys, p.dim);
+      },
+      p.rows * p.dim >= kOptParallelWork * 4);
   return absl::OkStatus();
 }
 
@@ -37,10 +38,9 @@ absl::Status OptSiluMul(const SimdKernels& k, const SiluMulParams& p) {
   }
   const int64_t gs = Stride(p.gate_stride, p.dim), us = Stride(p.up_stride, p.dim);
   const int64_t os = Stride(p.out_stride, p.dim);
-#pragma omp parallel for schedule(static) if (p.rows * p.dim >= kOptParallelWork)
-  for (int64_t i = 0; i < p.rows; ++i) {
-    k.silu_mul(p.gate + i * gs, p.up + i * us, p.out + i * os, p.dim);
-  }
+  CpuThreadPool::Get().ParallelFor(
+      p.rows, [&](int64_t i) { k.silu_mul(p.gate + i * gs, p.up + i * us, p.out + i * os, p.dim); },
+      p.rows * p.dim >= kOptParallelWork);
   return absl::OkStatus();
 }
 
@@ -128,10 +128,12 @@ void RouteRow(const MoeRouteParams& p, const float* logits, int32_t* ids, float*
 absl::Status OptMoeRoute(const MoeRouteParams& p) {
   if (!RouteArgsOk(p)) return MoeRoute(p);
   const int64_t ls = Stride(p.logits_stride, p.num_experts);
-#pragma omp parallel for schedule(static) if (p.rows * p.num_experts * 16 >= kOptParallelWork)
-  for (int64_t t = 0; t < p.rows; ++t) {
-    RouteRow(p, p.logits + t * ls, p.expert_ids + t * p.top_k, p.expert_weights + t * p.top_k);
-  }
+  CpuThreadPool::Get().ParallelFor(
+      p.rows,
+      [&](int64_t t) {
+        RouteRow(p, p.logits + t * ls, p.expert_ids + t * p.top_k, p.expert_weights + t * p.top_k);
+      },
+      p.rows * p.num_experts * 16 >= kOptParallelWork);
   return absl::OkStatus();
 }
 

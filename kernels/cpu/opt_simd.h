@@ -10,9 +10,15 @@ namespace r2::cpu {
 
 // y[r * y_stride + o] (+)= sum_j x[r * x_stride + j] * w_o[j] for r < rows, o < outs, where row o
 // of the weight starts w_row_bytes * o bytes after w and holds `in` values of f32 or bf16.
+// For bf16 weights the kernel splits each group of bf16_group() weights into its even and odd
+// elements with two bit operations, so it reads x in the same order from `xp`: x's first
+// (in / group) * group columns with each group stored as its even then its odd elements (see
+// pair_split); the tail columns come from x.
 struct LinearBlock {
   const float* x = nullptr;
   int64_t x_stride = 0;
+  const float* xp = nullptr;  // bf16 weights only
+  int64_t xp_stride = 0;
   int64_t rows = 0;
   const uint8_t* w = nullptr;
   int64_t w_row_bytes = 0;
@@ -27,6 +33,10 @@ struct LinearBlock {
 struct SimdKernels {
   CpuIsa isa;
   void (*linear_block)(const LinearBlock& b);
+  int64_t bf16_group;  // weights per even/odd split (two vectors)
+  // xp[r * in_main + ...] = the groups of x row r split into even then odd elements, for the
+  // first in_main = (in / bf16_group) * bf16_group columns.
+  void (*pair_split)(const float* x, int64_t x_stride, int64_t rows, int64_t in, float* xp);
   // f16 -> f32 of n values (src may be unaligned).
   void (*decode_f16)(const uint8_t* src, float* dst, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);

@@ -5,13 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <numeric>
 #include <random>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/opt_backend.h"
+#include "kernels/cpu/opt_thread_pool.h"
 #include "tests/unit/kernels/kernel_test_util.h"
 
 namespace r2 {
@@ -355,3 +358,37 @@ INSTANTIATE_TEST_SUITE_P(EverySupportedIsa, OptKernelsTest, ::testing::ValuesIn(
 
 }  // namespace
 }  // namespace r2
+
+namespace r2::cpu {
+namespace {
+
+TEST(CpuThreadPoolTest, RunsEveryItemExactlyOnceAcrossManyLoops) {
+  CpuThreadPool pool(3);
+  EXPECT_EQ(pool.threads(), 3);
+  for (int64_t items : {0, 1, 2, 5, 64, 1000}) {
+    for (int rep = 0; rep < 200; ++rep) {
+      std::vector<std::atomic<int>> hits(items);
+      pool.ParallelFor(items, [&](int64_t i) { hits[i].fetch_add(1); });
+      for (int64_t i = 0; i < items; ++i) ASSERT_EQ(hits[i].load(), 1) << items << " " << i;
+    }
+  }
+}
+
+TEST(CpuThreadPoolTest, ConcurrentCallersBothFinishAndSerialFlagRunsInline) {
+  CpuThreadPool pool(2);
+  std::atomic<int64_t> sum{0};
+  std::thread other([&] {
+    for (int rep = 0; rep < 300; ++rep) pool.ParallelFor(17, [&](int64_t i) { sum += i; });
+  });
+  for (int rep = 0; rep < 300; ++rep) pool.ParallelFor(17, [&](int64_t i) { sum += i; });
+  other.join();
+  EXPECT_EQ(sum.load(), 2 * 300 * (16 * 17 / 2));
+  const std::thread::id self = std::this_thread::get_id();
+  bool inline_only = true;
+  pool.ParallelFor(
+      50, [&](int64_t) { inline_only &= std::this_thread::get_id() == self; }, false);
+  EXPECT_TRUE(inline_only);
+}
+
+}  // namespace
+}  // namespace r2::cpu

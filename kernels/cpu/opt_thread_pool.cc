@@ -1,0 +1,97 @@
+// CpuThreadPool: see opt_thread_pool.h.
+#include "kernels/cpu/opt_thread_pool.h"
+
+#include <omp.h>
+
+#include <algorithm>
+
+namespace r2::cpu {
+namespace {
+
+constexpr int kSpins = 20000;  // polls (with a pause) before sleeping: tens of microseconds
+
+inline void Pause() {
+#if defined(__x86_64__)
+  __builtin_ia32_pause();
+#endif
+}
+
+}  // namespace
+
+CpuThreadPool& CpuThreadPool::Get() {
+  static CpuThreadPool* pool = new CpuThreadPool(std::max(1, omp_get_max_threads()));
+  return *pool;
+}
+
+CpuThreadPool::CpuThreadPool(int threads) {
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+}
+
+CpuThreadPool::~CpuThreadPool() {
+  stop_.store(true);
+  generation_.fetch_add(1);
+  generation_.notify_all();
+  for (std::thread& t : workers_) t.join();
+}
+
+void CpuThreadPool::RunItems(uint32_t gen) {
+  const uint64_t tag = static_cast<uint64_t>(gen) << 32;
+  uint64_t cur = next_.load(std::memory_order_acquire);
+  while (true) {
+    if ((cur & ~uint64_t{0xffffffff}) != tag) return;  // a later job (or none)
+    const int64_t i = static_cast<int64_t>(cur & 0xffffffff);
+    const int64_t items = items_.load(std::memory_order_relaxed);
+    if (i >= items) return;
+    if (!next_.compare_exchange_weak(cur, cur + 1, std::memory_order_acq_rel)) continue;
+    (*fn_.load(std::memory_order_relaxed))(i);
+    if (done_.fetch_add(1, std::memory_order_acq_rel) + 1 == items) done_.notify_all();
+    cur = next_.load(std::memory_order_acquire);
+  }
+}
+
+void CpuThreadPool::WorkerLoop() {
+  uint32_t seen = generation_.load();
+  while (true) {
+    uint32_t gen = generation_.load(std::memory_order_acquire);
+    for (int spin = 0; gen == seen && spin < kSpins; ++spin) {
+      Pause();
+      gen = generation_.load(std::memory_order_acquire);
+    }
+    if (gen == seen) {
+      generation_.wait(seen);
+      continue;
+    }
+    if (stop_.load()) return;
+    seen = gen;
+    RunItems(gen);
+  }
+}
+
+void CpuThreadPool::ParallelFor(int64_t items, const std::function<void(int64_t)>& fn,
+                                bool parallel) {
+  std::unique_lock<std::mutex> lock(submit_, std::try_to_lock);
+  if (!parallel || items < 2 || workers_.empty() || !lock.owns_lock() || items > 0xffffffffLL) {
+    for (int64_t i = 0; i < items; ++i) fn(i);
+    return;
+  }
+  // Publish the job: fn and count first, then the item counter, then wake the workers.
+  fn_.store(&fn, std::memory_order_relaxed);
+  items_.store(items, std::memory_order_relaxed);
+  done_.store(0, std::memory_order_relaxed);
+  const uint32_t gen = generation_.load() + 1;
+  next_.store(static_cast<uint64_t>(gen) << 32, std::memory_order_release);
+  generation_.store(gen, std::memory_order_release);
+  generation_.notify_all();
+  RunItems(gen);
+  int64_t done = done_.load(std::memory_order_acquire);
+  for (int spin = 0; done < items && spin < kSpins; ++spin) {
+    Pause();
+    done = done_.load(std::memory_order_acquire);
+  }
+  while (done < items) {
+    done_.wait(done);
+    done = done_.load(std::memory_order_acquire);
+  }
+}
+
+}  // namespace r2::cpu
