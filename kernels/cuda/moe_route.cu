@@ -1,6 +1,7 @@
-// MoeRoute on CUDA: one thread block per token. Scores and bias-corrected scores live in shared
-// memory; group scores are one thread per group; the group and expert selections are iterated
-// block-wide arg-max passes with the reference's order (larger first, lower index on ties).
+// MoeRoute on CUDA: one thread block (a single warp) per token. Scores and bias-corrected scores
+// live in shared memory; group scores are one thread per group; the group and expert selections are
+// iterated block-wide arg-max passes with the reference's order (larger first, lower index on
+// ties).
 #include <cfloat>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -9,7 +10,8 @@
 namespace r2::cuda {
 namespace {
 
-constexpr int kRouteThreads = 128;
+// One warp per token: the arg-max passes are warp shuffles, the barriers are a single warp's.
+constexpr int kRouteThreads = 32;
 
 struct Best {
   float v;
