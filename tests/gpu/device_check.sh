@@ -14,6 +14,8 @@
 #   --prebuilt DIR  an existing CUDA build directory instead of configuring and building
 #   --force         run the steps even without a GPU (the CUDA tests then skip)
 # Budget: about 6 minutes on an H200 machine with 16 cores, build included.
+# From a build machine: tests/gpu/make_deps.sh build/gpu-deps, then on the GPU machine (with
+# build/gpu-deps carried along): tests/gpu/device_check.sh --deps build/gpu-deps --out "$OUT/dc"
 set -u -o pipefail
 
 SRC="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -27,7 +29,7 @@ while [[ $# -gt 0 ]]; do
     --deps) DEPS="$2"; shift 2 ;;
     --prebuilt) PREBUILT="$2"; shift 2 ;;
     --force) FORCE=1; shift ;;
-    -h|--help) sed -n '2,17p' "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n '2,18p' "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "device_check: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
