@@ -28,6 +28,32 @@ TEST(PagedKvCacheTest, LayerViewsAndRowsAddressTheSameStorage) {
   EXPECT_EQ((*cache)->CopyBlock(3, 0).code(), absl::StatusCode::kInvalidArgument);
 }
 
+// On a device backend the storage is backend memory: copies go through CopyWithin, Row reads
+// back through CopyToHost, and a fresh cache reads as zeros.
+TEST(PagedKvCacheTest, DeviceStorageComesFromTheBackend) {
+  auto backend = MakeBackend("checked-memory");
+  ASSERT_TRUE(backend.ok());
+  auto cache = PagedKvCache::Create(
+      {.num_blocks = 3, .num_layers = 2, .block_size = 4, .kv_lora_rank = 3, .rope_dim = 2},
+      backend->get());
+  ASSERT_TRUE(cache.ok()) << cache.status();
+  EXPECT_EQ((*cache)->backend(), backend->get());
+  EXPECT_EQ((*cache)->Row(1, 9), std::vector<float>(5, 0.0f));
+  PagedLatentCache layer1 = (*cache)->Layer(1);
+  const std::vector<float> row = {1, 2, 3, 4, 5};
+  float* at = layer1.data + 2 * layer1.block_stride + 1 * layer1.row_width();  // slot 9
+  ASSERT_TRUE((*backend)->CopyToBackend(at, row.data(), row.size() * sizeof(float)).ok());
+  EXPECT_EQ((*cache)->Row(1, 9), row);
+  ASSERT_TRUE((*cache)->CopyBlock(2, 0).ok());
+  EXPECT_EQ((*cache)->Row(1, 1), row);
+  EXPECT_EQ((*cache)->Row(0, 1), std::vector<float>(5, 0.0f));
+  // The storage is this backend's: another checked-memory backend does not know it.
+  auto other = MakeBackend("checked-memory");
+  ASSERT_TRUE(other.ok());
+  std::vector<float> out(5);
+  EXPECT_EQ((*other)->CopyToHost(out.data(), at, 20).code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(PagedKvCacheTest, RejectsBadShapes) {
   EXPECT_FALSE(PagedKvCache::Create({.num_blocks = 0, .num_layers = 1, .kv_lora_rank = 4}).ok());
   EXPECT_FALSE(
