@@ -51,6 +51,15 @@ void ScratchBuffer::Release() {
 absl::StatusOr<void*> ScratchBuffer::Get(size_t bytes, cudaStream_t stream) {
   if (bytes == 0) bytes = 256;
   if (ptr_ != nullptr && bytes <= bytes_ && stream == stream_) return ptr_;
+  // Growing inside a CUDA Graph capture would hand later, uncaptured ops memory owned by the
+  // graph: refuse with a clear error instead (run the step once uncaptured to size the scratch).
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  R2_CUDA_RETURN_IF_ERROR(cudaStreamIsCapturing(stream, &capture));
+  if (capture != cudaStreamCaptureStatusNone) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "cuda: scratch must grow to ", bytes,
+        " bytes during a CUDA Graph capture; run the same step once before capturing it"));
+  }
   // Grow geometrically so a sequence of slightly larger requests does not reallocate each time.
   size_t want = std::max(bytes, bytes_ + bytes_ / 2);
   want = (want + 255) / 256 * 256;
@@ -103,8 +112,9 @@ class CudaBackend final : public Backend {
     if (ctx_.stream != nullptr) cudaStreamDestroy(ctx_.stream);
   }
 
-  absl::Status Init(int device) {
+  absl::Status Init(int device, bool fp32_activations) {
     ctx_.device = device;
+    ctx_.fp32_activations = fp32_activations;
     R2_CUDA_RETURN_IF_ERROR(cudaSetDevice(device));
     R2_CUDA_RETURN_IF_ERROR(cudaStreamCreateWithFlags(&ctx_.stream, cudaStreamNonBlocking));
     if (absl::Status s = CublasStatus(cublasLtCreate(&ctx_.lt), "cublasLtCreate"); !s.ok()) {
@@ -119,7 +129,9 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  std::string_view name() const override { return "cuda"; }
+  std::string_view name() const override {
+    return ctx_.fp32_activations ? "cuda-fp32" : "cuda";
+  }
   bool host_memory() const override { return false; }
 
   absl::StatusOr<void*> Allocate(size_t bytes) override {
@@ -299,7 +311,7 @@ class CudaBackend final : public Backend {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
+absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device, bool fp32_activations) {
   int count = 0;
   const cudaError_t err = cudaGetDeviceCount(&count);
   if (err != cudaSuccess) {
@@ -314,7 +326,7 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeCudaBackend(int device) {
         absl::StrCat("cuda: device ", device, " out of range (", count, " devices)"));
   }
   auto backend = std::make_unique<CudaBackend>();
-  if (absl::Status s = backend->Init(device); !s.ok()) {
+  if (absl::Status s = backend->Init(device, fp32_activations); !s.ok()) {
     if (absl::IsInternal(s)) return absl::UnavailableError(s.message());
     return s;
   }

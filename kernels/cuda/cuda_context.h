@@ -53,7 +53,8 @@ class ScratchBuffer {
   ScratchBuffer(const ScratchBuffer&) = delete;
   ScratchBuffer& operator=(const ScratchBuffer&) = delete;
   ~ScratchBuffer();
-  // At least `bytes` bytes, 256-byte aligned; contents undefined after a grow.
+  // At least `bytes` bytes, 256-byte aligned; contents undefined after a grow. Growing while
+  // `stream` is being captured into a CUDA Graph is FailedPrecondition: warm up uncaptured first.
   absl::StatusOr<void*> Get(size_t bytes, cudaStream_t stream);
   // Frees the buffer now (waits for the device); the next Get allocates afresh.
   void Release();
@@ -72,6 +73,10 @@ struct Context {
   size_t lt_workspace_bytes = 0;
   int sm_count = 0;
   int max_smem_per_block_optin = 0;  // bytes, cudaDevAttrMaxSharedMemoryPerBlockOptin
+  // Linear keeps float32 activations at every row count (the GEMV kernels, never bf16 operands
+  // through cuBLASLt): the "cuda-fp32" backend, exact to float32 rounding, for checking the whole
+  // model against the float32 goldens and for users who want that over speed.
+  bool fp32_activations = false;
   // Scratch areas by purpose, so two live temporaries of one op never share memory.
   mutable ScratchBuffer linear_scratch;     // Linear: bf16 activations / dequantized weight tiles
   mutable ScratchBuffer attention_scratch;  // MLA decode: split-KV partial outputs and maxima
