@@ -82,8 +82,9 @@ size_t DecodeSmemBytes(int width) {
 // One unit of work: head group `g` of query row `qi` of sequence `b`, keys [t_begin, t_end).
 // Writes the normalized output (final) or the partial max/sum/unnormalized output for split s.
 template <int kHeads, int kTokens, int kCols>
-__device__ void AttendRow(const DecodeArgs& a, float* smem, int b, int qi, int q_row, int g,
-                          int t_begin, int t_end, bool final_out, int s) {
+__device__ __forceinline__ void AttendRow(const DecodeArgs& a, float* smem, int b, int qi,
+                                          int q_row, int g, int t_begin, int t_end, bool final_out,
+                                          int s) {
   static_assert(kThreads % kTokens == 0, "a thread's token must not change across its scores");
   static_assert(kHeads % kWarps == 0, "each warp owns kHeads / kWarps heads");
   constexpr int kHeadsPerWarp = kHeads / kWarps;
@@ -192,13 +193,20 @@ __device__ void AttendRow(const DecodeArgs& a, float* smem, int b, int qi, int q
     for (int k = 0; k < kHeadsPerWarp; ++k) {
       const int h = warp + kWarps * k;
       float tile_max = -INFINITY;
-      for (int t = lane; t < kTokens; t += 32) tile_max = fmaxf(tile_max, ps[t * kPs + h]);
+#pragma unroll
+      for (int tt = 0; tt < (kTokens + 31) / 32; ++tt) {
+        const int t = lane + 32 * tt;
+        if (t < kTokens) tile_max = fmaxf(tile_max, ps[t * kPs + h]);
+      }
 #pragma unroll
       for (int o = 16; o > 0; o /= 2) tile_max = fmaxf(tile_max, __shfl_xor_sync(~0u, tile_max, o));
       const float m_new = fmaxf(m[k], tile_max);
       const float alpha = m_new == -INFINITY ? 1.0f : exp2f(m[k] - m_new);
       float sum = 0.0f;
-      for (int t = lane; t < kTokens; t += 32) {
+#pragma unroll
+      for (int tt = 0; tt < (kTokens + 31) / 32; ++tt) {
+        const int t = lane + 32 * tt;
+        if (t >= kTokens) break;
         const float x = ps[t * kPs + h];
         const float e = x == -INFINITY ? 0.0f : exp2f(x - m_new);
         ps[t * kPs + h] = e;
@@ -280,7 +288,7 @@ __device__ __forceinline__ void Attend(const DecodeArgs& a, float* smem, int b, 
 
 // grid: x = kSplitRows * head groups, y = splits, z = sequences.
 template <int kHeads, int kTokens, int kCols, bool kMma>
-__global__ void __launch_bounds__(kMma ? kMmaThreads : kThreads) MlaDecodeKernel(DecodeArgs a) {
+__global__ void __launch_bounds__(kMma ? kMmaThreads : kThreads, 1) MlaDecodeKernel(DecodeArgs a) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   const MlaDecodeParams& p = a.p;

@@ -55,6 +55,8 @@ __device__ void AttendRowMma(const DecodeArgs& a, float* smem, int b, int qi, in
   const float scale_log2 = p.softmax_scale * kLog2e;
 
   __syncthreads();  // the previous unit's readers of shared memory are done
+  static_assert(kMmaHeads * kQWords % kMmaThreads == 0, "Q pairs split evenly over threads");
+#pragma unroll 6  // independent loads in flight: this runs once per unit, often for few tiles
   for (int i = tid; i < kMmaHeads * kQWords; i += kMmaThreads) {
     const int h = i / kQWords, w = i % kQWords;
     float x = 0.0f, y = 0.0f;

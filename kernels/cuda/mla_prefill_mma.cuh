@@ -44,6 +44,7 @@ __global__ void __launch_bounds__(kPmThreads) MlaPrefillMmaKernel(PrefillArgs a)
 
   for (int r0 = blockIdx.z * kPmRows; r0 < q_len; r0 += gridDim.z * kPmRows) {
     __syncthreads();  // the previous query tile's readers are done
+#pragma unroll 8      // independent loads in flight
     for (int i = tid; i < kPmRows * kPmQWords; i += kPmThreads) {
       const int r = i / kPmQWords, w = i % kPmQWords;
       float x = 0.0f, y = 0.0f;
