@@ -294,13 +294,14 @@ int Run(const Options& opt) {
   std::printf("=== cuda_decode_bench: %s, context %lld, %lld timed steps, copy %.0f GB/s\n",
               prop.name, static_cast<long long>(opt.context), static_cast<long long>(opt.steps),
               bandwidth / 1e9);
-  std::printf("%6s %10s %10s %9s %13s %10s %10s\n", "batch", "ms/step", "tokens/s", "GB/step",
-              "experts/layer", "floor ms", "of floor");
+  std::printf("%6s %10s %10s %9s %13s %10s %9s %12s\n", "batch", "ms/step", "tokens/s", "GB/step",
+              "experts/layer", "floor ms", "of floor", "prefill t/s");
   for (const Row& r : rows) {
-    std::printf("%6lld %10.2f %10.0f %9.3f %13.1f %10.3f %9.1f%%\n",
+    std::printf("%6lld %10.2f %10.0f %9.3f %13.1f %10.3f %8.1f%% %12.0f\n",
                 static_cast<long long>(r.batch), r.ms_per_step, r.tokens_per_s, r.gb_per_step,
                 r.experts_per_layer, bandwidth > 0 ? r.gb_per_step * 1e9 / bandwidth * 1e3 : 0,
-                100 * r.floor_fraction);
+                100 * r.floor_fraction,
+                static_cast<double>(r.batch * opt.context) / std::max(r.prefill_s, 1e-9));
   }
   return 0;
 }
