@@ -122,11 +122,12 @@ void PrefillTile(const SimdKernels& k, const MlaPrefillParams& p, int64_t b, int
     const float* kn = p.k_nope + (k0 + s) * p.k_nope_token_stride + h * p.k_nope_head_stride;
     const float* kp = p.k_pe + (k0 + s) * p.k_pe_token_stride;
     const int64_t c0 = std::max<int64_t>(0, s - first_visible + 1);  // first query seeing s
-    for (int64_t c = c0; c < n; ++c) {
-      const float* q = p.q + (t0 + c) * p.q_token_stride + h * p.q_head_stride;
-      scores[c * last_visible + s] =
-          p.softmax_scale * (k.dot(q, kn, p.nope_dim) + k.dot(q + p.nope_dim, kp, p.rope_dim));
-    }
+    const float* q = p.q + (t0 + c0) * p.q_token_stride + h * p.q_head_stride;
+    float pe[kQueryTile];
+    k.dot_many(kn, q, p.q_token_stride, n - c0, p.nope_dim, p.softmax_scale,
+               scores + c0 * last_visible + s, last_visible);
+    k.dot_many(kp, q + p.nope_dim, p.q_token_stride, n - c0, p.rope_dim, p.softmax_scale, pe, 1);
+    for (int64_t c = c0; c < n; ++c) scores[c * last_visible + s] += pe[c - c0];
   }
   for (int64_t c = 0; c < n; ++c) Softmax(k, scores + c * last_visible, first_visible + c);
   float* out = p.out + t0 * p.out_token_stride + h * p.out_head_stride;

@@ -1,12 +1,16 @@
-// MakeCpuOptimizedBackend(): the optimized ops (opt_*.cc) on one instruction set, the reference
+// MakeCpuOptimizedBackend(): logs the instruction set it picked once per process (stderr), then the
+// optimized ops (opt_*.cc) on one instruction set, the reference
 // ops where the reference is already as fast as the data movement allows (embedding, RoPE, add,
 // gather/scatter of rows, the cache write).
 #include "kernels/cpu/opt_backend.h"
 
+#include <cstdio>
+#include <mutex>
 #include <string>
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/opt_ops.h"
+#include "kernels/cpu/opt_thread_pool.h"
 #include "kernels/cpu/reference_ops.h"
 
 namespace r2 {
@@ -45,7 +49,13 @@ class CpuOptimizedBackend final : public Backend {
 }  // namespace
 
 std::unique_ptr<Backend> MakeCpuOptimizedBackend() {
-  return std::make_unique<CpuOptimizedBackend>(DetectCpuIsa());
+  const CpuIsa isa = DetectCpuIsa();
+  static std::once_flag logged;
+  std::call_once(logged, [isa] {
+    std::fprintf(stderr, "r2serve: cpu backend: %s kernels, %d threads\n",
+                 std::string(CpuIsaName(isa)).c_str(), cpu::CpuThreadPool::Get().threads());
+  });
+  return std::make_unique<CpuOptimizedBackend>(isa);
 }
 
 absl::StatusOr<std::unique_ptr<Backend>> MakeCpuOptimizedBackend(CpuIsa isa) {
