@@ -1,5 +1,7 @@
 #include "server/grpc/grpc_server.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "grpcpp/ext/proto_server_reflection_plugin.h"
 #include "grpcpp/grpcpp.h"
@@ -33,8 +35,12 @@ absl::Status GrpcServer::Start() {
   builder.AddListeningPort(address, ::grpc::InsecureServerCredentials(), &port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options_.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options_.max_message_bytes));
-  builder.AddChannelArgument(GRPC_ARG_MAX_CONCURRENT_STREAMS,
-                             static_cast<int>(options_.max_concurrent_streams));
+  // HTTP/2's per-connection stream cap sits above the server-wide generation limit, so a call
+  // over the limit is refused at once with RESOURCE_EXHAUSTED instead of waiting in the client's
+  // transport, and health checks and unary calls still get through on a busy connection.
+  builder.AddChannelArgument(
+      GRPC_ARG_MAX_CONCURRENT_STREAMS,
+      static_cast<int>(std::min<int64_t>(options_.max_concurrent_streams + 64, INT32_MAX)));
   builder.RegisterService(service_.get());
   server_ = builder.BuildAndStart();
   if (!server_ || port_ == 0) {
