@@ -527,6 +527,9 @@ TEST_F(LinearTest, DeepSeekShapes) {
     Run({.dtype = DType::kF8E4M3, .in = 7168, .out = 384, .rows = rows});
     Run({.dtype = DType::kF8E4M3, .in = 2048, .out = 7168 / 8, .rows = rows});
   }
+  // Weights larger than one 16 MB dequantization tile (several tiles, a partial last one).
+  Run({.dtype = DType::kF8E4M3, .in = 7168, .out = 1300, .rows = 40});
+  Run({.dtype = DType::kF16, .in = 2048, .out = 4200, .rows = 40, .accumulate = true});
 }
 
 // ---- MoeRoute ------------------------------------------------------------------------------
