@@ -55,7 +55,8 @@ class CountingBackend final : public Backend {
  public:
   explicit CountingBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
   int64_t bytes() const { return bytes_; }
-  void Reset() { bytes_ = 0; }
+  int64_t linear_macs() const { return macs_; }
+  void Reset() { bytes_ = macs_ = 0; }
 
   std::string_view name() const override { return inner_->name(); }
   absl::Status Embedding(const EmbeddingParams& p) override {
@@ -69,6 +70,7 @@ class CountingBackend final : public Backend {
     const WeightView& w = p.weight;
     bytes_ += p.batch * w.weight.numel() * static_cast<int64_t>(DTypeSize(w.weight.dtype));
     if (w.block_scaled()) bytes_ += w.scale_inv.numel() * 4;
+    macs_ += p.batch * p.rows * w.weight.numel();
     return inner_->Linear(p);
   }
   absl::Status Rope(const RopeParams& p) override { return inner_->Rope(p); }
@@ -94,6 +96,7 @@ class CountingBackend final : public Backend {
  private:
   std::unique_ptr<Backend> inner_;
   int64_t bytes_ = 0;
+  int64_t macs_ = 0;
 };
 
 // Copy bandwidth in bytes/s (read + written), both cores, median of 5 copies of 256 MiB.
@@ -216,6 +219,7 @@ int Run(const Options& o) {
     std::vector<double> times;
     for (int rep = 0; rep < 3; ++rep) {
       model::SequenceInput seq{.token_ids = ids, .start_pos = 0, .block_table = table};
+      backend.Reset();
       const double t0 = Now();
       auto out = m.Forward({&seq, 1}, model::LogitsMode::kLastPerSequence, **cache);
       times.push_back(Now() - t0);
@@ -225,8 +229,11 @@ int Run(const Options& o) {
       }
     }
     const double t = Median(times);
-    std::printf("prefill  %4lld tokens: %8.1f tokens/s  (%.3f s, median of 3)\n",
-                static_cast<long long>(o.prompt), static_cast<double>(o.prompt) / t, t);
+    std::printf(
+        "prefill  %4lld tokens: %8.1f tokens/s  (%.3f s, median of 3; Linear layers %.1f "
+        "GFLOP/s)\n",
+        static_cast<long long>(o.prompt), static_cast<double>(o.prompt) / t, t,
+        2e-9 * static_cast<double>(backend.linear_macs()) / t);
   }
 
   for (int64_t batch : o.batches) {
