@@ -270,25 +270,29 @@ class Bench {
     return t;
   }
 
+  // The short table last: one line per shape and weight type, rows 1 (GEMV), 8, 64 and 4096.
   void PrintTable(double copy_gbps) const {
-    std::printf("\nSummary (rows 1, 8, 64, 4096; every row count is listed above)\n");
-    std::printf("D2D copy bandwidth: %.0f GB/s (read + write)\n", copy_gbps);
-    std::printf("%-15s %-5s %6s %11s %9s %9s %8s %10s\n", "shape", "wt", "rows", "time_us",
-                "TFLOP/s", "GB/s", "%copy", "x_cublas");
-    for (const Row& r : rows_) {
-      if (r.rows != 1 && r.rows != 8 && r.rows != 64 && r.rows != 4096) continue;
-      char gb[32] = "-", pct[32] = "-", vs[32] = "-";
-      if (r.gbps > 0) {
-        std::snprintf(gb, sizeof(gb), "%.0f", r.gbps);
-        std::snprintf(pct, sizeof(pct), "%.0f%%", 100 * r.gbps / copy_gbps);
-      }
-      if (r.vs_cublas > 0) std::snprintf(vs, sizeof(vs), "%.2f", r.vs_cublas);
-      std::printf("%-15s %-5s %6lld %11.1f %9.2f %9s %8s %10s\n", r.shape.c_str(), r.dtype.c_str(),
-                  static_cast<long long>(r.rows), r.us, r.tflops, gb, pct, vs);
-    }
     std::printf(
-        "x_cublas: raw cuBLASLt bf16 time (bf16 activations, fp32 out) / this time; >1 is "
-        "faster than cuBLASLt\n");
+        "\n=== cuda_gemm_bench: Linear vs raw cuBLASLt bf16 (x = its time / ours), "
+        "D2D copy %.0f GB/s\n",
+        copy_gbps);
+    std::printf("%-15s %-4s %8s %6s %5s | %8s %5s | %7s %5s | %7s %5s\n", "shape", "wt", "r1_us",
+                "%copy", "x", "r8_us", "x", "r64_TF", "x", "r4k_TF", "x");
+    for (size_t i = 0; i < rows_.size(); ++i) {
+      if (rows_[i].rows != 1) continue;
+      auto find = [&](int64_t rows) -> const Row* {
+        for (const Row& r : rows_) {
+          if (r.shape == rows_[i].shape && r.dtype == rows_[i].dtype && r.rows == rows) return &r;
+        }
+        return nullptr;
+      };
+      const Row *r1 = find(1), *r8 = find(8), *r64 = find(64), *r4k = find(4096);
+      if (!r1 || !r8 || !r64 || !r4k) continue;
+      std::printf("%-15s %-4s %8.1f %5.0f%% %5.2f | %8.1f %5.2f | %7.1f %5.2f | %7.1f %5.2f\n",
+                  r1->shape.c_str(), r1->dtype.c_str(), r1->us, 100 * r1->gbps / copy_gbps,
+                  r1->vs_cublas, r8->us, r8->vs_cublas, r64->tflops, r64->vs_cublas, r4k->tflops,
+                  r4k->vs_cublas);
+    }
   }
 
  private:
