@@ -20,6 +20,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/smem_opt_in.h"
 
 namespace r2::cuda {
 namespace {
@@ -381,8 +382,8 @@ template <int kHeads, int kTokens, int kCols, bool kMma = false>
 absl::Status LaunchDecode(const Context& ctx, DecodeArgs a, dim3 grid) {
   const size_t smem = kMma ? MmaSmemBytes() : DecodeSmemBytes<kHeads, kTokens>(a.width);
   auto* kernel = &MlaDecodeKernel<kHeads, kTokens, kCols, kMma>;
-  R2_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem)));
+  static SmemOptIn opt_in;
+  if (absl::Status s = EnsureSmemOptIn(opt_in, kernel, ctx, smem); !s.ok()) return s;
   kernel<<<grid, kMma ? kMmaThreads : kThreads, smem, ctx.stream>>>(a);
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("MlaDecodeKernel");
   return absl::OkStatus();

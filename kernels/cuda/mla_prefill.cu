@@ -15,6 +15,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/smem_opt_in.h"
 
 namespace r2::cuda {
 namespace {
@@ -209,8 +210,8 @@ bool UseMmaPrefill(const PrefillArgs& a, int64_t smem_limit) {
 
 absl::Status LaunchPrefillMma(const Context& ctx, const PrefillArgs& a, dim3 grid) {
   const size_t smem = PrefillMmaSmemBytes();
-  R2_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(
-      &MlaPrefillMmaKernel, cudaFuncAttributeMaxDynamicSharedMemorySize, static_cast<int>(smem)));
+  static SmemOptIn opt_in;
+  if (absl::Status s = EnsureSmemOptIn(opt_in, &MlaPrefillMmaKernel, ctx, smem); !s.ok()) return s;
   MlaPrefillMmaKernel<<<grid, kPmThreads, smem, ctx.stream>>>(a);
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("MlaPrefillMmaKernel");
   return absl::OkStatus();
@@ -224,8 +225,8 @@ template <int kRows, int kKeys, int kCols>
 absl::Status LaunchPrefill(const Context& ctx, const PrefillArgs& a, dim3 grid) {
   const size_t smem = PrefillSmemBytes<kRows, kKeys, kCols>(a.dq);
   auto* kernel = &MlaPrefillKernel<kRows, kKeys, kCols>;
-  R2_CUDA_RETURN_IF_ERROR(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                               static_cast<int>(smem)));
+  static SmemOptIn opt_in;
+  if (absl::Status s = EnsureSmemOptIn(opt_in, kernel, ctx, smem); !s.ok()) return s;
   kernel<<<grid, kRows * 4, smem, ctx.stream>>>(a);
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("MlaPrefillKernel");
   return absl::OkStatus();
