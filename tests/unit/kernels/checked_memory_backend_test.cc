@@ -165,6 +165,112 @@ TEST_F(CheckedMemoryBackendTest, IndexArraysAndTablesMustBeBackendMemory) {
                   .ok());
 }
 
+// Every other op names the one host pointer among otherwise valid backend arguments.
+TEST_F(CheckedMemoryBackendTest, EveryOpNamesTheHostPointer) {
+  float* buf = AllocateFloats(4096);  // room for every activation below
+  std::vector<float> host(4096, 0.0f);
+  const std::vector<float> ones(64, 1.0f);
+  StoredTensor norm = Store(ones, DType::kF32, {8});
+  TensorView dev_norm = norm.view;
+  dev_norm.data = Upload(norm.bytes);
+  ExpectNotBackendMemory(
+      backend_->RmsNorm({.x = buf, .y = buf, .rows = 2, .dim = 8, .weight = norm.view}),
+      "RmsNorm: weight data is not backend memory");
+  ExpectNotBackendMemory(
+      backend_->RmsNorm({.x = host.data(), .y = buf, .rows = 2, .dim = 8, .weight = dev_norm}),
+      "RmsNorm: x is not backend memory");
+  ExpectNotBackendMemory(
+      backend_->SiluMul({.gate = buf, .up = host.data(), .out = buf, .rows = 2, .dim = 8}),
+      "SiluMul: up is not backend memory");
+  ExpectNotBackendMemory(
+      backend_->Add({.a = buf, .b = host.data(), .out = buf, .rows = 2, .dim = 8}),
+      "Add: b is not backend memory");
+  int32_t* dev_index = Upload(std::vector<int32_t>{0, 1});
+  const std::vector<float> scale = {1.0f, 2.0f};
+  ExpectNotBackendMemory(backend_->ScatterAddRows({.x = buf,
+                                                   .index = dev_index,
+                                                   .scale = scale.data(),
+                                                   .rows = 2,
+                                                   .dim = 8,
+                                                   .out = buf + 64,
+                                                   .out_rows = 2}),
+                         "ScatterAddRows: scale is not backend memory");
+  const std::vector<float> bias(8, 0.0f);
+  ExpectNotBackendMemory(backend_->MoeRoute({.logits = buf,
+                                             .rows = 2,
+                                             .num_experts = 8,
+                                             .bias = bias.data(),
+                                             .top_k = 2,
+                                             .expert_ids = reinterpret_cast<int32_t*>(buf + 64),
+                                             .expert_weights = buf + 128}),
+                         "MoeRoute: bias is not backend memory");
+  // A 2-block cache of rows 4 + 2 wide, block size 4.
+  const PagedLatentCache cache{.data = buf + 1024,
+                               .num_blocks = 2,
+                               .block_size = 4,
+                               .block_stride = 24,
+                               .kv_lora_rank = 4,
+                               .rope_dim = 2};
+  const std::vector<int64_t> slots = {0, 5};
+  ExpectNotBackendMemory(backend_->KvCacheWrite({.latent = buf,
+                                                 .latent_stride = 6,
+                                                 .k_pe = buf + 4,
+                                                 .k_pe_stride = 6,
+                                                 .slot_mapping = slots.data(),
+                                                 .rows = 2,
+                                                 .cache = cache}),
+                         "KvCacheWrite: slot_mapping is not backend memory");
+  PagedLatentCache host_cache = cache;
+  host_cache.data = host.data();
+  ExpectNotBackendMemory(backend_->KvCacheWrite({.latent = buf,
+                                                 .latent_stride = 6,
+                                                 .k_pe = buf + 4,
+                                                 .k_pe_stride = 6,
+                                                 .slot_mapping = Upload(slots),
+                                                 .rows = 2,
+                                                 .cache = host_cache}),
+                         "KvCacheWrite: cache is not backend memory");
+  const std::vector<int32_t> tables = {1, 0};
+  ExpectNotBackendMemory(
+      backend_->MlaDecodeAttention({.q = buf,
+                                    .q_token_stride = 6,
+                                    .q_head_stride = 6,
+                                    .cache = cache,
+                                    .block_tables = tables.data(),
+                                    .block_table_stride = 2,
+                                    .kv_lens = Upload(std::vector<int32_t>{5}),
+                                    .cu_seqlens_q = Upload(std::vector<int32_t>{0, 1}),
+                                    .num_seqs = 1,
+                                    .heads = 1,
+                                    .out = buf + 512,
+                                    .out_token_stride = 4,
+                                    .out_head_stride = 4}),
+      "MlaDecodeAttention: block_tables is not backend memory");
+  const std::vector<int32_t> cu = {0, 2};
+  ExpectNotBackendMemory(backend_->MlaPrefillAttention({.q = buf,
+                                                        .q_token_stride = 6,
+                                                        .q_head_stride = 6,
+                                                        .k_nope = buf,
+                                                        .k_nope_token_stride = 4,
+                                                        .k_nope_head_stride = 4,
+                                                        .k_pe = buf,
+                                                        .k_pe_token_stride = 2,
+                                                        .v = buf,
+                                                        .v_token_stride = 4,
+                                                        .v_head_stride = 4,
+                                                        .out = buf + 512,
+                                                        .out_token_stride = 4,
+                                                        .out_head_stride = 4,
+                                                        .cu_seqlens_q = Upload(cu),
+                                                        .cu_seqlens_k = cu.data(),
+                                                        .num_seqs = 1,
+                                                        .heads = 1,
+                                                        .nope_dim = 4,
+                                                        .rope_dim = 2,
+                                                        .v_dim = 4}),
+                         "MlaPrefillAttention: cu_seqlens_k is not backend memory");
+}
+
 TEST_F(CheckedMemoryBackendTest, FreedMemoryIsNoLongerBackendMemory) {
   auto ptr = backend_->Allocate(64);
   ASSERT_TRUE(ptr.ok());
