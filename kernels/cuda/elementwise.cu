@@ -125,9 +125,10 @@ __global__ void GatherRowsKernel(const float* __restrict__ x, int64_t xs, int64_
 
 // ---- ScatterAddRows ---------------------------------------------------------------------------
 // Determinism: every output element receives its contributions in increasing source row order,
-// exactly as the reference does. Few rows: one thread per column walks the rows in order. Many
-// rows: a stable radix sort of (index, row) groups the rows by destination, keeping their order,
-// and one block per destination adds its rows in that order.
+// exactly as the reference does. Few rows: one thread per column walks the rows in order. More:
+// one block per destination scans the index array in order. Many rows and destinations: a stable
+// radix sort of (index, row) groups the rows by destination, keeping their order, and one block
+// per destination adds its rows in that order.
 
 __device__ __forceinline__ float ScaledAdd(float acc, float scale, float x) {
   return __fadd_rn(acc, __fmul_rn(scale, x));  // no FMA contraction: matches the reference
@@ -145,6 +146,31 @@ __global__ void ScatterAddColumnsKernel(const float* __restrict__ x, int64_t xs,
       const float s = scale != nullptr ? scale[i] : 1.0f;
       float* o = out + d * os + j;
       *o = ScaledAdd(*o, s, x[i * xs + j]);
+    }
+  }
+}
+
+// One block per destination row d: every warp walks the whole index array in order, 32 entries
+// per ballot, and adds each matching source row to its own columns, so every output element
+// sees its contributions in increasing source order without any sorting or shared state.
+__global__ void ScatterScanKernel(const float* __restrict__ x, int64_t xs,
+                                  const int32_t* __restrict__ index,
+                                  const float* __restrict__ scale, int64_t rows, int64_t dim,
+                                  float* __restrict__ out, int64_t os, int64_t out_rows) {
+  const int lane = threadIdx.x % 32;
+  for (int64_t d = blockIdx.x; d < out_rows; d += gridDim.x) {
+    float* o = out + d * os;
+    for (int64_t base = 0; base < rows; base += 32) {
+      const int64_t i = base + lane;
+      const bool hit = i < rows && index[i] == d;
+      unsigned mask = __ballot_sync(0xffffffffu, hit);
+      while (mask != 0) {
+        const int64_t src = base + __ffs(mask) - 1;
+        mask &= mask - 1;
+        const float s = scale != nullptr ? scale[src] : 1.0f;
+        const float* xr = x + src * xs;
+        for (int64_t j = threadIdx.x; j < dim; j += blockDim.x) o[j] = ScaledAdd(o[j], s, xr[j]);
+      }
     }
   }
 }
@@ -194,8 +220,10 @@ __global__ void ScatterSegmentsKernel(const float* __restrict__ x, int64_t xs,
   }
 }
 
-// Rows at or below this use the column-serial kernel (no sort).
+// Rows at or below this use the column-serial kernel; up to rows * out_rows = kScatterScanWork
+// the index-scanning kernel (one launch; decode batches); the sort beyond (long prefills).
 constexpr int64_t kScatterSerialRows = 16;
+constexpr int64_t kScatterScanWork = int64_t{1} << 24;
 
 unsigned Blocks1D(int64_t total) { return GridCap(CeilDiv(total, kThreads), 65535LL * 16); }
 
@@ -315,6 +343,12 @@ absl::Status ScatterAddRows(const Context& ctx, const ScatterAddRowsParams& p) {
   const int64_t xs = StrideOr(p.x_stride, p.dim), os = StrideOr(p.out_stride, p.dim);
   if (p.rows <= kScatterSerialRows) {
     ScatterAddColumnsKernel<<<Blocks1D(p.dim), kThreads, 0, ctx.stream>>>(
+        p.x, xs, p.index, p.scale, p.rows, p.dim, p.out, os, p.out_rows);
+    R2_CUDA_RETURN_IF_LAUNCH_ERROR("ScatterAddRows");
+    return absl::OkStatus();
+  }
+  if (p.rows * p.out_rows <= kScatterScanWork) {
+    ScatterScanKernel<<<GridCap(p.out_rows, 65535), kThreads, 0, ctx.stream>>>(
         p.x, xs, p.index, p.scale, p.rows, p.dim, p.out, os, p.out_rows);
     R2_CUDA_RETURN_IF_LAUNCH_ERROR("ScatterAddRows");
     return absl::OkStatus();

@@ -352,6 +352,30 @@ TEST_F(CudaOpsTest, ScatterAddRows) {
   }
 }
 
+TEST_F(CudaOpsTest, ScatterAddRowsManyRowsAndDestinations) {
+  // rows * out_rows above 2^24: the sorted path (the grid above covers the others).
+  const int64_t rows = 20000, out_rows = 1000, dim = 3;
+  std::vector<float> x = RandomFloats(rng_, rows * dim), scale = RandomFloats(rng_, rows);
+  const std::vector<int32_t> index = RandomInts(rng_, rows, 0, out_rows - 1);
+  std::vector<float> out = RandomFloats(rng_, out_rows * dim);
+  DeviceBuffer d_x = Upload(x), d_s = Upload(scale), d_i = Upload(index), d_o = Upload(out);
+  ASSERT_OK(cpu().ScatterAddRows({.x = x.data(),
+                                  .index = index.data(),
+                                  .scale = scale.data(),
+                                  .rows = rows,
+                                  .dim = dim,
+                                  .out = out.data(),
+                                  .out_rows = out_rows}));
+  ASSERT_OK(gpu().ScatterAddRows({.x = d_x.f32(),
+                                  .index = d_i.i32(),
+                                  .scale = d_s.f32(),
+                                  .rows = rows,
+                                  .dim = dim,
+                                  .out = d_o.f32(),
+                                  .out_rows = out_rows}));
+  ExpectClose(d_o.Floats(out.size()), out, 1e-6, "ScatterAddRows sorted path");
+}
+
 TEST_F(CudaOpsTest, ScatterAddRowsIsDeterministic) {
   const int64_t rows = 4096, dim = 256, out_rows = 7;
   std::vector<float> x = RandomFloats(rng_, rows * dim, 100.0f);
