@@ -316,7 +316,8 @@ std::unique_ptr<Backend> MakeCheckedMemoryBackend();
 
 // Backends by name (kernels/backend_registry.cc): "cpu" (the fastest CPU backend built in),
 // "cpu-reference", "cuda" (device 0; Unavailable with the reason when the binary was built
-// without CUDA or no device is present), "checked-memory" (tests). InvalidArgument for an unknown
+// without CUDA or no device is present), "cuda-fp32" (the same with float32 activations in every
+// Linear: exact, slower prefill), "checked-memory" (tests). InvalidArgument for an unknown
 // name, listing the known ones.
 absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view name);
 

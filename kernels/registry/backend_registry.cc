@@ -12,9 +12,9 @@ absl::StatusOr<std::unique_ptr<Backend>> MakeBackend(std::string_view name) {
   if (name == "cpu") return MakeCpuOptimizedBackend();
   if (name == "cpu-reference") return MakeCpuReferenceBackend();
   if (name == "checked-memory") return MakeCheckedMemoryBackend();
-  if (name == "cuda") {
+  if (name == "cuda" || name == "cuda-fp32") {
 #if defined(R2_HAVE_CUDA)
-    return cuda::MakeCudaBackend(0);
+    return cuda::MakeCudaBackend(0, /*fp32_activations=*/name == "cuda-fp32");
 #else
     return absl::UnavailableError(
         "this r2serve was built without CUDA (no nvcc at build time); rebuild with "

@@ -57,6 +57,9 @@ TEST_P(ForwardTest, TokenByTokenDecodeMatchesPrefill) {
 }
 
 TEST_P(ForwardTest, ChunkedPrefillMatchesOnePrefill) {
+  if (testing::RoundingDependsOnBatchShape(backend())) {
+    GTEST_SKIP() << "batch-shape comparison: run on cuda-fp32 (see RoundingDependsOnBatchShape)";
+  }
   const std::vector<int32_t> ids = RandomTokens(rng_, 30, vocab());
   const std::vector<float> prefill = PrefillLogits(model(), ids);
   auto cache = MakeCache(model(), 8, 8);
@@ -78,6 +81,9 @@ TEST_P(ForwardTest, ChunkedPrefillMatchesOnePrefill) {
 // Three sequences of different lengths: prefilled together, then mixed steps (decode, chunked
 // prefill, a new sequence joining). Each gets the logits it gets alone.
 TEST_P(ForwardTest, BatchedSequencesGetTheirOwnLogits) {
+  if (testing::RoundingDependsOnBatchShape(backend())) {
+    GTEST_SKIP() << "batch-shape comparison: run on cuda-fp32 (see RoundingDependsOnBatchShape)";
+  }
   const std::vector<std::vector<int32_t>> prompts = {RandomTokens(rng_, 7, vocab()),
                                                      RandomTokens(rng_, 19, vocab()),
                                                      RandomTokens(rng_, 12, vocab())};

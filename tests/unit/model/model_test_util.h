@@ -26,11 +26,20 @@ struct LoadedModel {
 };
 
 // The backends the model tests run on: the reference, the checked-memory stand-in for a device
-// (proves nothing host-side reaches a device op) and CUDA where a device exists.
+// (proves nothing host-side reaches a device op) and, where a device exists, CUDA twice: with
+// float32 activations everywhere ("cuda-fp32", held to the CPU bounds: the same function) and in
+// its serving mode ("cuda": bf16 operands through cuBLASLt above a few rows).
 inline const std::vector<std::string>& ModelTestBackends() {
-  static const std::vector<std::string> names = {"cpu-reference", "checked-memory", "cuda"};
+  static const std::vector<std::string> names = {"cpu-reference", "checked-memory", "cuda-fp32",
+                                                 "cuda"};
   return names;
 }
+
+// True where the rounding of a row depends on how many rows its step has ("cuda": the row count
+// picks GEMV with float32 activations or cuBLASLt with bf16 operands). On random tiny models a
+// router near-tie can then pick another expert, so tests that compare one batch shape against
+// another run on the exact backends (cuda-fp32 covers the same kernels) and skip here.
+inline bool RoundingDependsOnBatchShape(const std::string& backend) { return backend == "cuda"; }
 
 // Empty when `backend` can be made here, else why not (for GTEST_SKIP).
 inline std::string BackendUnavailable(const std::string& backend) {
@@ -41,10 +50,12 @@ inline std::string BackendUnavailable(const std::string& backend) {
   return reasons[backend] = made.ok() ? "" : std::string(made.status().message());
 }
 
-// The logits bound for `backend` where the CPU backends are held to `cpu_bound`: the CUDA
-// backend computes with bf16 tensor-core products (float32 accumulation), so its worst logits
-// row may be off by up to 3e-2 relative to the largest logit.
+// The logits bound for `backend` where the CPU backends are held to `cpu_bound`: "cuda-fp32"
+// differs from the reference only in summation order (1e-3 covers it); "cuda" computes with bf16
+// tensor-core products (float32 accumulation), typically 5e-3 relative to the largest logit,
+// 3e-2 per row allowed (golden_test.cc adds the share of rows that may exceed it: router flips).
 inline double LogitsBound(const std::string& backend, double cpu_bound) {
+  if (backend == "cuda-fp32") return std::max(cpu_bound, 1e-3);
   return backend == "cuda" ? std::max(cpu_bound, 3e-2) : cpu_bound;
 }
 

@@ -60,6 +60,9 @@ TEST_P(MtpTest, IncrementalMatchesOnePass) {
 }
 
 TEST_P(MtpTest, MtpLayerCacheLeavesMainLayersAlone) {
+  if (testing::RoundingDependsOnBatchShape(backend())) {
+    GTEST_SKIP() << "batch-shape comparison: run on cuda-fp32 (see RoundingDependsOnBatchShape)";
+  }
   const int64_t vocab = model().config().vocab_size, d = model().config().hidden_size;
   const std::vector<int32_t> ids = RandomTokens(rng_, 11, vocab);
   const std::vector<float> prefill = PrefillLogits(model(), ids);
