@@ -371,6 +371,8 @@ TEST(CudaMlaTest, DecodeDeepSeekV3Dims) {
   CheckDecode(*cuda, kV3Cache, {{1, 1}, {2, 63}, {1, 64}, {1, 65}, {1, 700}}, 21);
   CheckDecode(*cuda, kV3Cache, {{1, 4100}}, 22);
   CheckDecode(*cuda, kV3Cache, {{2, 4100}, {1, 1}, {3, 300}}, 23);
+  // Fewer heads than one 32-head group on the tensor-core kernel.
+  CheckDecode(*cuda, CacheDims{20, 512, 64}, {{1, 300}, {2, 4100}}, 25);
   // Blocks one float apart: rows lose 16-byte alignment and take the generic (non-mma) kernel.
   CheckDecode(*cuda, CacheDims{128, 512, 64, 64, 1}, {{1, 700}, {2, 65}}, 24);
 }
