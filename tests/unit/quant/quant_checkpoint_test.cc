@@ -84,8 +84,25 @@ void EditConfig(const std::string& dir, const std::function<void(Json&)>& edit) 
   std::ofstream(dir + "/config.json", std::ios::trunc) << config.dump(2);
 }
 
+// Temporary checkpoints, removed when the test program ends.
+std::string TempDir(const std::string& tag) {
+  struct Cleanup : ::testing::Environment {
+    std::vector<std::string> dirs;
+    void TearDown() override {
+      for (const std::string& d : dirs) std::filesystem::remove_all(d);
+    }
+  };
+  static Cleanup* cleanup = [] {
+    auto* c = new Cleanup;
+    ::testing::AddGlobalTestEnvironment(c);
+    return c;
+  }();
+  cleanup->dirs.push_back(testing::MakeTempDir(tag));
+  return cleanup->dirs.back();
+}
+
 std::string MakeTiny(const std::string& preset, bool tokenizer = false) {
-  const std::string dir = testing::MakeTempDir("quant_src_" + preset);
+  const std::string dir = TempDir("quant_src_" + preset);
   auto options = TinyModelPreset(preset);
   EXPECT_TRUE(options.ok());
   const absl::Status s = tokenizer ? tokenizer::WriteTinyModelWithTokenizer(*options, dir)
@@ -96,7 +113,7 @@ std::string MakeTiny(const std::string& preset, bool tokenizer = false) {
 
 std::string Convert(const std::string& src, QuantFormat format, bool symmetric = true,
                     bool lm_head = false) {
-  const std::string out = testing::MakeTempDir("quant_out");
+  const std::string out = TempDir("quant_out");
   QuantizeOptions o;
   o.format = format;
   o.symmetric = symmetric;
@@ -219,12 +236,13 @@ TEST(QuantCheckpointTest, Fp8ShardedAndLmHeadSources) {
 }
 
 // Prefill then decode on `dir`; returns the logits of every step (prefill's last, then decode).
-std::vector<std::vector<float>> Generate(const std::string& dir, int steps) {
-  auto backend = MakeBackend("cpu");
+std::vector<std::vector<float>> Generate(const std::string& dir, int steps,
+                                         const std::string& backend_name = "cpu") {
+  auto backend = MakeBackend(backend_name);
   EXPECT_TRUE(backend.ok());
   auto model = DeepseekModel::Load(dir, backend->get());
   EXPECT_TRUE(model.ok()) << model.status();
-  auto cache = PagedKvCache::Create((*model)->CacheShape(4));
+  auto cache = PagedKvCache::Create((*model)->CacheShape(4), backend->get());
   const std::vector<int32_t> table = {0, 1, 2, 3};
   std::vector<int32_t> tokens = {1, 57, 300, 12, 999, 4, 77};
   std::vector<std::vector<float>> logits;
@@ -267,6 +285,15 @@ TEST(QuantCheckpointTest, ConvertedModelsGenerateCloseToBf16) {
   EXPECT_LT(err[0], err[1]);
 }
 
+TEST(QuantCheckpointTest, IntegerWeightsRunOnADeviceBackend) {
+  // checked-memory fails any op handed a pointer outside its allocations: the weights, scales and
+  // zero points must all have been uploaded. Same reference ops, so the same logits.
+  const std::string dir = Convert(MakeTiny("tiny"), QuantFormat::kInt4, /*symmetric=*/false);
+  EXPECT_EQ(Generate(dir, 2, "checked-memory"), Generate(dir, 2, "cpu-reference"));
+  const std::string dir8 = Convert(MakeTiny("tiny-fp8"), QuantFormat::kInt8);
+  EXPECT_EQ(Generate(dir8, 2, "checked-memory"), Generate(dir8, 2, "cpu-reference"));
+}
+
 // ---- corrupt and inconsistent checkpoints ---------------------------------------------------
 
 class CorruptCheckpointTest : public ::testing::Test {
@@ -278,7 +305,7 @@ class CorruptCheckpointTest : public ::testing::Test {
   }
   // A fresh copy of a converted checkpoint to break.
   static std::string Copy(const std::string& dir) {
-    const std::string out = testing::MakeTempDir("quant_corrupt");
+    const std::string out = TempDir("quant_corrupt");
     std::filesystem::copy(dir, out,
                           std::filesystem::copy_options::overwrite_existing |
                               std::filesystem::copy_options::recursive);
@@ -454,15 +481,15 @@ TEST(QuantConverterTest, RejectsQuantizedInputAndSameDirectory) {
   const std::string src = MakeTiny("tiny");
   const std::string int8 = Convert(src, QuantFormat::kInt8);
   QuantizeOptions o;
-  auto again = QuantizeCheckpoint(int8, testing::MakeTempDir("quant_again"), o);
+  auto again = QuantizeCheckpoint(int8, TempDir("quant_again"), o);
   EXPECT_THAT(again.status().message(), HasSubstr("already quantized"));
   auto same = QuantizeCheckpoint(src, src, o);
   EXPECT_THAT(same.status().message(), HasSubstr("must differ"));
-  auto missing = QuantizeCheckpoint(src + "/nope", testing::MakeTempDir("quant_missing"), o);
+  auto missing = QuantizeCheckpoint(src + "/nope", TempDir("quant_missing"), o);
   EXPECT_FALSE(missing.ok());
   o.format = QuantFormat::kInt4;
   o.group_size = 0;
-  EXPECT_THAT(QuantizeCheckpoint(src, testing::MakeTempDir("quant_g0"), o).status().message(),
+  EXPECT_THAT(QuantizeCheckpoint(src, TempDir("quant_g0"), o).status().message(),
               HasSubstr("group size must be positive"));
 }
 
