@@ -1,17 +1,18 @@
 // Linear on CUDA: y[r, o] (+)= sum_j x[r, j] * W[o, j], float32 activations and outputs.
 //
-// Two paths:
-//  - Few rows (decode: up to 2, or 8 for FP8/F16 weights): GEMV kernels that stream the weight
-//    once per pass of up to 8 rows with 16-byte loads. Each block owns 4 output features and
-//    splits in_features over its threads, loading each x chunk once for the 4 weight rows;
-//    weights (FP8 times its 128x128 block scale) are decoded to float32 in registers and
-//    multiplied with float32 activations. Error: float32 accumulation only, ~1e-6 relative.
-//    Unaligned rows take a scalar kernel (one warp per output feature).
-//  - More rows (prefill, large batches): cuBLASLt. BF16 weights: x is rounded to bf16 into
-//    scratch, then bf16 x bf16 -> fp32 (beta = 1 for accumulate, ldc = y_stride, strided batch).
-//    F32 weights: plain fp32 GEMM on x as is. F16 and FP8 weights: dequantized to bf16 tiles in
-//    scratch, then the bf16 GEMM per tile. Error: bf16 rounding of the operands, ~1e-2 relative
-//    at worst (typically 3e-3).
+// Paths by row count (thresholds measured on an H200 with tests/bench/cuda_gemm_bench.cc):
+//  - GEMV (1-2 rows; up to 8 for F16 weights): the weight is streamed once per pass of up to 8
+//    rows with 16-byte loads. Each block owns 4 output features and splits in_features over its
+//    threads, loading each x chunk once for the 4 weight rows; weights (FP8 times its block
+//    scale) are decoded to float32 in registers and multiplied with float32 activations.
+//    Error: float32 accumulation only, ~1e-6 relative. Unaligned rows take a scalar kernel.
+//  - FP8 skinny GEMM (3-32 rows, FP8 with 128x128-compatible blocks): tensor cores on the fp8
+//    bytes decoded to bf16 in registers and x rounded to bf16; weight streamed once. Error: bf16
+//    rounding of x, ~3e-3 relative.
+//  - cuBLASLt (more rows): BF16 weights: x rounded to bf16 in scratch, then bf16 x bf16 -> fp32
+//    (beta = 1 for accumulate, ldc = y_stride, strided batch). F32 weights: plain fp32 GEMM on x
+//    as is (~1e-6). F16 and FP8 weights: dequantized to bf16 tiles in scratch, then the bf16 GEMM
+//    per tile. Error: bf16 rounding of the operands, ~1e-2 relative at worst (typically 3e-3).
 // When cuBLASLt offers no algorithm for a shape or alignment, the GEMV kernels run in passes of
 // 8 rows instead.
 #include <cublasLt.h>
@@ -567,10 +568,10 @@ absl::Status RunLt(const Context& ctx, const Gemm& g, bool* ran) {
 
 size_t Align256(size_t b) { return (b + 255) / 256 * 256; }
 
-// From these row counts on, cuBLASLt (per weight dtype). Measured on an H200
-// (tests/bench/cuda_gemm_bench.cc): the GEMV is faster than cuBLASLt for bf16 at 1-2 rows and
-// slower from 4 on (its float32 FMAs become the limit); FP8 weights first need a dequantization
-// pass (~1 + 2 + 2 bytes per weight), so the GEMV's 1-byte passes stay ahead up to 8 rows.
+// From these row counts on, cuBLASLt (per weight dtype). Measured on an H200: the GEMV is faster
+// than cuBLASLt for bf16 at 1-2 rows and slower from 4 on (its float32 FMAs become the limit);
+// F16/FP8 weights first need a dequantization pass (~1-2 + 2 + 2 bytes per weight), so the
+// GEMV's passes stay ahead up to 8 rows (FP8 takes the skinny kernel from 3 rows when it can).
 constexpr int64_t kLtMinRowsPlain = 3;
 constexpr int64_t kLtMinRowsDequant = 9;
 // FP8 weights with 128x128-compatible blocks take the tensor-core skinny kernel for these rows
