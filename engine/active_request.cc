@@ -108,7 +108,11 @@ void ActiveRequest::Deliver() {
   touched_ = false;
   std::optional<Usage> usage;
   if (finished()) {
-    Usage u{.prompt_tokens = num_prompt_tokens_, .cached_tokens = std::max(cached_tokens_, 0)};
+    Usage u{.prompt_tokens = num_prompt_tokens_,
+            .cached_tokens = std::max(cached_tokens_, 0),
+            .scheduled_at = scheduled_at_,
+            .first_token_at = first_token_at_,
+            .last_token_at = last_token_at_};
     for (const Choice& choice : choices_) u.completion_tokens += choice.num_output_tokens;
     usage = u;
   }

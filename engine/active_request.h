@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/time/time.h"
 #include "absl/types/span.h"
 #include "engine/engine.h"
 #include "engine/engine_inbox.h"
@@ -53,6 +54,16 @@ class ActiveRequest {
   // The handle was dropped (its destructor already posted an abort).
   bool stream_gone() const { return stream_.expired(); }
   sampling::SamplingState& sampling_state(int32_t choice) { return choices_[choice].sampling; }
+
+  // Timings for Usage: the first scheduled step (kept from the first call) and the time tokens
+  // were sampled (first and last kept).
+  void MarkScheduled(absl::Time now) {
+    if (scheduled_at_ == absl::InfinitePast()) scheduled_at_ = now;
+  }
+  void MarkTokenSampled(absl::Time now) {
+    if (first_token_at_ == absl::InfinitePast()) first_token_at_ = now;
+    last_token_at_ = now;
+  }
 
   // Records the prompt tokens of `choice` served from the prefix cache.
   void SetCachedTokens(int32_t cached_tokens);
@@ -92,6 +103,9 @@ class ActiveRequest {
   int32_t num_ended_ = 0;
   FinishReason outcome_ = FinishReason::kNone;
   int32_t cached_tokens_ = -1;
+  absl::Time scheduled_at_ = absl::InfinitePast();
+  absl::Time first_token_at_ = absl::InfinitePast();
+  absl::Time last_token_at_ = absl::InfinitePast();
   bool touched_ = false;  // something to deliver
 };
 

@@ -91,6 +91,11 @@ struct Usage {
   int32_t prompt_tokens = 0;
   int32_t completion_tokens = 0;  // over all choices
   int32_t cached_tokens = 0;      // prompt tokens served from the prefix cache
+  // Engine clock (absl::Now) for metrics; absl::InfinitePast() where the request never got that
+  // far: first scheduled (the end of its queue time), first and last token sampled.
+  absl::Time scheduled_at = absl::InfinitePast();
+  absl::Time first_token_at = absl::InfinitePast();
+  absl::Time last_token_at = absl::InfinitePast();
 };
 
 // One event: deltas of one or more choices. `usage` is set on the request's last event.

@@ -107,6 +107,10 @@ absl::Status EngineCore::Step() {
   touched_.clear();
   if (absl::Status s = scheduler_->Schedule(&plan_); !s.ok()) return s;
   EndAbortedSequences();
+  for (const scheduler::ScheduledChunk& chunk : plan_.chunks) {
+    if (chunk.is_decode) continue;  // a decoding request was scheduled before
+    if (ActiveRequest* request = Find(chunk.request_id)) request->MarkScheduled(start);
+  }
   timings_.schedule = SecondsSince(start);
   sampled_.clear();
   timings_.forward = timings_.sample = 0;
@@ -177,9 +181,11 @@ absl::Status EngineCore::SampleChunks() {
       !s.ok()) {
     return s;
   }
+  const absl::Time sampled_at = absl::Now();
   for (size_t i = 0; i < batch_chunks_.size(); ++i) {
     const scheduler::ScheduledChunk& chunk = *batch_chunks_[i];
     const sampling::SampleResult& result = batch_results_[i];
+    batch_requests_[i]->MarkTokenSampled(sampled_at);
     const bool stop = batch_requests_[i]->AddToken(chunk.choice_index, result);
     sampled_.push_back({.seq_id = chunk.seq_id, .token = result.token, .stop = stop});
     touched_.push_back(batch_requests_[i]);

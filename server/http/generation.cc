@@ -2,6 +2,7 @@
 
 #include <chrono>
 
+#include "absl/time/clock.h"
 #include "server/http/sse.h"
 
 namespace r2::server::http {
@@ -15,13 +16,14 @@ double Seconds(Clock::duration d) { return std::chrono::duration<double>(d).coun
 class Generation : public std::enable_shared_from_this<Generation> {
  public:
   Generation(std::shared_ptr<HttpSession> session, std::shared_ptr<engine::RequestHandle> handle,
-             std::unique_ptr<ResponseEncoder> encoder, bool stream)
+             std::unique_ptr<ResponseEncoder> encoder, bool stream, absl::Time arrival)
       : session_(std::move(session)),
         context_(session_->context()),
         handle_(std::move(handle)),
         encoder_(std::move(encoder)),
         stream_(stream),
         start_(Clock::now()),
+        arrival_(arrival),
         last_(start_) {}
 
   ~Generation() {
@@ -68,7 +70,10 @@ class Generation : public std::enable_shared_from_this<Generation> {
       } else {
         encoder_->Add(out, nullptr);
       }
-      if (out.finished()) return Finish(std::move(bytes));
+      if (out.finished()) {
+        context_.metrics().ObserveFinished(arrival_, *out.usage);
+        return Finish(std::move(bytes));
+      }
       out = engine::RequestOutput();
     }
     if (!bytes.empty()) session_->Send(std::move(bytes));
@@ -134,6 +139,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   bool done_ = false;
   bool first_token_seen_ = false;
   Clock::time_point start_;
+  absl::Time arrival_;  // on the engine's clock, for the queue time
   Clock::time_point last_;
 };
 
@@ -146,11 +152,12 @@ void StartGeneration(const std::shared_ptr<HttpSession>& session, engine::Reques
     return session->ReplyError(ApiErrorFromStatus(
         absl::UnavailableError("the server is not ready (loading or shutting down)")));
   }
+  const absl::Time arrival = absl::Now();  // before the engine can schedule it
   absl::StatusOr<std::shared_ptr<engine::RequestHandle>> handle =
       engine->Submit(std::move(request));
   if (!handle.ok()) return session->ReplyError(ApiErrorFromStatus(handle.status()));
-  auto generation =
-      std::make_shared<Generation>(session, *std::move(handle), std::move(encoder), stream);
+  auto generation = std::make_shared<Generation>(session, *std::move(handle), std::move(encoder),
+                                                 stream, arrival);
   generation->Start();
 }
 

@@ -29,6 +29,19 @@ std::vector<double> LatencyBuckets() {
           0.75,  1.0,   2.5,  5.0,  7.5,  10.0, 20.0, 40.0, 80.0, 160.0};
 }
 
+// vLLM's 1-2-5 series up to 10^6 tokens.
+std::vector<double> TokenCountBuckets() {
+  std::vector<double> bounds;
+  for (double decade = 1; decade <= 1e6; decade *= 10) {
+    for (double m : {1.0, 2.0, 5.0}) bounds.push_back(m * decade);
+  }
+  return bounds;
+}
+
+double SecondsBetween(absl::Time from, absl::Time to) {
+  return std::max(0.0, absl::ToDoubleSeconds(to - from));
+}
+
 }  // namespace
 
 std::string EscapeLabelValue(const std::string& value) {
@@ -75,6 +88,11 @@ ServerMetrics::ServerMetrics(std::string model_name)
       itl_({0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75,
             1.0, 2.5, 5.0, 10.0}),
       e2e_(LatencyBuckets()),
+      queue_(LatencyBuckets()),
+      prefill_(LatencyBuckets()),
+      decode_(LatencyBuckets()),
+      prompt_tokens_(TokenCountBuckets()),
+      generation_tokens_(TokenCountBuckets()),
       iteration_tokens_({1, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384}) {}
 
 void ServerMetrics::CountHttpRequest(const std::string& method, const std::string& route,
@@ -92,6 +110,16 @@ void ServerMetrics::SampleIteration(const engine::EngineStats& stats) {
   iteration_tokens_.Observe(stats.last_step_tokens);
 }
 
+void ServerMetrics::ObserveFinished(absl::Time arrival, const engine::Usage& usage) {
+  prompt_tokens_.Observe(usage.prompt_tokens);
+  generation_tokens_.Observe(usage.completion_tokens);
+  if (usage.scheduled_at == absl::InfinitePast()) return;
+  queue_.Observe(SecondsBetween(arrival, usage.scheduled_at));
+  if (usage.first_token_at == absl::InfinitePast()) return;
+  prefill_.Observe(SecondsBetween(usage.scheduled_at, usage.first_token_at));
+  decode_.Observe(SecondsBetween(usage.first_token_at, usage.last_token_at));
+}
+
 void ServerMetrics::CountClientGone() {
   absl::MutexLock lock(&mu_);
   ++client_gone_;
@@ -107,6 +135,8 @@ void ServerMetrics::RenderEngine(const engine::EngineStats& s, std::string* out)
       s.kv_blocks_total > 0 ? static_cast<double>(s.kv_blocks_used) / s.kv_blocks_total : 0.0;
   Metric(out, "vllm:kv_cache_usage_perc", "gauge", "KV-cache usage. 1 means 100 percent usage.", l,
          usage);
+  Metric(out, "vllm:gpu_cache_usage_perc", "gauge",
+         "KV-cache usage (the legacy name of vllm:kv_cache_usage_perc).", l, usage);
   Metric(out, "vllm:prefix_cache_queries_total", "counter",
          "Prefix cache queries, in terms of number of queried tokens.", l,
          static_cast<double>(s.prefix_cache_queries));
@@ -161,8 +191,25 @@ std::string ServerMetrics::Render(const engine::EngineStats* stats, bool healthy
   ttft_.Render("vllm:time_to_first_token_seconds", labels_, &out);
   Header(&out, "vllm:inter_token_latency_seconds", "histogram", "Inter-token latency.");
   itl_.Render("vllm:inter_token_latency_seconds", labels_, &out);
+  Header(&out, "vllm:time_per_output_token_seconds", "histogram",
+         "Inter-token latency (the older name of vllm:inter_token_latency_seconds).");
+  itl_.Render("vllm:time_per_output_token_seconds", labels_, &out);
   Header(&out, "vllm:e2e_request_latency_seconds", "histogram", "End-to-end request latency.");
   e2e_.Render("vllm:e2e_request_latency_seconds", labels_, &out);
+  Header(&out, "vllm:request_queue_time_seconds", "histogram",
+         "Time from arrival to the first engine step that scheduled the request.");
+  queue_.Render("vllm:request_queue_time_seconds", labels_, &out);
+  Header(&out, "vllm:request_prefill_time_seconds", "histogram",
+         "Time from the first scheduled step to the first token sampled.");
+  prefill_.Render("vllm:request_prefill_time_seconds", labels_, &out);
+  Header(&out, "vllm:request_decode_time_seconds", "histogram",
+         "Time from the first to the last token sampled.");
+  decode_.Render("vllm:request_decode_time_seconds", labels_, &out);
+  Header(&out, "vllm:request_prompt_tokens", "histogram", "Prompt tokens per finished request.");
+  prompt_tokens_.Render("vllm:request_prompt_tokens", labels_, &out);
+  Header(&out, "vllm:request_generation_tokens", "histogram",
+         "Generated tokens per finished request (all choices).");
+  generation_tokens_.Render("vllm:request_generation_tokens", labels_, &out);
   Header(&out, "vllm:iteration_tokens_total", "histogram", "Tokens per engine step.");
   iteration_tokens_.Render("vllm:iteration_tokens_total", labels_, &out);
   RenderHttp(&out);

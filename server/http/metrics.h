@@ -4,9 +4,14 @@
 //
 // Engine gauges and counters are read from Engine::stats() at scrape time. The latency
 // histograms are measured here, on the front end: time to first token, inter-token latency
-// (per token: the gap between output events divided by the tokens they carried) and end-to-end
-// latency. vllm:request_queue_time_seconds is not exported: the engine does not report when a
-// request left the queue. Thread-safe.
+// (per token: the gap between output events divided by the tokens they carried; also under the
+// older name vllm:time_per_output_token_seconds) and end-to-end latency. The per-request phase
+// histograms come from the engine's timestamps in the final Usage (ObserveFinished): queue time
+// (arrival at the front end to the engine's first step with the request), prefill time (that step
+// to the first token sampled) and decode time (first to last token sampled), plus the prompt and
+// generation token counts per request. Speculative-decoding series (vllm:spec_decode_*) are not
+// exported: the engine does no speculative decoding (vLLM exports them only when it does).
+// Thread-safe.
 #include <array>
 #include <cstdint>
 #include <map>
@@ -41,6 +46,10 @@ class ServerMetrics {
   void ObserveTimeToFirstToken(double seconds) { ttft_.Observe(seconds); }
   void ObserveInterTokenLatency(double seconds) { itl_.Observe(seconds); }
   void ObserveEndToEnd(double seconds) { e2e_.Observe(seconds); }
+  // A request that ended with usage: its phase times (from `arrival`, when the front end submitted
+  // it, and the engine's timestamps in `usage`; a phase the request never reached is skipped) and
+  // its token counts.
+  void ObserveFinished(absl::Time arrival, const engine::Usage& usage);
   // vllm:iteration_tokens_total is sampled: at each scrape, the last step's token count when the
   // engine ran steps since the previous scrape (the engine reports only its last step).
   void SampleIteration(const engine::EngineStats& stats);
@@ -58,6 +67,11 @@ class ServerMetrics {
   Histogram ttft_;
   Histogram itl_;
   Histogram e2e_;
+  Histogram queue_;
+  Histogram prefill_;
+  Histogram decode_;
+  Histogram prompt_tokens_;
+  Histogram generation_tokens_;
   Histogram iteration_tokens_;
   mutable absl::Mutex mu_;
   std::map<std::tuple<std::string, std::string, int>, uint64_t> http_ ABSL_GUARDED_BY(mu_);

@@ -6,7 +6,7 @@ import httpx
 import openai
 import pytest
 
-from conftest import MODEL_NAME, metric
+from conftest import MODEL_NAME, metric, parse_metrics
 
 PROMPT = [5, 17, 99, 3, 250, 7]
 AS_IDS = {"ignore_eos": True, "return_tokens_as_token_ids": True}
@@ -220,3 +220,39 @@ def test_metrics_names_and_counters_move(server, client):  # case 33
         metric(before, "vllm:request_success_total", finished_reason="length") + 1
     assert metric(after, "vllm:e2e_request_latency_seconds_count") == \
         metric(before, "vllm:e2e_request_latency_seconds_count") + 1
+    for phase in ("queue", "prefill", "decode"):
+        name = f"vllm:request_{phase}_time_seconds"
+        assert metric(after, name + "_count") == metric(before, name + "_count") + 1, name
+        assert metric(after, name + "_sum") >= metric(before, name + "_sum"), name
+    assert metric(after, "vllm:request_generation_tokens_sum") == \
+        metric(before, "vllm:request_generation_tokens_sum") + 3
+    assert metric(after, "vllm:request_prompt_tokens_count") == \
+        metric(before, "vllm:request_prompt_tokens_count") + 1
+
+
+# Every vllm:* series API.md lists, under the names dashboards read (histograms by their
+# _count). The spec_decode_* counters are left out on purpose: the engine does no speculative
+# decoding, and vLLM too exports them only when it does (docs/http.md).
+API_MD_VLLM_NAMES = (
+    "vllm:num_requests_running", "vllm:num_requests_waiting", "vllm:kv_cache_usage_perc",
+    "vllm:gpu_cache_usage_perc", "vllm:prefix_cache_queries_total",
+    "vllm:prefix_cache_hits_total", "vllm:prompt_tokens_total", "vllm:generation_tokens_total",
+    "vllm:request_success_total", "vllm:time_to_first_token_seconds_count",
+    "vllm:inter_token_latency_seconds_count", "vllm:time_per_output_token_seconds_count",
+    "vllm:e2e_request_latency_seconds_count", "vllm:request_queue_time_seconds_count",
+    "vllm:request_prefill_time_seconds_count", "vllm:request_decode_time_seconds_count",
+    "vllm:request_prompt_tokens_count", "vllm:request_generation_tokens_count",
+    "vllm:iteration_tokens_total_count")
+
+
+def test_metrics_export_every_api_md_vllm_name(server, client):
+    client.completions.create(model=MODEL_NAME, prompt=PROMPT, max_tokens=2,
+                              extra_body={"ignore_eos": True})
+    text = httpx.get(server.base_url + "/metrics", headers=server.headers(), timeout=5).text
+    metrics = parse_metrics(text)
+    for name in API_MD_VLLM_NAMES:
+        assert name in metrics, name
+    for name in ("vllm:request_queue_time_seconds", "vllm:request_prompt_tokens"):
+        assert f"# TYPE {name} histogram" in text
+        assert metric(metrics, name + "_count") >= 1
+        assert metric(metrics, name + "_bucket", le="+Inf") == metric(metrics, name + "_count")

@@ -5,6 +5,7 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/write.hpp>
 #include <chrono>
+#include <functional>
 #include <thread>
 
 #include "gmock/gmock.h"
@@ -37,11 +38,13 @@ bool Eventually(F done, std::chrono::milliseconds limit = std::chrono::milliseco
 
 class HttpServerTest : public ::testing::Test {
  protected:
-  void StartServer(std::vector<std::string> keys = {}, std::string origins = "") {
+  void StartServer(std::vector<std::string> keys = {}, std::string origins = "",
+                   std::function<void(HttpOptions&)> tweak = nullptr) {
     HttpOptions options;
     options.port = 0;
     options.max_body_bytes = 64 * 1024;
     options.header_timeout = std::chrono::milliseconds(500);
+    if (tweak) tweak(options);
     context_ = std::make_unique<ServerContext>(options, ApiKeys(keys), CorsPolicy(origins), "tiny");
     AddInfoRoutes(&router_);
     AddGenerationRoutes(&router_);
@@ -290,6 +293,64 @@ TEST_F(HttpServerTest, NonStreamingClientDisconnectAbortsRequest) {
   ASSERT_TRUE(Eventually([&] { return engine_.submitted() == 1; }));
   socket.close();
   EXPECT_TRUE(Eventually([&] { return engine_.aborted() == 1 && engine_.live_requests() == 0; }));
+}
+
+// A client that sends a streaming request and then never reads: the server's buffering for it is
+// the socket buffers plus one pending write (the engine merges further output in the request's
+// handle); when that write makes no progress for write_timeout the request is aborted and the
+// connection closed. Meanwhile the server keeps serving others.
+TEST_F(HttpServerTest, ClientThatNeverReadsIsAbortedAfterTheWriteTimeout) {
+  StartServer({}, "", [](HttpOptions& o) { o.write_timeout = std::chrono::milliseconds(300); });
+  tcp::socket socket(io_);
+  socket.open(tcp::v4());
+  socket.set_option(net::socket_base::receive_buffer_size(4096));  // fill the window quickly
+  socket.connect(tcp::endpoint(net::ip::make_address("127.0.0.1"), server_->port()));
+  HttpRequest req(bhttp::verb::post, "/v1/completions", 11);
+  req.set(bhttp::field::host, "x");
+  req.set(bhttp::field::content_type, "application/json");
+  // 128 choices x 1000 tokens (about 19 MB of events): far more than the socket buffers hold.
+  req.body() = R"({"prompt": [1], "max_tokens": 1000, "n": 128, "stream": true})";
+  req.prepare_payload();
+  bhttp::write(socket, req);
+  ASSERT_TRUE(Eventually([&] { return engine_.submitted() == 1; }));
+  // The server stays responsive while that connection is stuck.
+  EXPECT_EQ(Send(bhttp::verb::get, "/health").status, 200);
+  ASSERT_TRUE(Eventually([&] { return engine_.aborted() == 1 && engine_.live_requests() == 0; },
+                         std::chrono::milliseconds(30000)))
+      << "the request of a client that never reads was not aborted";
+  EXPECT_TRUE(Eventually([&] { return context_->active_generations().load() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return context_->open_connections().load() == 0; }));
+  // The server closed the connection: reading what it had sent ends in EOF or a reset.
+  std::vector<char> sink(1 << 16);
+  beast::error_code ec;
+  size_t total = 0;
+  while (!ec && total < (size_t{1} << 30)) total += socket.read_some(net::buffer(sink), ec);
+  EXPECT_TRUE(ec == net::error::eof || ec == net::error::connection_reset) << ec.message();
+  EXPECT_GT(total, 0u);
+}
+
+// Past max_connections the server accepts and at once closes the new connection (nothing is
+// read or written on it); once a connection goes, a new one is served again.
+TEST_F(HttpServerTest, ConnectionsPastTheCapAreClosedAtOnce) {
+  StartServer({}, "", [](HttpOptions& o) { o.max_connections = 3; });
+  std::vector<tcp::socket> held;
+  for (int i = 0; i < 3; ++i) held.push_back(Connect());
+  ASSERT_TRUE(Eventually([&] { return context_->open_connections().load() == 3; }));
+  tcp::socket extra = Connect();  // the kernel completes the handshake; the server closes it
+  char byte = 0;
+  beast::error_code ec;
+  extra.read_some(net::buffer(&byte, 1), ec);
+  EXPECT_TRUE(ec == net::error::eof || ec == net::error::connection_reset) << ec.message();
+  EXPECT_EQ(context_->open_connections().load(), 3);
+  // The held connections still work.
+  HttpRequest req(bhttp::verb::get, "/health", 11);
+  req.set(bhttp::field::host, "x");
+  bhttp::write(held[0], req);
+  EXPECT_EQ(Read(held[0]).status, 200);
+  // One goes away: a new connection is served.
+  held.pop_back();
+  ASSERT_TRUE(Eventually([&] { return context_->open_connections().load() == 2; }));
+  EXPECT_EQ(Send(bhttp::verb::get, "/health").status, 200);
 }
 
 }  // namespace
