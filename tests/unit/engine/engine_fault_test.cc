@@ -2,10 +2,12 @@
 // the engine unhealthy but responsive; Shutdown finishes or aborts in-flight requests and joins.
 #include <gtest/gtest.h>
 
+#include <memory>
 #include <random>
 #include <vector>
 
 #include "absl/strings/match.h"
+#include "absl/synchronization/notification.h"
 #include "tests/unit/engine/engine_test_util.h"
 
 namespace r2::engine {
@@ -31,13 +33,21 @@ std::vector<std::shared_ptr<RequestHandle>> SubmitAll(Engine& engine, int count,
 }
 
 TEST(EngineFaultTest, ForwardFailureEndsEveryRequestWithAnError) {
+  // Start gate: the engine thread holds its first forward until every request is submitted, so
+  // the fault at step 3 cannot refuse a later Submit however the threads are scheduled.
+  auto all_submitted = std::make_shared<absl::Notification>();
   EngineConfig config = TestEngineConfig(64);
-  config.before_forward = [](uint64_t step) {
+  config.before_forward = [all_submitted](uint64_t step) -> absl::Status {
+    if (!all_submitted->WaitForNotificationWithTimeout(testing::WaitLimit())) {
+      return absl::DeadlineExceededError("the test never opened the start gate");
+    }
     return step == 3 ? absl::InternalError("injected fault") : absl::OkStatus();
   };
   auto engine = MakeEngine(config);
   ASSERT_NE(engine, nullptr);
   auto handles = SubmitAll(*engine, 8, 100, 21);
+  all_submitted->Notify();
+  ASSERT_EQ(handles.size(), 8u);
   for (auto& handle : handles) {
     const Collected c = Collect(*handle);
     ASSERT_FALSE(c.timed_out);
