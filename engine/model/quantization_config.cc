@@ -170,7 +170,9 @@ absl::StatusOr<CompressedTensorsScheme> ParseCompressedTensorsConfig(const Json&
   const Json* format = Find(q, "format");
   if (format == nullptr || !format->is_string()) return f.Error("format", "missing");
   const std::string fmt = format->get<std::string>();
-  if (fmt != "int-quantized" && fmt != "pack-quantized") {
+  // "mixed-precision": each config group names its own format (they must agree here).
+  const bool mixed = fmt == "mixed-precision";
+  if (fmt != "int-quantized" && fmt != "pack-quantized" && !mixed) {
     return f.Unsupported("format", *format,
                          "supported compressed-tensors formats: int-quantized, pack-quantized");
   }
@@ -183,9 +185,10 @@ absl::StatusOr<CompressedTensorsScheme> ParseCompressedTensorsConfig(const Json&
     return f.Error("kv_cache_scheme", "a quantized KV cache is not supported");
   }
   if (const Json* sparsity = Find(q, "sparsity_config"); sparsity != nullptr) {
-    if (!sparsity->is_object() || !sparsity->empty()) {
-      return f.Error("sparsity_config", "sparse weights are not supported");
-    }
+    const Json* sformat = sparsity->is_object() ? Find(*sparsity, "format") : nullptr;
+    const bool dense =
+        sparsity->is_object() && (sparsity->empty() || (sformat != nullptr && *sformat == "dense"));
+    if (!dense) return f.Error("sparsity_config", "sparse weights are not supported");
   }
   const Json* groups = Find(q, "config_groups");
   if (groups == nullptr || !groups->is_object() || groups->empty()) {
@@ -195,12 +198,23 @@ absl::StatusOr<CompressedTensorsScheme> ParseCompressedTensorsConfig(const Json&
   for (auto it = groups->begin(); it != groups->end(); ++it) {
     const Fields gf = f.Sub("config_groups." + it.key());
     std::string group_format = fmt;
-    if (const Json* gfmt = Find(it.value(), "format"); gfmt != nullptr && *gfmt != fmt) {
+    const Json* gfmt = it.value().is_object() ? Find(it.value(), "format") : nullptr;
+    if (mixed) {
+      if (gfmt == nullptr || !gfmt->is_string()) {
+        return gf.Error("format", "missing (the model's format is \"mixed-precision\")");
+      }
+      group_format = gfmt->get<std::string>();
+      if (group_format != "int-quantized" && group_format != "pack-quantized") {
+        return gf.Unsupported("format", *gfmt,
+                              "supported compressed-tensors formats: int-quantized, "
+                              "pack-quantized");
+      }
+    } else if (gfmt != nullptr && *gfmt != fmt) {
       return gf.Unsupported("format", *gfmt, "mixed formats in one model are not supported");
     }
     auto s = ParseGroup(it.value(), group_format, gf);
     if (!s.ok()) return s.status();
-    if (scheme.has_value() && !SameScheme(*scheme, *s)) {
+    if (scheme.has_value() && (!SameScheme(*scheme, *s) || scheme->format != s->format)) {
       return gf.Error("weights", "config groups with different weight schemes are not supported");
     }
     scheme = *s;

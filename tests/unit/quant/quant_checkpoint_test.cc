@@ -460,6 +460,18 @@ TEST(QuantConfigTest, UnsupportedSchemesNameTheScheme) {
   q["config_groups"]["group_1"] = q["config_groups"]["group_0"];
   q["config_groups"]["group_1"]["weights"]["group_size"] = 64;
   EXPECT_THAT(ParseQuant(q).message(), HasSubstr("different weight schemes"));
+  q = Int4Config();  // mixed-precision with one format, and a dense sparsity_config: accepted
+  q["format"] = "mixed-precision";
+  q["config_groups"]["group_0"]["format"] = "pack-quantized";
+  q["sparsity_config"] = {{"format", "dense"}, {"sparsity_structure", "unstructured"}};
+  EXPECT_TRUE(ParseQuant(q).ok());
+  q["config_groups"]["group_1"] = q["config_groups"]["group_0"];
+  q["config_groups"]["group_1"]["format"] = "float-quantized";
+  EXPECT_THAT(ParseQuant(q).message(),
+              AllOf(HasSubstr("group_1.format"), HasSubstr("float-quantized")));
+  q = Int4Config();
+  q["sparsity_config"] = {{"format", "sparse-bitmask"}};
+  EXPECT_THAT(ParseQuant(q).message(), HasSubstr("sparse weights"));
   q = Int4Config();
   q["kv_cache_scheme"] = {{"num_bits", 8}, {"type", "float"}};
   EXPECT_THAT(ParseQuant(q).message(), HasSubstr("kv_cache_scheme"));
