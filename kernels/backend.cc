@@ -56,4 +56,9 @@ absl::StatusOr<MemoryInfo> Backend::QueryMemory() {
   return info;
 }
 
+absl::Status Backend::MoeExperts(const MoeExpertsParams&) {
+  return absl::UnimplementedError(
+      absl::StrCat("MoeExperts: not implemented by ", std::string(name())));
+}
+
 }  // namespace r2

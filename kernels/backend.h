@@ -171,6 +171,38 @@ struct MoeRouteParams {
   float* expert_weights = nullptr;  // [rows, top_k]
 };
 
+// The routed experts of one MoE layer on the router's selection (MoeRoute's outputs): for each
+// token t and each of its top_k pairs (e = expert_ids[t, j], w = expert_weights[t, j]),
+//   y_j = down_e(silu(gate_e x[t]) * up_e x[t]),   h[t] += sum_{j = 0..top_k-1} w * y_j,
+// the k terms summed in order j = 0, 1, ... into one float32 value that is then added to h
+// (deterministic). Every expert of the layer has the same shapes ([width, hidden] gate and up,
+// [hidden, width] down) and dtype; the weights are passed as arrays (in backend memory) of
+// per-expert data pointers, and for F8_E4M3 of per-expert F32 scale_inv pointers laid out as
+// in WeightView (block_out x block_in blocks). A backend may return Unimplemented for shapes,
+// dtypes or row counts it does not handle; the caller then runs the experts one by one.
+struct MoeExpertsParams {
+  const float* x = nullptr;  // [rows, x_stride], hidden values used per row
+  int64_t x_stride = 0;      // 0: hidden
+  int64_t rows = 0;
+  int64_t hidden = 0;       // gate/up in_features, down out_features
+  int64_t width = 0;        // gate/up out_features, down in_features (moe_intermediate_size)
+  int64_t num_experts = 0;  // bound for expert_ids (entries of the pointer arrays)
+  int64_t top_k = 1;
+  const int32_t* expert_ids = nullptr;           // [rows, top_k], each in [0, num_experts)
+  const float* expert_weights = nullptr;         // [rows, top_k]
+  DType dtype = DType::kBF16;                    // of every expert weight: BF16/F16/F32 or F8_E4M3
+  const void* const* gate = nullptr;             // [num_experts] pointers to [width, hidden]
+  const void* const* up = nullptr;               // [num_experts] pointers to [width, hidden]
+  const void* const* down = nullptr;             // [num_experts] pointers to [hidden, width]
+  const float* const* gate_scale_inv = nullptr;  // F8_E4M3 only: [num_experts] pointers to
+  const float* const* up_scale_inv = nullptr;    // [ceil(width/block_out), ceil(hidden/block_in)]
+  const float* const* down_scale_inv = nullptr;  // and [ceil(hidden/bo), ceil(width/bi)]
+  int64_t block_out = 128;
+  int64_t block_in = 128;
+  float* h = nullptr;    // [rows, h_stride], hidden values accumulated per row
+  int64_t h_stride = 0;  // 0: hidden
+};
+
 // Multi-head latent attention, plain (non-absorbed) form, over a variable-length batch:
 //   score_h(t, s) = scale * ([q_nope_h(t); q_pe_h(t)] . [k_nope_h(s); k_pe(s)]),
 //   out_h(t) = sum_s softmax_s(score_h(t, s)) v_h(s),
@@ -301,6 +333,9 @@ class Backend {
   virtual absl::Status MlaPrefillAttention(const MlaPrefillParams& p) = 0;
   virtual absl::Status KvCacheWrite(const KvCacheWriteParams& p) = 0;
   virtual absl::Status MlaDecodeAttention(const MlaDecodeParams& p) = 0;
+  // The default is Unimplemented (the caller falls back to Linear/SiluMul/ScatterAddRows per
+  // expert); the reference, checked-memory, optimized CPU and CUDA backends implement it.
+  virtual absl::Status MoeExperts(const MoeExpertsParams& p);
 };
 
 // The plain float32 reference implementation (kernels/cpu/reference_backend.cc): the oracle that

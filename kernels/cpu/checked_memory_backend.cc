@@ -11,6 +11,7 @@
 #include <iterator>
 #include <map>
 #include <string>
+#include <utility>
 
 #include "kernels/backend.h"
 #include "kernels/cpu/reference_ops.h"
@@ -233,6 +234,51 @@ class CheckedMemoryBackend final : public Backend {
     R2_CHECKED(Floats(op, "out", p.out,
                       Span3(nq, p.out_token_stride, p.heads, p.out_head_stride, c.kv_lora_rank)));
     return cpu::MlaDecodeAttention(p);
+  }
+
+  // Checks the arrays, then every pointer of the experts the ids select (the pointer tables are
+  // backend memory, readable here because this backend's memory is host memory).
+  absl::Status MoeExperts(const MoeExpertsParams& p) override {
+    const std::string op = "MoeExperts";
+    R2_CHECKED(cpu::CheckMoeExperts(p));
+    if (p.rows == 0) return absl::OkStatus();
+    const int64_t d = p.hidden, pairs = p.rows * p.top_k, e_count = p.num_experts;
+    R2_CHECKED(Floats(op, "x", p.x, Span2(p.rows, cpu::Stride(p.x_stride, d), d)));
+    R2_CHECKED(Floats(op, "h", p.h, Span2(p.rows, cpu::Stride(p.h_stride, d), d)));
+    R2_CHECKED(Floats(op, "expert_ids", p.expert_ids, pairs, sizeof(int32_t)));
+    R2_CHECKED(Floats(op, "expert_weights", p.expert_weights, pairs));
+    const bool fp8 = p.dtype == DType::kF8E4M3;
+    const std::pair<const char*, const void* const*> tables[] = {
+        {"gate", p.gate},
+        {"up", p.up},
+        {"down", p.down},
+        {"gate_scale_inv", fp8 ? reinterpret_cast<const void* const*>(p.gate_scale_inv) : nullptr},
+        {"up_scale_inv", fp8 ? reinterpret_cast<const void* const*>(p.up_scale_inv) : nullptr},
+        {"down_scale_inv", fp8 ? reinterpret_cast<const void* const*>(p.down_scale_inv) : nullptr}};
+    for (const auto& [name, table] : tables) {
+      if (table != nullptr) R2_CHECKED(Floats(op, name, table, e_count, sizeof(void*)));
+    }
+    const int64_t elem = fp8 ? 1 : static_cast<int64_t>(DTypeSize(p.dtype));
+    const int64_t w_bytes = p.width * d * elem;
+    auto scale_bytes = [&](int64_t out, int64_t in) {
+      return ((out + p.block_out - 1) / p.block_out) * ((in + p.block_in - 1) / p.block_in) *
+             static_cast<int64_t>(sizeof(float));
+    };
+    for (int64_t i = 0; i < pairs; ++i) {
+      const int32_t e = p.expert_ids[i];
+      if (e < 0 || e >= e_count) break;  // the reference names the bad id
+      R2_CHECKED(Inside(op, "gate[expert]", p.gate[e], w_bytes));
+      R2_CHECKED(Inside(op, "up[expert]", p.up[e], w_bytes));
+      R2_CHECKED(Inside(op, "down[expert]", p.down[e], w_bytes));
+      if (fp8) {
+        R2_CHECKED(
+            Inside(op, "gate_scale_inv[expert]", p.gate_scale_inv[e], scale_bytes(p.width, d)));
+        R2_CHECKED(Inside(op, "up_scale_inv[expert]", p.up_scale_inv[e], scale_bytes(p.width, d)));
+        R2_CHECKED(
+            Inside(op, "down_scale_inv[expert]", p.down_scale_inv[e], scale_bytes(d, p.width)));
+      }
+    }
+    return cpu::MoeExperts(p);
   }
 
  private:

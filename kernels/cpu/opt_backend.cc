@@ -40,6 +40,7 @@ class CpuOptimizedBackend final : public Backend {
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
     return cpu::OptMlaDecodeAttention(k_, p);
   }
+  absl::Status MoeExperts(const MoeExpertsParams& p) override { return cpu::MoeExperts(p); }
 
  private:
   const cpu::SimdKernels& k_;

@@ -26,6 +26,7 @@ class CpuReferenceBackend final : public Backend {
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
     return cpu::MlaDecodeAttention(p);
   }
+  absl::Status MoeExperts(const MoeExpertsParams& p) override { return cpu::MoeExperts(p); }
 };
 
 }  // namespace

@@ -25,6 +25,9 @@ absl::Status MoeRoute(const MoeRouteParams& p);
 absl::Status MlaPrefillAttention(const MlaPrefillParams& p);
 absl::Status KvCacheWrite(const KvCacheWriteParams& p);
 absl::Status MlaDecodeAttention(const MlaDecodeParams& p);
+absl::Status MoeExperts(const MoeExpertsParams& p);  // reference_moe_experts.cc
+// MoeExperts' host-side argument checks (shapes, dtype, null pointers; not the indices).
+absl::Status CheckMoeExperts(const MoeExpertsParams& p);
 
 // Below this many multiply-adds an op runs on one thread: forking a team costs more than it saves
 // (and much more on an oversubscribed machine).

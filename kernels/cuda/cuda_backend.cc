@@ -129,9 +129,7 @@ class CudaBackend final : public Backend {
     return absl::OkStatus();
   }
 
-  std::string_view name() const override {
-    return ctx_.fp32_activations ? "cuda-fp32" : "cuda";
-  }
+  std::string_view name() const override { return ctx_.fp32_activations ? "cuda-fp32" : "cuda"; }
   bool host_memory() const override { return false; }
 
   absl::StatusOr<void*> Allocate(size_t bytes) override {
@@ -283,6 +281,9 @@ class CudaBackend final : public Backend {
   }
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
     return Run([&] { return cuda::MlaDecodeAttention(ctx_, p); });
+  }
+  absl::Status MoeExperts(const MoeExpertsParams& p) override {
+    return Run([&] { return cuda::MoeExperts(ctx_, p); });
   }
 
  private:

@@ -11,6 +11,7 @@
 //   moe_route.cu          MoeRoute
 //   mla_prefill.cu        MlaPrefillAttention
 //   mla_decode.cu         MlaDecodeAttention (split over the KV length), KvCacheWrite
+//   moe_experts.cu        MoeExperts (the routed experts of a decode step, no host round trip)
 // Argument checks on shapes, dtypes and strides happen on the host in each launcher (they return
 // InvalidArgument naming the op and field); index arrays live on the device and are guarded in
 // the kernels (an out-of-range index skips its row, never faults).
@@ -99,5 +100,9 @@ absl::Status MoeRoute(const Context& ctx, const MoeRouteParams& p);
 absl::Status MlaPrefillAttention(const Context& ctx, const MlaPrefillParams& p);
 absl::Status KvCacheWrite(const Context& ctx, const KvCacheWriteParams& p);
 absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p);
+// moe_experts.cu: decode-sized batches (rows * top_k <= kMoeExpertsMaxPairs) of BF16 or FP8
+// experts; Unimplemented otherwise (the caller runs the experts one by one).
+inline constexpr int64_t kMoeExpertsMaxPairs = 64;
+absl::Status MoeExperts(const Context& ctx, const MoeExpertsParams& p);
 
 }  // namespace r2::cuda

@@ -1,0 +1,270 @@
+// MoeExperts for decode-sized batches: the routed experts of every (token, expert) pair in three
+// launches and no host round trip.
+//  1. GateUpKernel, grid (row tiles of width, pairs): one warp per output row o computes
+//     gate_e[o] . x[t] and up_e[o] . x[t] together (x[t] in shared memory, float32; bf16 or fp8
+//     weights dequantized in registers, each selected expert's rows read once per pair) and
+//     writes act[pair, o] = silu(gate) * up.
+//  2. DownKernel, grid (row tiles of hidden, pairs): y[pair, o] = down_e[o] . act[pair].
+//  3. CombineKernel: h[t, o] += sum_{j < top_k} w[t, j] * y[t * top_k + j, o], j in order.
+// A pair whose expert id is out of range contributes nothing (the kernels skip it).
+#include <cuda_bf16.h>
+#include <cuda_fp8.h>
+
+#include <cstdint>
+#include <type_traits>
+
+#include "kernels/cpu/reference_ops.h"
+#include "kernels/cuda/cuda_common.cuh"
+#include "kernels/cuda/cuda_context.h"
+
+namespace r2::cuda {
+namespace {
+
+constexpr int kThreads = 256;  // 8 warps
+constexpr int kWarps = kThreads / 32;
+constexpr int kRowsPerBlock = 32;  // output rows per block (4 per warp)
+constexpr int64_t kMaxSharedFloats = 48 * 1024 / 4;
+
+struct Bf16W {
+  using Storage = __nv_bfloat16;
+  static constexpr int kVec = 8;  // elements per 16-byte load
+};
+struct Fp8W {
+  using Storage = uint8_t;
+  static constexpr int kVec = 16;
+};
+
+__device__ __forceinline__ float2 Fp8x2ToFloat2(unsigned short pair) {
+  const __half2_raw h = __nv_cvt_fp8x2_to_halfraw2(pair, __NV_E4M3);
+  return __half22float2(__half2(h));
+}
+
+template <typename WT>
+__device__ __forceinline__ float LoadOne(const typename WT::Storage* w, int64_t j) {
+  if constexpr (std::is_same_v<WT, Fp8W>) {
+    const __half_raw h = __nv_cvt_fp8_to_halfraw(w[j], __NV_E4M3);
+    return __half2float(__half(h));
+  } else {
+    return __bfloat162float(w[j]);
+  }
+}
+
+// Dot of one 16-byte word of weights (kVec values) with sx[0 .. kVec).
+template <typename WT>
+__device__ __forceinline__ float DotWord(const uint4 word, const float* sx) {
+  const uint32_t parts[4] = {word.x, word.y, word.z, word.w};
+  float acc = 0.0f;
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if constexpr (std::is_same_v<WT, Fp8W>) {
+      const float2 lo = Fp8x2ToFloat2(static_cast<unsigned short>(parts[i] & 0xffffu));
+      const float2 hi = Fp8x2ToFloat2(static_cast<unsigned short>(parts[i] >> 16));
+      acc = fmaf(lo.x, sx[4 * i], acc);
+      acc = fmaf(lo.y, sx[4 * i + 1], acc);
+      acc = fmaf(hi.x, sx[4 * i + 2], acc);
+      acc = fmaf(hi.y, sx[4 * i + 3], acc);
+    } else {
+      __nv_bfloat162 b;
+      memcpy(&b, &parts[i], 4);
+      const float2 f = __bfloat1622float2(b);
+      acc = fmaf(f.x, sx[2 * i], acc);
+      acc = fmaf(f.y, sx[2 * i + 1], acc);
+    }
+  }
+  return acc;
+}
+
+// Row o of an [out, in] expert weight dotted with sx (shared memory, `in` floats), summed over
+// the warp (every lane returns the total). scale_inv: fp8 only, the expert's scale matrix.
+template <typename WT>
+__device__ float RowDot(const typename WT::Storage* w, const float* scale_inv, int64_t in,
+                        int64_t o, int64_t block_out, int64_t block_in, bool vec, const float* sx) {
+  constexpr bool kFp8 = std::is_same_v<WT, Fp8W>;
+  constexpr int V = WT::kVec;
+  const int lane = threadIdx.x & 31;
+  const typename WT::Storage* row = w + o * in;
+  const float* srow = nullptr;
+  if constexpr (kFp8) srow = scale_inv + (o / block_out) * ((in + block_in - 1) / block_in);
+  float acc = 0.0f;
+  if (vec) {  // in % V == 0, 16-byte aligned rows; fp8: block_in % V == 0
+    const uint4* words = reinterpret_cast<const uint4*>(row);
+    for (int64_t c = lane; c < in / V; c += 32) {
+      const uint4 word = __ldg(words + c);
+      const float part = DotWord<WT>(word, sx + c * V);
+      if constexpr (kFp8) {
+        acc = fmaf(part, __ldg(srow + (c * V) / block_in), acc);
+      } else {
+        acc += part;
+      }
+    }
+  } else {
+    for (int64_t j = lane; j < in; j += 32) {
+      float v = LoadOne<WT>(row, j) * sx[j];
+      if constexpr (kFp8) v *= __ldg(srow + j / block_in);
+      acc += v;
+    }
+  }
+  return WarpSum(acc);
+}
+
+struct ExpertArgs {
+  const float* x;
+  int64_t xs;
+  int64_t hidden, width, num_experts, top_k;
+  const int32_t* ids;
+  const void* const* gate;
+  const void* const* up;
+  const void* const* down;
+  const float* const* gate_scale;
+  const float* const* up_scale;
+  const float* const* down_scale;
+  int64_t block_out, block_in;
+  bool vec_in_hidden;  // vector loads for rows of `hidden` values (gate, up)
+  bool vec_in_width;   // ... of `width` values (down)
+  float* act;          // [pairs, width]
+  float* y;            // [pairs, hidden]
+};
+
+__device__ __forceinline__ bool Aligned16(const void* p) {
+  return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
+}
+
+template <typename WT>
+__global__ void __launch_bounds__(kThreads) GateUpKernel(ExpertArgs a) {
+  extern __shared__ float sx[];
+  const int64_t pair = blockIdx.y;
+  const int32_t e = a.ids[pair];
+  if (e < 0 || e >= a.num_experts) return;
+  const float* x = a.x + (pair / a.top_k) * a.xs;
+  for (int64_t j = threadIdx.x; j < a.hidden; j += kThreads) sx[j] = x[j];
+  __syncthreads();
+  using S = typename WT::Storage;
+  const S* gate = static_cast<const S*>(a.gate[e]);
+  const S* up = static_cast<const S*>(a.up[e]);
+  constexpr bool kFp8 = std::is_same_v<WT, Fp8W>;
+  const float* gs = kFp8 ? a.gate_scale[e] : nullptr;
+  const float* us = kFp8 ? a.up_scale[e] : nullptr;
+  const bool vec = a.vec_in_hidden && Aligned16(gate) && Aligned16(up);
+  const int warp = threadIdx.x / 32;
+  for (int r = warp; r < kRowsPerBlock; r += kWarps) {
+    const int64_t o = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + r;
+    if (o >= a.width) break;
+    const float g = RowDot<WT>(gate, gs, a.hidden, o, a.block_out, a.block_in, vec, sx);
+    const float u = RowDot<WT>(up, us, a.hidden, o, a.block_out, a.block_in, vec, sx);
+    if ((threadIdx.x & 31) == 0) a.act[pair * a.width + o] = g / (1.0f + expf(-g)) * u;
+  }
+}
+
+template <typename WT>
+__global__ void __launch_bounds__(kThreads) DownKernel(ExpertArgs a) {
+  extern __shared__ float sx[];
+  const int64_t pair = blockIdx.y;
+  const int32_t e = a.ids[pair];
+  if (e < 0 || e >= a.num_experts) return;
+  const float* act = a.act + pair * a.width;
+  for (int64_t j = threadIdx.x; j < a.width; j += kThreads) sx[j] = act[j];
+  __syncthreads();
+  using S = typename WT::Storage;
+  const S* down = static_cast<const S*>(a.down[e]);
+  const float* ds = std::is_same_v<WT, Fp8W> ? a.down_scale[e] : nullptr;
+  const bool vec = a.vec_in_width && Aligned16(down);
+  const int warp = threadIdx.x / 32;
+  for (int r = warp; r < kRowsPerBlock; r += kWarps) {
+    const int64_t o = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + r;
+    if (o >= a.hidden) break;
+    const float v = RowDot<WT>(down, ds, a.width, o, a.block_out, a.block_in, vec, sx);
+    if ((threadIdx.x & 31) == 0) a.y[pair * a.hidden + o] = v;
+  }
+}
+
+// h[t, o] += sum_j w[t, j] * y[t * top_k + j, o], j = 0, 1, ... (out-of-range ids skipped).
+__global__ void CombineKernel(const float* __restrict__ y, const int32_t* __restrict__ ids,
+                              const float* __restrict__ weights, int64_t rows, int64_t top_k,
+                              int64_t hidden, int64_t num_experts, float* __restrict__ h,
+                              int64_t hs) {
+  const int64_t t = blockIdx.y;
+  for (int64_t o = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; o < hidden;
+       o += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    float acc = 0.0f;
+    for (int64_t j = 0; j < top_k; ++j) {
+      const int64_t pair = t * top_k + j;
+      const int32_t e = ids[pair];
+      if (e < 0 || e >= num_experts) continue;
+      acc += weights[pair] * y[pair * hidden + o];
+    }
+    h[t * hs + o] += acc;
+  }
+}
+
+template <typename WT>
+absl::Status Launch(const Context& ctx, const MoeExpertsParams& p, ExpertArgs a, int64_t pairs) {
+  constexpr int V = WT::kVec;
+  constexpr bool kFp8 = std::is_same_v<WT, Fp8W>;
+  const int64_t elem = sizeof(typename WT::Storage);
+  a.vec_in_hidden =
+      a.hidden % V == 0 && (a.hidden * elem) % 16 == 0 && (!kFp8 || a.block_in % V == 0);
+  a.vec_in_width = a.width % V == 0 && (a.width * elem) % 16 == 0 && (!kFp8 || a.block_in % V == 0);
+  const dim3 gate_grid(static_cast<unsigned>(CeilDiv(a.width, kRowsPerBlock)),
+                       static_cast<unsigned>(pairs));
+  GateUpKernel<WT><<<gate_grid, kThreads, a.hidden * sizeof(float), ctx.stream>>>(a);
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("MoeExperts (gate/up)");
+  const dim3 down_grid(static_cast<unsigned>(CeilDiv(a.hidden, kRowsPerBlock)),
+                       static_cast<unsigned>(pairs));
+  DownKernel<WT><<<down_grid, kThreads, a.width * sizeof(float), ctx.stream>>>(a);
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("MoeExperts (down)");
+  const dim3 combine_grid(static_cast<unsigned>(CeilDiv(a.hidden, 256)),
+                          static_cast<unsigned>(p.rows));
+  CombineKernel<<<combine_grid, 256, 0, ctx.stream>>>(a.y, p.expert_ids, p.expert_weights, p.rows,
+                                                      p.top_k, a.hidden, a.num_experts, p.h,
+                                                      StrideOr(p.h_stride, a.hidden));
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("MoeExperts (combine)");
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status MoeExperts(const Context& ctx, const MoeExpertsParams& p) {
+  if (absl::Status s = cpu::CheckMoeExperts(p); !s.ok()) return s;
+  if (p.rows == 0) return absl::OkStatus();
+  const int64_t pairs = p.rows * p.top_k;
+  if (pairs > kMoeExpertsMaxPairs) {
+    return absl::UnimplementedError(absl::StrCat("MoeExperts: ", pairs, " (token, expert) pairs; ",
+                                                 "the CUDA kernels take at most ",
+                                                 kMoeExpertsMaxPairs));
+  }
+  if (p.dtype != DType::kBF16 && p.dtype != DType::kF8E4M3) {
+    return absl::UnimplementedError(
+        absl::StrCat("MoeExperts: CUDA takes bf16 or f8_e4m3 experts, not ", DTypeStr(p.dtype)));
+  }
+  if (p.hidden > kMaxSharedFloats || p.width > kMaxSharedFloats) {
+    return absl::UnimplementedError(absl::StrCat("MoeExperts: hidden ", p.hidden, " or width ",
+                                                 p.width, " above ", kMaxSharedFloats));
+  }
+  const size_t act_bytes = static_cast<size_t>(pairs * p.width) * sizeof(float);
+  const size_t act_padded = (act_bytes + 255) / 256 * 256;
+  const size_t y_bytes = static_cast<size_t>(pairs * p.hidden) * sizeof(float);
+  absl::StatusOr<void*> scratch = ctx.misc_scratch.Get(act_padded + y_bytes, ctx.stream);
+  if (!scratch.ok()) return scratch.status();
+  ExpertArgs a{};
+  a.x = p.x;
+  a.xs = StrideOr(p.x_stride, p.hidden);
+  a.hidden = p.hidden;
+  a.width = p.width;
+  a.num_experts = p.num_experts;
+  a.top_k = p.top_k;
+  a.ids = p.expert_ids;
+  a.gate = p.gate;
+  a.up = p.up;
+  a.down = p.down;
+  a.gate_scale = p.gate_scale_inv;
+  a.up_scale = p.up_scale_inv;
+  a.down_scale = p.down_scale_inv;
+  a.block_out = p.block_out;
+  a.block_in = p.block_in;
+  a.act = static_cast<float*>(*scratch);
+  a.y = reinterpret_cast<float*>(static_cast<char*>(*scratch) + act_padded);
+  if (p.dtype == DType::kF8E4M3) return Launch<Fp8W>(ctx, p, a, pairs);
+  return Launch<Bf16W>(ctx, p, a, pairs);
+}
+
+}  // namespace r2::cuda
