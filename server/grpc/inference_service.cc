@@ -87,7 +87,7 @@ class ChatStream final : public GenerationStream<v1::ChatResponse> {
         id_(NewResponseId("chatcmpl-")),
         tokenizer_(tokenizer),
         logprobs_(logprobs),
-        parser_(std::move(plan), n) {}
+        parser_(std::move(plan), n, /*stream_tool_arguments=*/true) {}
 
  protected:
   bool Encode(const engine::RequestOutput& output, v1::ChatResponse* message) override {

@@ -349,14 +349,20 @@ TEST(GrpcCancel, ExpiredDeadlineAbortsTheRequest) {
   auto client = server.Client();
   server.gate().Close();  // the request cannot make progress before its deadline
   const uint64_t aborts_before = server.engine().stats().requests_finished_abort;
-  CallOptions options;
-  options.timeout = absl::Milliseconds(300);
-  CallResult r = client->Generate(
-      IdsRequest({5, 6, 7}, 400), [](const auto&) { return true; }, options);
+  CallResult r;
+  std::thread call([&] {
+    CallOptions options;
+    options.timeout = absl::Seconds(2);
+    r = client->Generate(
+        IdsRequest({5, 6, 7}, 400), [](const auto&) { return true; }, options);
+  });
+  ASSERT_TRUE(server.gate().WaitUntilHeld(WaitLimit())) << "the request reached the engine";
+  call.join();  // returns when the deadline has passed
   EXPECT_EQ(r.status.code(), absl::StatusCode::kDeadlineExceeded) << r.status;
   server.gate().Open();
   EXPECT_TRUE(server.WaitIdle()) << "KV blocks back to baseline";
-  EXPECT_EQ(server.engine().stats().requests_finished_abort, aborts_before + 1);
+  EXPECT_TRUE(Eventually(
+      [&] { return server.engine().stats().requests_finished_abort == aborts_before + 1; }));
 }
 
 TEST(GrpcConcurrency, SixtyFourStreamsAllComplete) {
