@@ -240,6 +240,15 @@ def test_chat_errors(pb, stub, needs_chat):
     assert "tool" in e.details()
 
 
+def test_oversized_message_is_resource_exhausted(pb, stub):
+    msg, _ = pb
+    big = "a" * (5 * 2**20)  # above the default --grpc-max-message-bytes of 4M
+    e = call_error(lambda: stub.Tokenize(msg.TokenizeRequest(text=big), timeout=60))
+    assert e.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, e.details()
+    ok = stub.Tokenize(msg.TokenizeRequest(text="a" * 1000), timeout=60)  # still serving
+    assert len(ok.token_ids) > 0
+
+
 def test_unknown_model_is_not_found(pb, stub):
     msg, _ = pb
     request = msg.GenerateRequest(model="no-such-model", token_ids=msg.TokenIds(ids=PROMPT_IDS))
