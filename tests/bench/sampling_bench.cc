@@ -64,7 +64,9 @@ void SetRowCounters(benchmark::State& state, int64_t rows) {
 
 // Sampler on `rows` rows of one shape with one mode.
 void BM_Sample(benchmark::State& state, std::string mode, bool peaked, int32_t rows) {
-  absl::StatusOr<Sampler> sampler = Sampler::Create({.vocab_size = kVocab, .eos_token_ids = {1}});
+  // One thread: the table compares per-row costs (r2_engine_step_bench measures the threads).
+  absl::StatusOr<Sampler> sampler =
+      Sampler::Create({.vocab_size = kVocab, .eos_token_ids = {1}, .num_threads = 1});
   std::vector<float> logits;
   std::vector<SamplingState> owned;
   for (int32_t r = 0; r < rows; ++r) {
