@@ -378,16 +378,47 @@ absl::Status RunGemv(const Context& ctx, const LinearParams& p, int64_t xs, int6
 
 // ---- cuBLASLt path ----------------------------------------------------------------------------
 
-// x [batch][rows] (strided) -> packed bf16 [batch][rows][in].
+// x [batch][rows] (strided) times `mul` -> packed bf16 [batch][rows][in]. One block per row
+// (grid-stride); kVec: rows 16-byte aligned and in a multiple of 4, float4 in, 4 bf16 out.
+template <bool kVec>
 __global__ void ToBf16Kernel(const float* __restrict__ x, int64_t xs, int64_t x_bs, int64_t rows,
-                             int64_t in, int64_t total, __nv_bfloat16* __restrict__ out,
-                             float mul = 1.0f) {
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t br = k / in, j = k % in;
-    const int64_t b = br / rows, r = br % rows;
-    out[k] = __float2bfloat16_rn(x[b * x_bs + r * xs + j] * mul);
+                             int64_t in, int64_t total_rows, __nv_bfloat16* __restrict__ out,
+                             float mul) {
+  for (int64_t br = blockIdx.x; br < total_rows; br += gridDim.x) {
+    const float* xr = x + (br / rows) * x_bs + (br % rows) * xs;
+    __nv_bfloat16* o = out + br * in;
+    if constexpr (kVec) {
+      for (int64_t j = 4 * threadIdx.x; j < in; j += 4 * blockDim.x) {
+        const float4 v = __ldg(reinterpret_cast<const float4*>(xr + j));
+        __nv_bfloat162 h[2] = {__floats2bfloat162_rn(v.x * mul, v.y * mul),
+                               __floats2bfloat162_rn(v.z * mul, v.w * mul)};
+        *reinterpret_cast<uint2*>(o + j) = *reinterpret_cast<const uint2*>(h);
+      }
+    } else {
+      for (int64_t j = threadIdx.x; j < in; j += blockDim.x) {
+        o[j] = __float2bfloat16_rn(xr[j] * mul);
+      }
+    }
   }
+}
+
+// Launches ToBf16Kernel for `batch` x `rows` rows of x.
+absl::Status ConvertToBf16(const Context& ctx, const float* x, int64_t xs, int64_t x_bs,
+                           int64_t batch, int64_t rows, int64_t in, __nv_bfloat16* out, float mul) {
+  const int64_t total_rows = batch * rows;
+  const bool vec = in % 4 == 0 && xs % 4 == 0 && (batch == 1 || x_bs % 4 == 0) &&
+                   reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const int threads = in >= 1024 ? 256 : 128;
+  const unsigned blocks = GridCap(total_rows, 1 << 16);
+  if (vec) {
+    ToBf16Kernel<true>
+        <<<blocks, threads, 0, ctx.stream>>>(x, xs, x_bs, rows, in, total_rows, out, mul);
+  } else {
+    ToBf16Kernel<false>
+        <<<blocks, threads, 0, ctx.stream>>>(x, xs, x_bs, rows, in, total_rows, out, mul);
+  }
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (x to bf16)");
+  return absl::OkStatus();
 }
 
 // Weight rows [o0, o0 + n) of an F16 or FP8 weight -> packed bf16 [n][in].
@@ -619,10 +650,10 @@ absl::Status RunLinearLt(const Context& ctx, const LinearParams& p, int64_t xs, 
   if (!scratch.ok()) return scratch.status();
   auto* xb = static_cast<__nv_bfloat16*>(*scratch);
   auto* tile = reinterpret_cast<__nv_bfloat16*>(static_cast<char*>(*scratch) + x_bytes);
-  const int64_t total = p.batch * p.rows * in;
-  ToBf16Kernel<<<GridCap(CeilDiv(total, 256), 1 << 16), 256, 0, ctx.stream>>>(
-      p.x, xs, p.x_batch_stride, p.rows, in, total, xb);
-  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (x to bf16)");
+  if (absl::Status s = ConvertToBf16(ctx, p.x, xs, p.x_batch_stride, p.batch, p.rows, in, xb, 1.0f);
+      !s.ok()) {
+    return s;
+  }
   if (dt == DType::kBF16) {
     const Gemm g{CUDA_R_16BF,           out,     p.rows,      in,          w.weight.data, in,
                  p.weight_batch_stride, xb,      in,          p.rows * in, p.y,           ys,
@@ -844,10 +875,10 @@ absl::Status RunFp8Skinny(const Context& ctx, const LinearParams& p, int64_t xs,
     if (!scratch.ok()) return scratch.status();
     auto* xb = static_cast<__nv_bfloat16*>(*scratch);
     auto* partial = reinterpret_cast<float*>(static_cast<char*>(*scratch) + x_bytes);
-    const int64_t total = rows * in;
-    ToBf16Kernel<<<GridCap(CeilDiv(total, 256), 1 << 16), 256, 0, ctx.stream>>>(
-        p.x + r0 * xs, xs, 0, rows, in, total, xb, kSkinnyXScale);
-    R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (x to bf16)");
+    if (absl::Status s = ConvertToBf16(ctx, p.x + r0 * xs, xs, 0, 1, rows, in, xb, kSkinnyXScale);
+        !s.ok()) {
+      return s;
+    }
     SkinnyArgs a{static_cast<const uint8_t*>(w.weight.data),
                  w.scale_inv.as<float>(),
                  w.scale_inv.shape[1],
