@@ -85,12 +85,13 @@ __global__ void RopeKernel(float* x, int64_t rows, int64_t heads, int64_t token_
 
 // ---- SiluMul, Add -----------------------------------------------------------------------------
 
+// Row ops on [rows, dim] views: grid.x covers the columns, grid.y the rows (looping past the
+// grid's limit), so no element index is ever divided.
 __global__ void SiluMulKernel(const float* gate, int64_t gs, const float* up, int64_t us,
                               float* out, int64_t os, int64_t rows, int64_t dim) {
-  const int64_t total = rows * dim;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = k / dim, j = k % dim;
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j >= dim) return;
+  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y) {
     const float g = gate[i * gs + j];
     out[i * os + j] = g / (1.0f + expf(-g)) * up[i * us + j];
   }
@@ -98,12 +99,14 @@ __global__ void SiluMulKernel(const float* gate, int64_t gs, const float* up, in
 
 __global__ void AddKernel(const float* a, int64_t as, const float* b, int64_t bs, float* out,
                           int64_t os, int64_t rows, int64_t dim) {
-  const int64_t total = rows * dim;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t i = k / dim, j = k % dim;
+  const int64_t j = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (j >= dim) return;
+  for (int64_t i = blockIdx.y; i < rows; i += gridDim.y)
     out[i * os + j] = a[i * as + j] + b[i * bs + j];
-  }
+}
+
+dim3 RowGrid(int64_t rows, int64_t dim) {
+  return dim3(static_cast<unsigned>(CeilDiv(dim, 256)), GridCap(rows, 65535));
 }
 
 // ---- GatherRows -------------------------------------------------------------------------------
@@ -297,8 +300,8 @@ absl::Status SiluMul(const Context& ctx, const SiluMulParams& p) {
   }
   const int64_t gs = StrideOr(p.gate_stride, p.dim), us = StrideOr(p.up_stride, p.dim);
   const int64_t os = StrideOr(p.out_stride, p.dim);
-  SiluMulKernel<<<Blocks1D(p.rows * p.dim), kThreads, 0, ctx.stream>>>(p.gate, gs, p.up, us, p.out,
-                                                                       os, p.rows, p.dim);
+  SiluMulKernel<<<RowGrid(p.rows, p.dim), kThreads, 0, ctx.stream>>>(p.gate, gs, p.up, us, p.out,
+                                                                     os, p.rows, p.dim);
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("SiluMul");
   return absl::OkStatus();
 }
@@ -310,8 +313,8 @@ absl::Status Add(const Context& ctx, const AddParams& p) {
     return Invalid("Add", "null a, b or out");
   const int64_t as = StrideOr(p.a_stride, p.dim), bs = StrideOr(p.b_stride, p.dim);
   const int64_t os = StrideOr(p.out_stride, p.dim);
-  AddKernel<<<Blocks1D(p.rows * p.dim), kThreads, 0, ctx.stream>>>(p.a, as, p.b, bs, p.out, os,
-                                                                   p.rows, p.dim);
+  AddKernel<<<RowGrid(p.rows, p.dim), kThreads, 0, ctx.stream>>>(p.a, as, p.b, bs, p.out, os,
+                                                                 p.rows, p.dim);
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("Add");
   return absl::OkStatus();
 }
