@@ -22,7 +22,10 @@ namespace {
 
 constexpr int kThreads = 256;  // 8 warps
 constexpr int kWarps = kThreads / 32;
-constexpr int kRowsPerBlock = 32;  // output rows per block (4 per warp)
+constexpr int kGateUpRowsPerWarp = 2;  // output rows of gate and of up per warp
+constexpr int kGateUpRows = kWarps * kGateUpRowsPerWarp;
+constexpr int kDownRowsPerWarp = 4;
+constexpr int kDownRows = kWarps * kDownRowsPerWarp;
 constexpr int64_t kMaxSharedFloats = 48 * 1024 / 4;
 
 struct Bf16W {
@@ -74,37 +77,69 @@ __device__ __forceinline__ float DotWord(const uint4 word, const float* sx) {
   return acc;
 }
 
-// Row o of an [out, in] expert weight dotted with sx (shared memory, `in` floats), summed over
-// the warp (every lane returns the total). scale_inv: fp8 only, the expert's scale matrix.
-template <typename WT>
-__device__ float RowDot(const typename WT::Storage* w, const float* scale_inv, int64_t in,
-                        int64_t o, int64_t block_out, int64_t block_in, bool vec, const float* sx) {
+// R rows of [out, in] expert weights dotted with sx (shared memory, `in` floats), each summed
+// over the warp (every lane returns the totals). Lane `lane` reads the same columns of every row,
+// so each x value is read from shared memory once per R rows, and R independent 16-byte loads
+// are in flight per step. scales[r]: fp8 only, row r's row of the expert's scale matrix.
+template <typename WT, int R>
+__device__ __forceinline__ void MultiRowDot(const typename WT::Storage* const (&rows)[R],
+                                            const float* const (&scales)[R], int64_t in,
+                                            int64_t block_in, bool vec, const float* sx,
+                                            float (&out)[R]) {
   constexpr bool kFp8 = std::is_same_v<WT, Fp8W>;
   constexpr int V = WT::kVec;
   const int lane = threadIdx.x & 31;
-  const typename WT::Storage* row = w + o * in;
-  const float* srow = nullptr;
-  if constexpr (kFp8) srow = scale_inv + (o / block_out) * ((in + block_in - 1) / block_in);
-  float acc = 0.0f;
+  float acc[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
   if (vec) {  // in % V == 0, 16-byte aligned rows; fp8: block_in % V == 0
-    const uint4* words = reinterpret_cast<const uint4*>(row);
+#pragma unroll 2
     for (int64_t c = lane; c < in / V; c += 32) {
-      const uint4 word = __ldg(words + c);
-      const float part = DotWord<WT>(word, sx + c * V);
-      if constexpr (kFp8) {
-        acc = fmaf(part, __ldg(srow + (c * V) / block_in), acc);
-      } else {
-        acc += part;
+      float xv[V];
+#pragma unroll
+      for (int i = 0; i < V / 4; ++i) {
+        const float4 f = reinterpret_cast<const float4*>(sx + c * V)[i];
+        xv[4 * i] = f.x;
+        xv[4 * i + 1] = f.y;
+        xv[4 * i + 2] = f.z;
+        xv[4 * i + 3] = f.w;
+      }
+      uint4 words[R];
+#pragma unroll
+      for (int r = 0; r < R; ++r) words[r] = __ldg(reinterpret_cast<const uint4*>(rows[r]) + c);
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const float part = DotWord<WT>(words[r], xv);
+        if constexpr (kFp8) {
+          acc[r] = fmaf(part, __ldg(scales[r] + (c * V) / block_in), acc[r]);
+        } else {
+          acc[r] += part;
+        }
       }
     }
   } else {
     for (int64_t j = lane; j < in; j += 32) {
-      float v = LoadOne<WT>(row, j) * sx[j];
-      if constexpr (kFp8) v *= __ldg(srow + j / block_in);
-      acc += v;
+      const float xj = sx[j];
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        float v = LoadOne<WT>(rows[r], j) * xj;
+        if constexpr (kFp8) v *= __ldg(scales[r] + j / block_in);
+        acc[r] += v;
+      }
     }
   }
-  return WarpSum(acc);
+#pragma unroll
+  for (int r = 0; r < R; ++r) out[r] = WarpSum(acc[r]);
+}
+
+// Row o of an [out, in] weight and (fp8) its row of scales.
+template <typename WT>
+__device__ __forceinline__ const typename WT::Storage* RowOf(const void* w, int64_t in, int64_t o) {
+  return static_cast<const typename WT::Storage*>(w) + o * in;
+}
+__device__ __forceinline__ const float* ScaleRowOf(const float* s, int64_t in, int64_t o,
+                                                   int64_t block_out, int64_t block_in) {
+  return s == nullptr ? nullptr : s + (o / block_out) * ((in + block_in - 1) / block_in);
 }
 
 struct ExpertArgs {
@@ -129,6 +164,8 @@ __device__ __forceinline__ bool Aligned16(const void* p) {
   return (reinterpret_cast<uintptr_t>(p) & 15u) == 0;
 }
 
+// Output rows [blockIdx.x * kGateUpRows, +kGateUpRows) of gate and up for pair blockIdx.y; warp
+// w takes rows w, w + kWarps, ... (kGateUpRowsPerWarp of them, both matrices at once).
 template <typename WT>
 __global__ void __launch_bounds__(kThreads) GateUpKernel(ExpertArgs a) {
   extern __shared__ float sx[];
@@ -138,23 +175,38 @@ __global__ void __launch_bounds__(kThreads) GateUpKernel(ExpertArgs a) {
   const float* x = a.x + (pair / a.top_k) * a.xs;
   for (int64_t j = threadIdx.x; j < a.hidden; j += kThreads) sx[j] = x[j];
   __syncthreads();
-  using S = typename WT::Storage;
-  const S* gate = static_cast<const S*>(a.gate[e]);
-  const S* up = static_cast<const S*>(a.up[e]);
   constexpr bool kFp8 = std::is_same_v<WT, Fp8W>;
+  constexpr int R = kGateUpRowsPerWarp;
+  const void* gate = a.gate[e];
+  const void* up = a.up[e];
   const float* gs = kFp8 ? a.gate_scale[e] : nullptr;
   const float* us = kFp8 ? a.up_scale[e] : nullptr;
   const bool vec = a.vec_in_hidden && Aligned16(gate) && Aligned16(up);
   const int warp = threadIdx.x / 32;
-  for (int r = warp; r < kRowsPerBlock; r += kWarps) {
-    const int64_t o = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + r;
-    if (o >= a.width) break;
-    const float g = RowDot<WT>(gate, gs, a.hidden, o, a.block_out, a.block_in, vec, sx);
-    const float u = RowDot<WT>(up, us, a.hidden, o, a.block_out, a.block_in, vec, sx);
-    if ((threadIdx.x & 31) == 0) a.act[pair * a.width + o] = g / (1.0f + expf(-g)) * u;
+  int64_t o[R];
+  const typename WT::Storage* rows[2 * R];
+  const float* scales[2 * R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    o[r] = static_cast<int64_t>(blockIdx.x) * kGateUpRows + warp + r * kWarps;
+    const int64_t row = o[r] < a.width ? o[r] : 0;  // past the edge: read row 0, drop the result
+    rows[r] = RowOf<WT>(gate, a.hidden, row);
+    rows[R + r] = RowOf<WT>(up, a.hidden, row);
+    scales[r] = ScaleRowOf(gs, a.hidden, row, a.block_out, a.block_in);
+    scales[R + r] = ScaleRowOf(us, a.hidden, row, a.block_out, a.block_in);
+  }
+  float dots[2 * R];
+  MultiRowDot<WT, 2 * R>(rows, scales, a.hidden, a.block_in, vec, sx, dots);
+  if ((threadIdx.x & 31) != 0) return;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (o[r] >= a.width) continue;
+    const float g = dots[r], u = dots[R + r];
+    a.act[pair * a.width + o[r]] = g / (1.0f + expf(-g)) * u;
   }
 }
 
+// y[pair, o] for rows [blockIdx.x * kDownRows, +kDownRows) of down, pair blockIdx.y.
 template <typename WT>
 __global__ void __launch_bounds__(kThreads) DownKernel(ExpertArgs a) {
   extern __shared__ float sx[];
@@ -164,16 +216,27 @@ __global__ void __launch_bounds__(kThreads) DownKernel(ExpertArgs a) {
   const float* act = a.act + pair * a.width;
   for (int64_t j = threadIdx.x; j < a.width; j += kThreads) sx[j] = act[j];
   __syncthreads();
-  using S = typename WT::Storage;
-  const S* down = static_cast<const S*>(a.down[e]);
+  constexpr int R = kDownRowsPerWarp;
+  const void* down = a.down[e];
   const float* ds = std::is_same_v<WT, Fp8W> ? a.down_scale[e] : nullptr;
   const bool vec = a.vec_in_width && Aligned16(down);
   const int warp = threadIdx.x / 32;
-  for (int r = warp; r < kRowsPerBlock; r += kWarps) {
-    const int64_t o = static_cast<int64_t>(blockIdx.x) * kRowsPerBlock + r;
-    if (o >= a.hidden) break;
-    const float v = RowDot<WT>(down, ds, a.width, o, a.block_out, a.block_in, vec, sx);
-    if ((threadIdx.x & 31) == 0) a.y[pair * a.hidden + o] = v;
+  int64_t o[R];
+  const typename WT::Storage* rows[R];
+  const float* scales[R];
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    o[r] = static_cast<int64_t>(blockIdx.x) * kDownRows + warp + r * kWarps;
+    const int64_t row = o[r] < a.hidden ? o[r] : 0;
+    rows[r] = RowOf<WT>(down, a.width, row);
+    scales[r] = ScaleRowOf(ds, a.width, row, a.block_out, a.block_in);
+  }
+  float dots[R];
+  MultiRowDot<WT, R>(rows, scales, a.width, a.block_in, vec, sx, dots);
+  if ((threadIdx.x & 31) != 0) return;
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    if (o[r] < a.hidden) a.y[pair * a.hidden + o[r]] = dots[r];
   }
 }
 
@@ -204,11 +267,11 @@ absl::Status Launch(const Context& ctx, const MoeExpertsParams& p, ExpertArgs a,
   a.vec_in_hidden =
       a.hidden % V == 0 && (a.hidden * elem) % 16 == 0 && (!kFp8 || a.block_in % V == 0);
   a.vec_in_width = a.width % V == 0 && (a.width * elem) % 16 == 0 && (!kFp8 || a.block_in % V == 0);
-  const dim3 gate_grid(static_cast<unsigned>(CeilDiv(a.width, kRowsPerBlock)),
+  const dim3 gate_grid(static_cast<unsigned>(CeilDiv(a.width, kGateUpRows)),
                        static_cast<unsigned>(pairs));
   GateUpKernel<WT><<<gate_grid, kThreads, a.hidden * sizeof(float), ctx.stream>>>(a);
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("MoeExperts (gate/up)");
-  const dim3 down_grid(static_cast<unsigned>(CeilDiv(a.hidden, kRowsPerBlock)),
+  const dim3 down_grid(static_cast<unsigned>(CeilDiv(a.hidden, kDownRows)),
                        static_cast<unsigned>(pairs));
   DownKernel<WT><<<down_grid, kThreads, a.width * sizeof(float), ctx.stream>>>(a);
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("MoeExperts (down)");
