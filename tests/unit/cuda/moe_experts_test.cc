@@ -64,6 +64,20 @@ TEST_F(CudaMoeExpertsTest, ScalarPathsAndPartialBlocks) {
   Compare(MakeMoeExpertsCase(3, 2, 96, 48, 6, 2, DType::kF8E4M3, 24, 8), "fp8 96x48 blocks 24x8");
 }
 
+TEST_F(CudaMoeExpertsTest, OutOfRangeExpertIdsAreSkipped) {
+  // Device ids are not validated on the host: a pair with an id past num_experts (or negative)
+  // contributes nothing instead of faulting. Expected: the same case with those weights 0.
+  MoeExpertsCase c = MakeMoeExpertsCase(11, 3, 64, 32, 8, 2, DType::kBF16);
+  MoeExpertsCase zeroed = c;
+  c.ids[1] = 1000;
+  c.ids[4] = -1;
+  zeroed.weights[1] = 0.0f;
+  zeroed.weights[4] = 0.0f;
+  BackendMoeExperts dev(&gpu(), c);
+  ASSERT_TRUE(gpu().MoeExperts(dev.params).ok());
+  EXPECT_LT(MoeExpertsError(c, dev.ReadH(), zeroed.Expected()), 1e-4);
+}
+
 TEST_F(CudaMoeExpertsTest, LargeBatchesAndOtherDtypesAreUnimplemented) {
   const MoeExpertsCase big = MakeMoeExpertsCase(4, 17, 64, 32, 8, 4, DType::kBF16);
   BackendMoeExperts dev(&gpu(), big);
