@@ -24,7 +24,6 @@
 //
 // Not thread-safe: one forward at a time (scratch buffers are reused between calls).
 #include <cstdint>
-#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -96,9 +95,6 @@ class DeepseekModel {
   absl::Status Mlp(const MlpWeights& w, const float* x, int64_t rows, float* h,
                    const int32_t* out_index, const float* out_scale);
   absl::Status Moe(const MoeWeights& w, const StepPlan& plan);
-  // Device backends, few rows: the routed experts in one Backend::MoeExperts call (moe.cc).
-  // Sets *ran to false (and remembers it) when the backend or the weights cannot take that path.
-  absl::Status RoutedExpertsOnDevice(const MoeWeights& w, int64_t rows, bool* ran);
   // norm(h) -> out.hidden (batch order) and the requested logits through `head`.
   absl::Status Finish(const TensorView& norm, const WeightView& head, const StepPlan& plan,
                       ForwardOutput& out);
@@ -111,10 +107,6 @@ class DeepseekModel {
   BackendBuffer weight_arena_;      // device backends: every uploaded tensor
   float softmax_scale_ = 1.0f;
   std::unique_ptr<Scratch> scratch_;
-  // Per MoE layer: its experts' weight and scale pointers in backend memory (MoeExperts' tables),
-  // built on the layer's first device-side call; false once MoeExperts is known not to apply.
-  std::map<const MoeWeights*, BackendBuffer> moe_expert_tables_;
-  bool moe_experts_usable_ = true;
 };
 
 }  // namespace r2::model
