@@ -26,6 +26,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <memory>
 #include <sstream>
 #include <string>
@@ -37,6 +38,7 @@
 #include "engine/model/deepseek_model.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/quantize_checkpoint.h"
+#include "engine/model/safetensors.h"
 #include "engine/model/tiny_model.h"
 #include "engine/tokenizer/tiny_tokenizer.h"
 #include "engine/tokenizer/tokenizer.h"
@@ -216,6 +218,46 @@ double DirBytes(const std::string& dir) {
   return total;
 }
 
+// A copy of the BF16 checkpoint whose linear weights (those the converter would quantize) differ
+// by one BF16 ulp in about half of their elements (the lowest mantissa bit flipped, chosen by a
+// hash of the tensor name and index): the size of a different rounding of the same float
+// weights, a perturbation far smaller than int8's. Its divergence is the floor any weight format
+// can reach on these random-weight models.
+absl::Status WriteUlpPerturbed(const std::string& src, const std::string& dst) {
+  std::filesystem::create_directories(dst);
+  for (const auto& e : std::filesystem::directory_iterator(src)) {
+    if (e.path().extension() != ".safetensors") {
+      std::filesystem::copy_file(e.path(), dst + "/" + e.path().filename().string(),
+                                 std::filesystem::copy_options::overwrite_existing);
+      continue;
+    }
+    auto file = model::SafetensorsFile::Open(e.path().string());
+    if (!file.ok()) return file.status();
+    model::SafetensorsWriter writer;
+    for (const auto& [name, entry] : (*file)->entries()) {
+      auto view = (*file)->Get(name);
+      if (!view.ok()) return view.status();
+      const auto* data = static_cast<const uint8_t*>(view->data);
+      std::vector<uint8_t> bytes(data, data + (entry.end - entry.begin));
+      const bool linear = entry.dtype == DType::kBF16 && entry.shape.size() == 2 &&
+                          name.find("_proj.weight") != std::string::npos &&
+                          name.find("eh_proj") == std::string::npos;
+      if (linear) {
+        uint64_t h = std::hash<std::string>{}(name);
+        for (size_t i = 0; i + 1 < bytes.size(); i += 2) {
+          h = h * 6364136223846793005ull + 1442695040888963407ull;
+          if ((h >> 63) != 0) bytes[i] ^= 1;  // little-endian: low byte holds the last bit
+        }
+      }
+      writer.Add(name, entry.dtype, entry.shape, std::move(bytes));
+    }
+    if (absl::Status s = writer.Write(dst + "/" + e.path().filename().string()); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status RunPreset(const std::string& preset, bool by_part, std::vector<Comparison>& results,
                        std::string& notes) {
   auto options = model::TinyModelPreset(preset);
@@ -229,6 +271,9 @@ absl::Status RunPreset(const std::string& preset, bool by_part, std::vector<Comp
   };
   // The noise floor: the same BF16 weights on the reference backend (float rounding only).
   std::vector<Variant> variants = {{"bf16", bf16}, {"bf16 (cpu-reference)", bf16, "cpu-reference"}};
+  // The weight-noise floor: BF16 weights one ulp off.
+  if (absl::Status s = WriteUlpPerturbed(bf16, root + "/bf16-ulp"); !s.ok()) return s;
+  variants.push_back({"bf16 +-1 ulp", root + "/bf16-ulp"});
   for (auto [name, format] : {std::pair{"int8", model::QuantFormat::kInt8},
                               std::pair{"int4", model::QuantFormat::kInt4}}) {
     model::QuantizeOptions q;
