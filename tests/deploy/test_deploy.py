@@ -231,7 +231,7 @@ def documented_routes(serve_help):
 def deploy_server(start_server):
     """A server started with the CPU overlay's flags (model, address and KV budget replaced)."""
     _, container = server_container(render(OVERLAYS["cpu"]))
-    replaced = {"model", "served-model-name", "host", "port", "kv-cache-memory"}
+    replaced = {"model", "served-model-name", "host", "port", "kv-cache-memory", "grpc-port"}
     extra = [f"--{f}={v}" for f, v in flag_args(container["args"], "cpu overlay")
              if f not in replaced]
     return start_server(*extra, "--kv-cache-memory=256M")
@@ -336,9 +336,10 @@ def test_ports_agree(overlay):
     name, docs = overlay
     deployment, container = server_container(docs)
     port = int(flag_value(container["args"], "port", name))
+    grpc_port = int(flag_value(container["args"], "grpc-port", name))
     assert flag_value(container["args"], "host", name) == "0.0.0.0"
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    assert ports == {"http": port}
+    assert ports == {"http": port, "grpc": grpc_port}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["httpGet"]["port"] in ("http", port), probe
     annotations = deployment["spec"]["template"]["metadata"]["annotations"]
@@ -346,7 +347,9 @@ def test_ports_agree(overlay):
     service = one(docs, "Service", "r2serve")
     assert service["spec"]["selector"].items() <= deployment["spec"]["template"]["metadata"][
         "labels"].items()
-    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http"]
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["http", "grpc"]
+    for service_port in service["spec"]["ports"]:
+        assert service_port["port"] == ports[service_port["targetPort"]]
     monitor = one(docs, "PodMonitor", "r2serve")
     assert [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]] == ["http"]
     pool = one(docs, "InferencePool", "r2serve")
@@ -407,6 +410,7 @@ def test_gpu_overlay_requests_gpus_and_tolerates_their_taint():
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
         "tolerations"]
     assert container["image"].endswith("-cuda13")
+    assert flag_value(container["args"], "device", "gpu overlay") == "cuda"
 
 
 def test_cpu_overlay_threads_match_cores():
@@ -415,6 +419,7 @@ def test_cpu_overlay_threads_match_cores():
     assert int(env["OMP_NUM_THREADS"]) == int(container["resources"]["requests"]["cpu"])
     assert "nvidia.com/gpu" not in container["resources"]["requests"]
     assert container["image"].endswith("-cpu")
+    assert flag_value(container["args"], "device", "cpu overlay") == "cpu"
 
 
 # ---- autoscaler, endpoint picker, InferencePool, route -------------------------------------------
@@ -623,6 +628,7 @@ def test_images_bases_user_and_healthcheck(serve_flags):
         url = re.search(r"http://127\.0\.0\.1:(\d+)(/\S*)", health)
         assert url and int(url.group(1)) == port and url.group(2) == "/health", health
         assert runtime["COPY"] == ["--from=build /opt/r2serve /opt/r2serve"]
+    assert flag_value(cuda["runtime"]["CMD"], "device", "Dockerfile") == "cuda"
 
 
 def test_deploy_readme_names_what_the_overlays_use():
