@@ -189,7 +189,7 @@ int Run(const Options& o) {
   model::DeepseekModel& m = **loaded;
   const int64_t vocab = m.config().vocab_size;
   const double bandwidth = CopyBandwidth();
-  std::printf("backend %s, %d OpenMP threads, model %s (hidden %lld, %lld layers, vocab %lld)\n",
+  std::printf("backend %s, %d threads, model %s (hidden %lld, %lld layers, vocab %lld)\n",
               std::string(backend.name()).c_str(), omp_get_max_threads(), o.model.c_str(),
               static_cast<long long>(m.config().hidden_size),
               static_cast<long long>(m.config().num_hidden_layers), static_cast<long long>(vocab));

@@ -25,13 +25,14 @@ struct LoadedModel {
   std::unique_ptr<DeepseekModel> model;
 };
 
-// The backends the model tests run on: the reference, the checked-memory stand-in for a device
-// (proves nothing host-side reaches a device op) and, where a device exists, CUDA twice: with
-// float32 activations everywhere ("cuda-fp32", held to the CPU bounds: the same function) and in
-// its serving mode ("cuda": bf16 operands through cuBLASLt above a few rows).
+// The backends the model tests run on: the reference, the optimized CPU backend ("cpu"), the
+// checked-memory stand-in for a device (proves nothing host-side reaches a device op) and, where
+// a device exists, CUDA twice: with float32 activations everywhere ("cuda-fp32", held to the CPU
+// bounds: the same function) and in its serving mode ("cuda": bf16 operands through cuBLASLt
+// above a few rows).
 inline const std::vector<std::string>& ModelTestBackends() {
-  static const std::vector<std::string> names = {"cpu-reference", "checked-memory", "cuda-fp32",
-                                                 "cuda"};
+  static const std::vector<std::string> names = {"cpu-reference", "cpu", "checked-memory",
+                                                 "cuda-fp32", "cuda"};
   return names;
 }
 
