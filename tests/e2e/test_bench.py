@@ -1,0 +1,104 @@
+"""r2serve bench against a real server on the tiny model: the result file has the keys of
+`vllm bench serve` (API.md D1), token counts are exact, and server errors count as failures with
+their message kept."""
+import json
+import subprocess
+
+import pytest
+
+from conftest import MODEL_NAME
+
+RESULT_KEYS = [
+    "date", "backend", "model_id", "num_prompts", "request_rate", "burstiness", "max_concurrency",
+    "duration", "completed", "failed", "total_input_tokens", "total_output_tokens",
+    "request_throughput", "request_goodput", "output_throughput", "total_token_throughput",
+    "max_output_tokens_per_s", "max_concurrent_requests", "input_lens", "output_lens", "ttfts",
+    "itls", "latencies", "start_times", "errors", "generated_texts",
+] + [f"{stat}_{metric}_ms" for metric in ("ttft", "tpot", "itl", "e2el")
+     for stat in ("mean", "median", "std", "p90", "p99")]
+
+
+def run_bench(binary, server, tmp_path, *args, timeout=300):
+    out = tmp_path / "result.json"
+    cmd = [binary, "bench", "--base-url", server.base_url, "--result-file", str(out), *args]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(out.read_text()), proc.stdout
+
+
+def test_fixed_concurrency_32_prompts(binary, server, tmp_path):
+    result, summary = run_bench(binary, server, tmp_path, "--num-prompts", "32",
+                                "--max-concurrency", "4", "--random-input-len", "24",
+                                "--random-output-len", "12", "--seed", "3", "--warmup", "2",
+                                "--goodput", "ttft:60000", "e2el:60000")
+    for key in RESULT_KEYS:
+        assert key in result, key
+    assert result["completed"] == 32
+    assert result["failed"] == 0
+    assert result["model_id"] == MODEL_NAME  # discovered from /v1/models
+    assert result["max_concurrency"] == 4
+    assert result["total_input_tokens"] == 32 * 24
+    assert result["total_output_tokens"] == 32 * 12
+    assert result["input_lens"] == [24] * 32
+    assert result["output_lens"] == [12] * 32
+    assert result["errors"] == [""] * 32
+    # One gap per chunk after the first; the server may put several tokens in one chunk when
+    # the client lags, never more chunks than tokens.
+    assert all(0 <= len(itl) <= 11 for itl in result["itls"])
+    assert sum(len(itl) for itl in result["itls"]) > 0
+    assert all(0 < t <= e for t, e in zip(result["ttfts"], result["latencies"]))
+    assert result["request_goodput"] == pytest.approx(result["request_throughput"])
+    assert result["output_throughput"] == pytest.approx(32 * 12 / result["duration"])
+    assert result["median_ttft_ms"] <= result["p99_ttft_ms"]
+    assert "Serving Benchmark Result" in summary
+    assert "Successful requests:                     32" in summary
+
+
+def test_poisson_and_gamma_arrivals(binary, server, tmp_path):
+    for burstiness in ("1", "0.5"):
+        result, _ = run_bench(binary, server, tmp_path, "--num-prompts", "12", "--request-rate",
+                              "200", "--burstiness", burstiness, "--random-input-len", "8",
+                              "--random-output-len", "4")
+        assert result["completed"] == 12 and result["failed"] == 0
+        assert result["request_rate"] == 200
+        starts = result["start_times"]
+        assert starts == sorted(starts)  # sent in arrival order, one worker each
+
+
+def test_server_errors_are_failures_with_the_message(binary, server, tmp_path):
+    result, summary = run_bench(binary, server, tmp_path, "--model", "no-such-model",
+                                "--num-prompts", "3", "--random-input-len", "4",
+                                "--random-output-len", "2")
+    assert result["completed"] == 0 and result["failed"] == 3
+    assert all(e.startswith("HTTP 404") and "no-such-model" in e for e in result["errors"])
+    assert "First error: HTTP 404" in summary
+    too_long, _ = run_bench(binary, server, tmp_path, "--num-prompts", "2",
+                            "--random-input-len", "5000", "--random-output-len", "2")
+    assert too_long["failed"] == 2
+    assert all(e.startswith("HTTP 400") for e in too_long["errors"])
+
+
+def test_sharegpt_dataset(binary, server, tmp_path):
+    data = [{"conversations": [{"from": "human", "value": "hello there"},
+                               {"from": "gpt", "value": "hi"}]},
+            {"conversations": [{"from": "gpt", "value": "no human turn"}]},
+            {"conversations": [{"from": "human", "value": "what is the time"}]}]
+    path = tmp_path / "sharegpt.json"
+    path.write_text(json.dumps(data))
+    result, _ = run_bench(binary, server, tmp_path, "--dataset-path", str(path), "--num-prompts",
+                          "4", "--random-output-len", "3", "--max-concurrency", "2")
+    assert result["completed"] == 4 and result["failed"] == 0
+    assert result["output_lens"] == [3] * 4
+    assert all(n > 0 for n in result["input_lens"])  # the server's token counts
+
+
+def test_bad_flags_and_unreachable_server(binary, tmp_path):
+    proc = subprocess.run([binary, "bench", "--base-url", "http://127.0.0.1:1", "--num-prompts",
+                           "0"], capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 1 and "--num-prompts" in proc.stderr
+    proc = subprocess.run([binary, "bench", "--base-url", "http://127.0.0.1:1", "--model", "m",
+                           "--num-prompts", "2"], capture_output=True, text=True, timeout=60)
+    # Connection refused is a per-request failure, reported, not a crash.
+    assert proc.returncode == 0, proc.stderr
+    assert "Failed requests:                         2" in proc.stdout
+    assert "First error: connect" in proc.stdout
