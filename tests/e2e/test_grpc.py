@@ -108,8 +108,12 @@ def test_generate_streams_deltas_then_finish_and_usage(pb, stub):
         sampling=msg.SamplingParams(max_tokens=40, temperature=0, ignore_eos=True, logprobs=True,
                                     top_logprobs=2))
     responses = list(stub.Generate(request, timeout=120))
-    choices, usage, count = collect(responses)
-    assert count >= 2, "the output streams in several messages"
+    # How many messages carry the 40 tokens depends on timing: the server merges everything the
+    # engine produced while a write was in flight into the next message (server/grpc/
+    # generation_stream.h), so on a loaded machine one message may hold all of them. One message
+    # per engine step is checked deterministically, with an engine gate, by the unit test
+    # GrpcGenerate.StreamsTokensThenFinishReasonAndUsage.
+    choices, usage, _ = collect(responses)
     assert all(r.id == responses[0].id and r.id.startswith("cmpl-") for r in responses)
     assert responses[-1].HasField("usage")
     c = choices[0]
@@ -155,8 +159,7 @@ def test_chat_streams_and_matches_http(pb, stub, gserver, needs_chat):
             sampling=msg.SamplingParams(max_tokens=12, ignore_eos=True, **sampling))
         responses = list(stub.Chat(request, timeout=120))
         assert responses[0].id.startswith("chatcmpl-")
-        choices, usage, count = collect(responses)
-        assert count >= 2
+        choices, usage, _ = collect(responses)  # message count: timing (see above)
         c = choices[0]
         assert c["ids"] == http_token_ids(t["token"] for t in http_choice["logprobs"]["content"])
         assert c["text"] == (http_choice["message"]["content"] or "")
