@@ -64,6 +64,11 @@ BenchMetrics ComputeMetrics(const std::vector<RequestResult>& results, double du
   int good = 0;
   std::map<int64_t, int64_t> tokens_per_second;  // second since start -> tokens that arrived
   std::map<int64_t, int> active_per_second;      // second since start -> requests in flight
+  // Seconds are counted from the first successful request's start (as vllm bench serve does).
+  double t0 = std::numeric_limits<double>::infinity();
+  for (const RequestResult& r : results) {
+    if (r.success) t0 = std::min(t0, r.start_time);
+  }
   for (const RequestResult& r : results) {
     if (!r.success) {
       ++m.failed;
@@ -79,7 +84,7 @@ BenchMetrics ComputeMetrics(const std::vector<RequestResult>& results, double du
     if (slos.any() && MeetsSlos(r, slos)) ++good;
     // Token arrival times: the first at ttft, then one per ITL gap. When chunks carried several
     // tokens the rest of output_len is counted at the last chunk.
-    double t = r.start_time + r.ttft;
+    double t = r.start_time - t0 + r.ttft;
     int64_t counted = 0;
     if (r.output_len > 0) {
       ++tokens_per_second[static_cast<int64_t>(std::floor(t))];
@@ -95,8 +100,10 @@ BenchMetrics ComputeMetrics(const std::vector<RequestResult>& results, double du
     if (counted < r.output_len) {
       tokens_per_second[static_cast<int64_t>(std::floor(t))] += r.output_len - counted;
     }
-    const int64_t first = static_cast<int64_t>(std::floor(r.start_time));
-    const int64_t last = static_cast<int64_t>(std::floor(r.start_time + r.latency));
+    // Peak concurrency: the most requests active during any one second (a request counts in
+    // every second it overlaps, so with short requests this exceeds the concurrency cap).
+    const int64_t first = static_cast<int64_t>(std::floor(r.start_time - t0));
+    const int64_t last = static_cast<int64_t>(std::floor(r.start_time - t0 + r.latency));
     for (int64_t s = first; s <= last; ++s) ++active_per_second[s];
   }
   for (const auto& [s, n] : tokens_per_second) {

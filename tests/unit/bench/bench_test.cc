@@ -76,6 +76,17 @@ TEST(Stats, MetricsOverRequests) {
   EXPECT_DOUBLE_EQ(m.max_output_tokens_per_s, 6);
 }
 
+TEST(Stats, PeaksPerSecondFromTheFirstStart) {
+  // Starts at 10.5 s and 11.2 s; seconds count from 10.5. Request A: a token at 10.6 (second 0),
+  // one at 11.6 and the 2 more of its last chunk (second 1). B: one token at 12.0 (second 1).
+  std::vector<RequestResult> rs = {Ok(10.5, 0.1, {1.0}, 4), Ok(11.2, 0.8, {}, 1)};
+  BenchMetrics m = ComputeMetrics(rs, 3.0, {}, {99});
+  EXPECT_DOUBLE_EQ(m.max_output_tokens_per_s, 4);
+  EXPECT_EQ(m.max_concurrent_requests, 2);  // both active during second 1
+  rs[1].start_time = 13.0;                  // second 2, after A ended at 11.6
+  EXPECT_EQ(ComputeMetrics(rs, 3.0, {}, {99}).max_concurrent_requests, 1);
+}
+
 TEST(Stats, GoodputCountsRequestsMeetingEverySlo) {
   std::vector<RequestResult> rs = {Ok(0, 0.1, {0.01, 0.01}, 3),   // ttft 100 tpot 10 e2el 120
                                    Ok(0, 0.3, {0.01, 0.01}, 3),   // ttft 300
