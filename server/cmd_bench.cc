@@ -103,7 +103,10 @@ int RunBench(int argc, char** argv) {
   std::fflush(stdout);
   if (!o.result_file.empty()) {
     std::ofstream out(o.result_file);
-    out << bench::ResultJson(metrics, run->results, o, UtcDate()).dump(2) << "\n";
+    // Generated text from a server is not trusted to be UTF-8: bad bytes become U+FFFD.
+    out << bench::ResultJson(metrics, run->results, o, UtcDate())
+               .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
+        << "\n";
     out.close();
     if (!out) {
       std::fprintf(stderr, "r2serve bench: cannot write --result-file %s\n", o.result_file.c_str());

@@ -2,7 +2,10 @@
 `vllm bench serve` (API.md D1), token counts are exact, and server errors count as failures with
 their message kept."""
 import json
+import re
+import socket
 import subprocess
+import threading
 
 import pytest
 
@@ -65,6 +68,16 @@ def test_poisson_and_gamma_arrivals(binary, server, tmp_path):
         assert starts == sorted(starts)  # sent in arrival order, one worker each
 
 
+def test_chat_endpoint(binary, server, tmp_path, needs_chat):
+    result, _ = run_bench(binary, server, tmp_path, "--endpoint", "/v1/chat/completions",
+                          "--num-prompts", "6", "--max-concurrency", "3", "--random-input-len",
+                          "10", "--random-output-len", "5")
+    assert result["completed"] == 6 and result["failed"] == 0
+    assert result["backend"] == "openai-chat"
+    assert result["output_lens"] == [5] * 6
+    assert all(n >= 10 for n in result["input_lens"])  # words plus the chat template's tokens
+
+
 def test_server_errors_are_failures_with_the_message(binary, server, tmp_path):
     result, summary = run_bench(binary, server, tmp_path, "--model", "no-such-model",
                                 "--num-prompts", "3", "--random-input-len", "4",
@@ -102,3 +115,61 @@ def test_bad_flags_and_unreachable_server(binary, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Failed requests:                         2" in proc.stdout
     assert "First error: connect" in proc.stdout
+
+
+def serve_scripted(answers):
+    """A raw-socket HTTP server that answers its k-th connection with answers[k] (bytes), then
+    closes it. Returns (base_url, thread)."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(60)
+
+    def run():
+        with listener:
+            for answer in answers:
+                conn, _ = listener.accept()
+                with conn:
+                    data = b""
+                    while b"\r\n\r\n" not in data:
+                        data += conn.recv(65536)
+                    head, body = data.split(b"\r\n\r\n", 1)
+                    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+                    while len(body) < length:
+                        body += conn.recv(65536)
+                    conn.sendall(answer)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return f"http://127.0.0.1:{listener.getsockname()[1]}", thread
+
+
+def test_broken_streams_and_error_events_are_failures(binary, tmp_path):
+    chunk = b'data: {"choices":[{"index":0,"text":"a"}]}\n\n'
+    sse_head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n"
+    answers = [
+        sse_head + chunk + b'data: {"error":{"message":"engine died","type":"server_error"}}\n\n'
+        + b"data: [DONE]\n\n",
+        sse_head + chunk,  # closed without [DONE]
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+        + b"%x\r\n" % len(chunk) + chunk + b"\r\n40\r\ndata: {",  # cut inside a chunk
+        sse_head + chunk + chunk + b"data: [DONE]\n\n",  # fine: no usage, 2 chunks
+    ]
+    base_url, thread = serve_scripted(answers)
+    out = tmp_path / "result.json"
+    proc = subprocess.run([binary, "bench", "--base-url", base_url, "--model", "m",
+                           "--num-prompts", "4", "--max-concurrency", "1", "--random-input-len",
+                           "3", "--random-output-len", "2", "--result-file", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    thread.join(10)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["completed"] == 1 and result["failed"] == 3
+    errors = result["errors"]
+    assert errors[0] == "error event: engine died"
+    assert errors[1] == "stream ended without data: [DONE]"
+    assert errors[2].startswith("stream broken")
+    assert errors[3] == ""
+    assert result["output_lens"][3] == 2  # counted chunks when the server sends no usage
+    assert result["input_lens"][3] == 3
+    assert "First error: error event: engine died" in proc.stdout
