@@ -173,3 +173,21 @@ def test_broken_streams_and_error_events_are_failures(binary, tmp_path):
     assert result["output_lens"][3] == 2  # counted chunks when the server sends no usage
     assert result["input_lens"][3] == 3
     assert "First error: error event: engine died" in proc.stdout
+
+
+def test_request_timeout_is_a_failure(binary, tmp_path):
+    listener = socket.socket()  # accepts (the kernel's backlog) but never answers
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    with listener:
+        base_url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        out = tmp_path / "result.json"
+        proc = subprocess.run([binary, "bench", "--base-url", base_url, "--model", "m",
+                               "--num-prompts", "2", "--random-input-len", "3",
+                               "--random-output-len", "2", "--timeout", "0.5", "--result-file",
+                               str(out)], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["failed"] == 2
+    assert all("timeout" in e or "timed out" in e for e in result["errors"]), result["errors"]
+    assert result["duration"] < 30
