@@ -1,7 +1,8 @@
 // The request driver of r2serve bench: one Asio thread, C++20 coroutines on Boost.Beast. Each
-// request opens its own connection, sends a streaming completion and timestamps every SSE event as
-// its bytes arrive. Concurrency is a set of workers taking requests in order; each waits for its
-// request's arrival time, so a capped run is an arrival process behind a FIFO semaphore.
+// worker keeps one HTTP/1.1 connection alive across its requests, sends streaming completions and
+// timestamps every SSE event as its bytes arrive. Concurrency is a set of workers taking requests
+// in order; each waits for its request's arrival time, so a capped run is an arrival process behind
+// a FIFO semaphore.
 #include <unistd.h>
 
 #include <atomic>
@@ -84,26 +85,23 @@ class Runner {
   Runner(const BenchOptions& o, Target target, asio::ip::tcp::resolver::results_type endpoints)
       : o_(o), target_(std::move(target)), endpoints_(std::move(endpoints)) {}
 
-  // Sends one request; never throws.
-  awaitable<RequestResult> Send(const Prompt& p, Clock::time_point bench_start) {
+  // Sends one request on `conn` (a worker's kept-alive connection; opened when absent), never
+  // throws. The connection is kept for the next request when the response ended cleanly and the
+  // server allows keep-alive. A reused connection that fails before any response byte (the
+  // server closed it while idle) is replaced by a fresh one once.
+  awaitable<RequestResult> Send(const Prompt& p, Clock::time_point bench_start,
+                                std::optional<beast::tcp_stream>& conn) {
     RequestResult r;
     r.prompt_len = p.input_len;
     const Clock::time_point st = Clock::now();
     r.start_time = Seconds(st - bench_start);
     auto fail = [&](std::string message) {
+      conn.reset();
       r.success = false;
       r.error = std::move(message);
       r.latency = Seconds(Clock::now() - st);
       return r;
     };
-    auto executor = co_await asio::this_coro::executor;
-    beast::tcp_stream stream(executor);
-    stream.expires_after(
-        std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.timeout_s)));
-    beast::error_code ec;
-    co_await stream.async_connect(endpoints_, asio::redirect_error(use_awaitable, ec));
-    if (ec) co_return fail(absl::StrCat("connect: ", ec.message()));
-
     http::request<http::string_body> req{http::verb::post, target_.prefix + o_.endpoint, 11};
     req.set(http::field::host, target_.host + ":" + target_.port);
     req.set(http::field::content_type, "application/json");
@@ -111,15 +109,41 @@ class Runner {
     if (!o_.api_key.empty()) req.set(http::field::authorization, "Bearer " + o_.api_key);
     req.body() = RequestBody(o_, p).dump();
     req.prepare_payload();
-    co_await http::async_write(stream, req, asio::redirect_error(use_awaitable, ec));
-    if (ec) co_return fail(absl::StrCat("write: ", ec.message()));
 
     beast::flat_buffer buffer;
-    http::response_parser<http::buffer_body> parser;
-    parser.body_limit(boost::none);
-    co_await http::async_read_header(stream, buffer, parser,
-                                     asio::redirect_error(use_awaitable, ec));
-    if (ec) co_return fail(absl::StrCat("reading the response header: ", ec.message()));
+    std::optional<http::response_parser<http::buffer_body>> parser_storage;
+    beast::error_code ec;
+    for (int attempt = 0;; ++attempt) {
+      parser_storage.reset();
+      const bool reused = conn.has_value();
+      if (!reused) {
+        conn.emplace(co_await asio::this_coro::executor);
+        conn->expires_after(std::chrono::duration_cast<Clock::duration>(
+            std::chrono::duration<double>(o_.timeout_s)));
+        co_await conn->async_connect(endpoints_, asio::redirect_error(use_awaitable, ec));
+        if (ec) co_return fail(absl::StrCat("connect: ", ec.message()));
+      }
+      conn->expires_after(
+          std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(o_.timeout_s)));
+      co_await http::async_write(*conn, req, asio::redirect_error(use_awaitable, ec));
+      if (!ec) {
+        buffer.clear();
+        parser_storage.emplace();
+        parser_storage->body_limit(boost::none);
+        co_await http::async_read_header(*conn, buffer, *parser_storage,
+                                         asio::redirect_error(use_awaitable, ec));
+      }
+      if (!ec) break;
+      const bool got_some = parser_storage && parser_storage->got_some();
+      if (reused && attempt == 0 && buffer.size() == 0 && !got_some) {
+        conn.reset();
+        continue;
+      }
+      co_return fail(
+          absl::StrCat(parser_storage ? "reading the response header: " : "write: ", ec.message()));
+    }
+    beast::tcp_stream& stream = *conn;
+    http::response_parser<http::buffer_body>& parser = *parser_storage;
     const int status = static_cast<int>(parser.get().result_int());
 
     SseParser sse;
@@ -137,6 +161,10 @@ class Runner {
       co_await http::async_read_some(stream, buffer, parser,
                                      asio::redirect_error(use_awaitable, ec));
       if (ec == http::error::need_buffer) ec = {};
+      if (ec && done) {  // only the end of the message was missing: the answer is complete
+        conn.reset();
+        break;
+      }
       if (ec) {
         co_return fail(status == 200 ? absl::StrCat("stream broken: ", ec.message())
                                      : ErrorMessage(status, error_body));
@@ -144,13 +172,14 @@ class Runner {
       const size_t got = sizeof(chunk) - parser.get().body().size;
       const Clock::time_point now = Clock::now();
       if (status != 200) {
-        error_body.append(chunk, got);
+        if (error_body.size() < 65536) error_body.append(chunk, got);
         continue;
       }
+      if (done) continue;
       events.clear();
       sse.Feed(std::string_view(chunk, got), &events);
       for (const std::string& data : events) {
-        if (done) break;
+        if (done) break;  // the rest of the message is read only to reuse the connection
         absl::StatusOr<StreamEvent> e = ParseStreamEvent(data);
         if (!e.ok()) co_return fail(std::string(e.status().message()));
         if (e->error) {
@@ -160,6 +189,9 @@ class Runner {
         if (e->done) {
           done = true;
           r.latency = Seconds(now - st);
+          // The rest of the message (the last chunk) is read only to reuse the connection; a
+          // server that keeps the message open after [DONE] loses it after a second.
+          stream.expires_after(std::chrono::seconds(1));
           break;
         }
         if (e->prompt_tokens) usage_prompt = e->prompt_tokens;
@@ -176,13 +208,11 @@ class Runner {
           r.generated_text += e->text;
         }
       }
-      if (done) break;
     }
-    beast::error_code ignored;
-    stream.socket().shutdown(asio::ip::tcp::socket::shutdown_both, ignored);
     if (status != 200) co_return fail(ErrorMessage(status, error_body));
     if (stream_error) co_return fail(absl::StrCat("error event: ", *stream_error));
     if (!done) co_return fail("stream ended without data: [DONE]");
+    if (!parser.is_done() || !parser.get().keep_alive()) conn.reset();
     r.success = true;
     r.output_len = usage_completion.value_or(token_events);
     if (usage_prompt) r.prompt_len = *usage_prompt;
@@ -216,13 +246,14 @@ class Runner {
           io,
           [&]() -> awaitable<void> {
             asio::steady_timer timer(co_await asio::this_coro::executor);
+            std::optional<beast::tcp_stream> conn;  // kept alive between this worker's requests
             while (next < prompts.size()) {
               const size_t i = next++;
               timer.expires_at(start + std::chrono::duration_cast<Clock::duration>(
                                            std::chrono::duration<double>(offsets[i])));
               beast::error_code ec;
               co_await timer.async_wait(asio::redirect_error(use_awaitable, ec));
-              results[i] = co_await Send(prompts[i], start);
+              results[i] = co_await Send(prompts[i], start, conn);
               ++finished;
               if (!results[i].success) ++failed;
               if (progress) print(false);

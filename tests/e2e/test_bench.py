@@ -191,3 +191,60 @@ def test_request_timeout_is_a_failure(binary, tmp_path):
     assert result["failed"] == 2
     assert all("timeout" in e or "timed out" in e for e in result["errors"]), result["errors"]
     assert result["duration"] < 30
+
+
+def test_connections_are_kept_alive_and_replaced_when_closed_while_idle(binary, tmp_path):
+    """Worker connections are reused; a kept-alive connection the server closed without notice
+    is replaced once, and the request on it still succeeds."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(60)
+    connections = []
+    events = b'data: {"choices":[{"index":0,"text":"a"}]}\n\n' \
+        b'data: {"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":1}}\n\n' \
+        b"data: [DONE]\n\n"
+    answer = (b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+              b"Transfer-Encoding: chunked\r\n\r\n" + b"%x\r\n" % len(events) + events
+              + b"\r\n0\r\n\r\n")
+
+    def read_request(conn, pending):
+        while b"\r\n\r\n" not in pending:
+            more = conn.recv(65536)
+            if not more:
+                return None
+            pending += more
+        head, body = pending.split(b"\r\n\r\n", 1)
+        length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))
+        while len(body) < length:
+            body += conn.recv(65536)
+        return body[length:]
+
+    def run():
+        served = 0
+        with listener:
+            while served < 3:
+                conn, _ = listener.accept()
+                connections.append(conn)
+                with conn:
+                    pending = b""
+                    for _ in range(2):  # at most two requests per connection, then close
+                        pending = read_request(conn, pending)
+                        if pending is None:
+                            break
+                        conn.sendall(answer)
+                        served += 1
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    out = tmp_path / "result.json"
+    proc = subprocess.run([binary, "bench", "--base-url",
+                           f"http://127.0.0.1:{listener.getsockname()[1]}", "--model", "m",
+                           "--num-prompts", "3", "--max-concurrency", "1", "--random-input-len",
+                           "3", "--random-output-len", "1", "--result-file", str(out)],
+                          capture_output=True, text=True, timeout=60)
+    thread.join(10)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["completed"] == 3 and result["failed"] == 0, result["errors"]
+    assert len(connections) == 2
