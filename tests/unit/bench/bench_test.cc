@@ -4,11 +4,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <fstream>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "tests/unit/test_paths.h"
 
 namespace r2::server::bench {
 namespace {
@@ -291,6 +293,38 @@ TEST(Prompts, RandomTokenIdsAreSeededAndInRange) {
   body = RequestBody(o, words);
   EXPECT_EQ(body["messages"][0]["content"], words.prompt);
   EXPECT_EQ(body["max_completion_tokens"], 7);
+}
+
+TEST(Prompts, ShareGptFirstHumanTurnCycledAndClearErrors) {
+  const std::string dir = r2::testing::MakeTempDir("bench_sharegpt");
+  auto write = [&](const std::string& name, const std::string& text) {
+    std::ofstream(dir + "/" + name) << text;
+    return dir + "/" + name;
+  };
+  BenchOptions o;
+  o.random_output_len = 9;
+  const std::string good = write("good.json", R"([
+    {"conversations": [{"from": "gpt", "value": "skip"}, {"from": "human", "value": "a b c"}]},
+    {"conversations": []},
+    {"id": 3},
+    {"conversations": [{"from": "human", "value": "hello"}]}])");
+  auto prompts = ShareGptPrompts(good, o, 3);
+  ASSERT_TRUE(prompts.ok()) << prompts.status();
+  ASSERT_EQ(prompts->size(), 3u);
+  EXPECT_EQ((*prompts)[0].prompt, "a b c");
+  EXPECT_EQ((*prompts)[0].input_len, 3);
+  EXPECT_EQ((*prompts)[1].prompt, "hello");
+  EXPECT_EQ((*prompts)[2].prompt, "a b c");
+  EXPECT_EQ((*prompts)[2].output_len, 9);
+  auto missing = ShareGptPrompts(dir + "/nope.json", o, 1);
+  EXPECT_NE(std::string(missing.status().message()).find("cannot open"), std::string::npos);
+  auto object = ShareGptPrompts(write("obj.json", "{\"a\": 1}"), o, 1);
+  EXPECT_NE(std::string(object.status().message()).find("not a JSON array"), std::string::npos);
+  auto broken = ShareGptPrompts(write("broken.json", "[{"), o, 1);
+  EXPECT_FALSE(broken.ok());
+  auto none = ShareGptPrompts(write("none.json", R"([{"conversations": []}])"), o, 1);
+  EXPECT_NE(std::string(none.status().message()).find("no conversation with a human turn"),
+            std::string::npos);
 }
 
 TEST(Result, HasEveryD1Key) {
