@@ -16,6 +16,7 @@
 // because gRPC may run the matching reaction inline.
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -30,32 +31,55 @@
 
 namespace r2::server::grpc_api {
 
-// What every stream shares with the service.
+// What the streams share with the service, owned jointly: a stream's last reference can be a
+// notifier call in flight on the engine thread after the gRPC server is gone, so a stream touches
+// only this (and the ServerContext, which outlives the engine), never the service or the pool.
+class StreamHub {
+ public:
+  explicit StreamHub(TaskPool* pool) : pool_(pool) {}
+  // Runs `task` on the pool; dropped once Detach() was called.
+  void Post(std::function<void()> task) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (pool_ != nullptr) pool_->Post(std::move(task));
+  }
+  // The pool is about to go away (server shutdown).
+  void Detach() {
+    std::lock_guard<std::mutex> lock(mu_);
+    pool_ = nullptr;
+  }
+  std::atomic<int64_t>& active_streams() { return active_streams_; }
+
+ private:
+  std::mutex mu_;
+  TaskPool* pool_;
+  std::atomic<int64_t> active_streams_{0};
+};
+
 struct StreamEnv {
   http::ServerContext* context = nullptr;
-  TaskPool* pool = nullptr;
+  std::shared_ptr<StreamHub> hub;
 };
 
 // One of the server's limited stream slots, held from admission until the stream is destroyed.
 class StreamSlot {
  public:
   // A slot when fewer than `max` are taken, else nullopt.
-  static std::optional<StreamSlot> Acquire(std::atomic<int64_t>* taken, int64_t max) {
-    if (taken->fetch_add(1) >= max) {
-      taken->fetch_sub(1);
+  static std::optional<StreamSlot> Acquire(std::shared_ptr<StreamHub> hub, int64_t max) {
+    if (hub->active_streams().fetch_add(1) >= max) {
+      hub->active_streams().fetch_sub(1);
       return std::nullopt;
     }
-    return StreamSlot(taken);
+    return StreamSlot(std::move(hub));
   }
-  StreamSlot(StreamSlot&& other) noexcept : taken_(std::exchange(other.taken_, nullptr)) {}
+  StreamSlot(StreamSlot&& other) noexcept = default;
   StreamSlot& operator=(StreamSlot&&) = delete;
   ~StreamSlot() {
-    if (taken_ != nullptr) taken_->fetch_sub(1);
+    if (hub_ != nullptr) hub_->active_streams().fetch_sub(1);
   }
 
  private:
-  explicit StreamSlot(std::atomic<int64_t>* taken) : taken_(taken) {}
-  std::atomic<int64_t>* taken_;
+  explicit StreamSlot(std::shared_ptr<StreamHub> hub) : hub_(std::move(hub)) {}
+  std::shared_ptr<StreamHub> hub_;
 };
 
 // A call that failed before reaching the engine: finishes at once with `status`.
@@ -142,7 +166,7 @@ class GenerationStream : public ::grpc::ServerWriteReactor<Response>,
   void SchedulePump() {
     if (pump_posted_.exchange(true)) return;
     std::weak_ptr<GenerationStream> weak = this->weak_from_this();
-    env_.pool->Post([weak] {
+    env_.hub->Post([weak] {
       if (std::shared_ptr<GenerationStream> s = weak.lock()) s->Pump();
     });
   }

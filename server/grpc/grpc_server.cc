@@ -25,7 +25,8 @@ absl::Status GrpcServer::Start() {
     return absl::InvalidArgumentError("--grpc-max-concurrent-streams must be >= 1");
   }
   pool_ = std::make_unique<TaskPool>(options_.pump_threads);
-  service_ = std::make_unique<InferenceService>(context_, *pool_, options_.max_concurrent_streams);
+  hub_ = std::make_shared<StreamHub>(pool_.get());
+  service_ = std::make_unique<InferenceService>(context_, hub_, options_.max_concurrent_streams);
   ::grpc::EnableDefaultHealthCheckService(true);
   ::grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   ::grpc::ServerBuilder builder;
@@ -71,7 +72,8 @@ void GrpcServer::Shutdown(absl::Duration grace) {
   server_->Shutdown(absl::ToChronoTime(absl::Now() + grace));
   server_->Wait();
   server_.reset();
-  pool_.reset();  // runs queued pumps (their streams are gone) and joins
+  hub_->Detach();  // a notifier still running on the engine thread posts nothing from now on
+  pool_.reset();   // runs queued pumps (their calls are done) and joins
   service_.reset();
 }
 

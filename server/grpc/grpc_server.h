@@ -28,6 +28,7 @@ class Server;
 namespace r2::server::grpc_api {
 
 class InferenceService;
+class StreamHub;
 class TaskPool;
 
 struct GrpcOptions {
@@ -53,6 +54,7 @@ class GrpcServer {
   http::ServerContext& context_;
   const GrpcOptions options_;
   std::unique_ptr<TaskPool> pool_;
+  std::shared_ptr<StreamHub> hub_;
   std::unique_ptr<InferenceService> service_;
   std::unique_ptr<::grpc::Server> server_;
   int port_ = 0;

@@ -149,9 +149,9 @@ absl::StatusOr<const ServedModel*> TokenizerModel(const http::ServerContext& con
 
 }  // namespace
 
-InferenceService::InferenceService(http::ServerContext& context, TaskPool& pool,
+InferenceService::InferenceService(http::ServerContext& context, std::shared_ptr<StreamHub> hub,
                                    int64_t max_streams)
-    : context_(context), pool_(pool), max_streams_(max_streams) {}
+    : context_(context), hub_(std::move(hub)), max_streams_(max_streams) {}
 
 absl::Status InferenceService::Authenticate(const ::grpc::CallbackServerContext& call) const {
   if (!context_.keys().enabled()) return absl::OkStatus();
@@ -174,7 +174,7 @@ absl::Status InferenceService::AdmitStream(const ::grpc::CallbackServerContext& 
 }
 
 absl::StatusOr<StreamSlot> InferenceService::ReserveStream() {
-  std::optional<StreamSlot> slot = StreamSlot::Acquire(&active_streams_, max_streams_);
+  std::optional<StreamSlot> slot = StreamSlot::Acquire(hub_, max_streams_);
   if (!slot) {
     return absl::ResourceExhaustedError(absl::StrCat("too many concurrent streams (", max_streams_,
                                                      ", --grpc-max-concurrent-streams)"));
@@ -197,7 +197,7 @@ absl::StatusOr<StreamSlot> InferenceService::ReserveStream() {
   absl::StatusOr<std::shared_ptr<engine::RequestHandle>> handle =
       context_.engine()->Submit(std::move(prepared->request));
   if (!handle.ok()) return new Failed(call, handle.status());
-  auto stream = std::make_shared<GenerateStream>(StreamEnv{&context_, &pool_}, *std::move(slot),
+  auto stream = std::make_shared<GenerateStream>(StreamEnv{&context_, hub_}, *std::move(slot),
                                                  *std::move(handle), model->tokenizer(), logprobs);
   return stream->Start();
 }
@@ -218,9 +218,9 @@ absl::StatusOr<StreamSlot> InferenceService::ReserveStream() {
   absl::StatusOr<std::shared_ptr<engine::RequestHandle>> handle =
       context_.engine()->Submit(std::move(prepared->request));
   if (!handle.ok()) return new Failed(call, handle.status());
-  auto stream = std::make_shared<ChatStream>(StreamEnv{&context_, &pool_}, *std::move(slot),
-                                             *std::move(handle), model->tokenizer(), logprobs,
-                                             std::move(prepared->plan), n);
+  auto stream =
+      std::make_shared<ChatStream>(StreamEnv{&context_, hub_}, *std::move(slot), *std::move(handle),
+                                   model->tokenizer(), logprobs, std::move(prepared->plan), n);
   return stream->Start();
 }
 
@@ -315,7 +315,7 @@ absl::StatusOr<StreamSlot> InferenceService::ReserveStream() {
     response->set_kv_blocks_total(stats.kv_blocks_total);
     response->set_kv_blocks_used(stats.kv_blocks_used);
   }
-  response->set_active_grpc_streams(static_cast<int32_t>(active_streams_.load()));
+  response->set_active_grpc_streams(static_cast<int32_t>(active_streams()));
   return Reply(call, absl::OkStatus());
 }
 

@@ -7,6 +7,7 @@
 // (RESOURCE_EXHAUSTED when the queue is full, UNAVAILABLE when draining or faulted).
 #include <atomic>
 #include <cstdint>
+#include <memory>
 
 #include "r2serve/v1/inference.grpc.pb.h"
 #include "server/grpc/generation_stream.h"
@@ -18,7 +19,8 @@ namespace r2::server::grpc_api {
 class InferenceService final : public v1::Inference::CallbackService {
  public:
   // `max_streams`: Generate + Chat calls open at once, server-wide.
-  InferenceService(http::ServerContext& context, TaskPool& pool, int64_t max_streams);
+  InferenceService(http::ServerContext& context, std::shared_ptr<StreamHub> hub,
+                   int64_t max_streams);
 
   ::grpc::ServerWriteReactor<v1::GenerateResponse>* Generate(
       ::grpc::CallbackServerContext* call, const v1::GenerateRequest* request) override;
@@ -37,7 +39,7 @@ class InferenceService final : public v1::Inference::CallbackService {
                                             const v1::GetServerInfoRequest* request,
                                             v1::GetServerInfoResponse* response) override;
 
-  int64_t active_streams() const { return active_streams_.load(); }
+  int64_t active_streams() const { return hub_->active_streams().load(); }
 
  private:
   // UNAUTHENTICATED unless the call carries a configured key (or none are configured).
@@ -49,9 +51,8 @@ class InferenceService final : public v1::Inference::CallbackService {
   ::grpc::ServerUnaryReactor* Reply(::grpc::CallbackServerContext* call, const absl::Status& s);
 
   http::ServerContext& context_;
-  TaskPool& pool_;
+  const std::shared_ptr<StreamHub> hub_;
   const int64_t max_streams_;
-  std::atomic<int64_t> active_streams_{0};
 };
 
 }  // namespace r2::server::grpc_api
