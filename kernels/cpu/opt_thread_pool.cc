@@ -24,7 +24,11 @@ CpuThreadPool& CpuThreadPool::Get() {
 }
 
 CpuThreadPool::CpuThreadPool(int threads) {
-  for (int i = 1; i < threads; ++i) workers_.emplace_back([this] { WorkerLoop(); });
+  // Each worker starts from the generation of construction, not from whatever it reads when the
+  // OS first runs it: a worker scheduled only after the destructor's wake-up would otherwise take
+  // that wake-up as already seen and sleep through the join forever.
+  const uint32_t start = generation_.load();
+  for (int i = 1; i < threads; ++i) workers_.emplace_back([this, start] { WorkerLoop(start); });
 }
 
 CpuThreadPool::~CpuThreadPool() {
@@ -49,9 +53,9 @@ void CpuThreadPool::RunItems(uint32_t gen) {
   }
 }
 
-void CpuThreadPool::WorkerLoop() {
-  uint32_t seen = generation_.load();
+void CpuThreadPool::WorkerLoop(uint32_t seen) {
   while (true) {
+    if (stop_.load()) return;
     uint32_t gen = generation_.load(std::memory_order_acquire);
     for (int spin = 0; gen == seen && spin < kSpins; ++spin) {
       Pause();

@@ -34,7 +34,8 @@ class CpuThreadPool {
   void ParallelFor(int64_t items, const std::function<void(int64_t)>& fn, bool parallel = true);
 
  private:
-  void WorkerLoop();
+  // `seen`: the generation the pool had when it was made.
+  void WorkerLoop(uint32_t seen);
   // Claims and runs items of job `gen` until none is left.
   void RunItems(uint32_t gen);
 
