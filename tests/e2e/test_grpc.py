@@ -381,23 +381,28 @@ def test_sigterm_drain_refuses_new_calls_and_finishes_streams(pb, start_server):
     msg, services = pb
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    server = start_grpc_server(start_server, "--shutdown-timeout", "60")
+    # One sequence at a time: 16 queued streams keep the drain going for 16 generations.
+    server = start_grpc_server(start_server, "--shutdown-timeout", "300", "--max-num-seqs", "1")
     with grpc.insecure_channel(server.grpc_target) as ch:
         stub = services.InferenceStub(ch)
         health = health_pb2_grpc.HealthStub(ch)
         request = msg.GenerateRequest(token_ids=msg.TokenIds(ids=PROMPT_IDS),
                                       sampling=msg.SamplingParams(max_tokens=1000,
                                                                   ignore_eos=True))
-        streams = [stub.Generate(request, timeout=300) for _ in range(32)]
-        for call in streams:
-            next(call)
+        streams = [stub.Generate(request, timeout=600) for _ in range(16)]
+
+        def accepted():  # every stream is in the engine: running, waiting or done
+            m = server.metrics()
+            return (metric(m, "vllm:num_requests_running") + metric(m, "vllm:num_requests_waiting")
+                    + metric(m, "vllm:request_success_total", finished_reason="length")) == 16
+        assert wait_until(accepted, 30)
         server.proc.send_signal(signal.SIGTERM)
         not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
         assert wait_until(lambda: health.Check(health_pb2.HealthCheckRequest(),
                                                timeout=5).status == not_serving, 10)
         e = call_error(lambda: stub.Generate(request, timeout=30))
         assert e.code() == grpc.StatusCode.UNAVAILABLE and "shutting down" in e.details()
-        for call in streams:  # in-flight streams run to their end within --shutdown-timeout
+        for call in streams:  # accepted streams run to their end within --shutdown-timeout
             choices, usage, _ = collect(call)
             assert choices[0]["finish"] == msg.FINISH_REASON_LENGTH
             assert usage.completion_tokens == 1000
