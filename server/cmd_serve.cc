@@ -76,6 +76,9 @@ ABSL_FLAG(int32_t, grpc_max_concurrent_streams, 1024,
 ABSL_FLAG(int64_t, inject_fault_at_step, -1,
           "Testing only: fail the engine's forward pass at this step (the engine turns "
           "unhealthy). -1: off.");
+ABSL_FLAG(int64_t, inject_step_delay_ms, 0,
+          "Testing only: make every engine step at least this many milliseconds slower (a slow "
+          "device), so tests can hold requests in flight. 0: off.");
 
 namespace r2::server {
 namespace {
@@ -104,7 +107,8 @@ constexpr const char* kServeFlags[] = {"model",
                                        "grpc_port",
                                        "grpc_max_message_bytes",
                                        "grpc_max_concurrent_streams",
-                                       "inject_fault_at_step"};
+                                       "inject_fault_at_step",
+                                       "inject_step_delay_ms"};
 
 void PrintHelp() {
   std::printf(
@@ -185,9 +189,12 @@ absl::StatusOr<engine::EngineConfig> EngineConfigFromFlags() {
         "--max-queued-requests >= 0");
   }
   const int64_t fault_step = absl::GetFlag(FLAGS_inject_fault_at_step);
-  if (fault_step >= 0) {
-    c.before_forward = [fault_step](uint64_t step) {
-      return static_cast<int64_t>(step) >= fault_step
+  const int64_t delay_ms = absl::GetFlag(FLAGS_inject_step_delay_ms);
+  if (delay_ms < 0) return absl::InvalidArgumentError("--inject-step-delay-ms must be >= 0");
+  if (fault_step >= 0 || delay_ms > 0) {
+    c.before_forward = [fault_step, delay_ms](uint64_t step) {
+      if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+      return fault_step >= 0 && static_cast<int64_t>(step) >= fault_step
                  ? absl::InternalError("injected fault (--inject-fault-at-step)")
                  : absl::OkStatus();
     };

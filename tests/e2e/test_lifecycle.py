@@ -145,7 +145,8 @@ def test_client_timeouts_then_new_request_is_fast(server):  # case 27
 
 
 def test_sigterm_drains_in_flight_and_exits_zero(start_server):  # RELIABILITY 29
-    drain = start_server("--shutdown-timeout", "1")
+    # 20 ms per step holds the 1000-token streams in flight well past the 1 s drain.
+    drain = start_server("--shutdown-timeout", "1", "--inject-step-delay-ms", "20")
     sockets = [start_raw_stream(drain) for _ in range(4)]
     for s in sockets:
         read_data_lines(s, 2)
