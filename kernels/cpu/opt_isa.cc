@@ -1,5 +1,8 @@
 // Instruction-set detection for the optimized CPU backend and the table of kernels per set.
 #include <cstdio>
+#if defined(__x86_64__) && defined(__GNUC__)
+#include <cpuid.h>
+#endif
 
 #include "kernels/cpu/opt_backend.h"
 #include "kernels/cpu/opt_simd.h"
@@ -18,6 +21,14 @@ std::string_view CpuIsaName(CpuIsa isa) {
   return "portable";
 }
 
+#if defined(__x86_64__) && defined(__GNUC__)
+// F16C from CPUID leaf 1 (ECX bit 29): clang 14's __builtin_cpu_supports does not know "f16c".
+static bool HasF16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & bit_F16C) != 0;
+}
+#endif
+
 bool CpuIsaSupported(CpuIsa isa) {
   switch (isa) {
     case CpuIsa::kPortable:
@@ -25,7 +36,7 @@ bool CpuIsaSupported(CpuIsa isa) {
 #if defined(__x86_64__) && defined(__GNUC__)
     case CpuIsa::kAvx2:
       return cpu::Avx2Kernels() != nullptr && __builtin_cpu_supports("avx2") &&
-             __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+             __builtin_cpu_supports("fma") && HasF16c();
     case CpuIsa::kAvx512:
       return cpu::Avx512Kernels() != nullptr && CpuIsaSupported(CpuIsa::kAvx2) &&
              __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&

@@ -7,15 +7,28 @@
 
 #include <cstdint>
 
+// Only the functions defined below get the wider instruction set (no per-file -m flags, which
+// would also compile inline functions shared with other files for it). GCC and clang spell it
+// differently.
+#if defined(__clang__)
+#pragma clang attribute push(                                                    \
+    __attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), \
+    apply_to = function)
+#else
 #pragma GCC push_options
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
+#endif
 #define R2_SIMD_NS avx512
 #define R2_SIMD_BYTES 64
 #define R2_SIMD_ISA CpuIsa::kAvx512
 #define R2_TILE_ROWS 4
 #define R2_TILE_OUTS 4
 #include "kernels/cpu/opt_simd_impl.inc"
+#if defined(__clang__)
+#pragma clang attribute pop
+#else
 #pragma GCC pop_options
+#endif
 
 namespace r2::cpu {
 const SimdKernels* Avx512Kernels() { return &avx512::kKernels; }
