@@ -1,5 +1,9 @@
 #include "kernels/tensor.h"
 
+#include <cstring>
+
+#include "kernels/numeric.h"
+
 namespace r2 {
 
 size_t DTypeSize(DType dtype) {
@@ -44,6 +48,27 @@ std::string_view DTypeName(DType dtype) {
       return "u4";
   }
   return "?";
+}
+
+float ElementAsFloat(const TensorView& t, int64_t i) {
+  const auto* bytes = static_cast<const uint8_t*>(t.data);
+  switch (t.dtype) {
+    case DType::kF32: {
+      float v;
+      std::memcpy(&v, bytes + 4 * i, 4);
+      return v;
+    }
+    case DType::kBF16:
+    case DType::kF16: {
+      uint16_t v;
+      std::memcpy(&v, bytes + 2 * i, 2);
+      return t.dtype == DType::kBF16 ? BF16ToFloat(v) : HalfToFloat(v);
+    }
+    case DType::kF8E4M3:
+      return Fp8E4M3ToFloat(bytes[i]);
+    default:
+      return 0.0f;
+  }
 }
 
 }  // namespace r2

@@ -49,6 +49,10 @@ struct TensorView {
   }
 };
 
+// Element i of a float-storage tensor (F32, BF16, F16, F8_E4M3) as float32, read without assuming
+// alignment (views into mapped files may be unaligned); 0 for any other dtype.
+float ElementAsFloat(const TensorView& t, int64_t i);
+
 // The weight of a bias-free linear layer, stored PyTorch-style as [out_features, in_features]:
 // y = W x. For F8_E4M3 weights, `scale_inv` is F32 [ceil(out/block_out), ceil(in/block_in)] and the
 // real weight is fp8(W[i][j]) * scale_inv[i / block_out][j / block_in] (edge blocks may be

@@ -12,27 +12,6 @@
 namespace r2::model {
 namespace {
 
-float LoadElement(const TensorView& t, int64_t i) {
-  const auto* bytes = static_cast<const uint8_t*>(t.data);
-  switch (t.dtype) {
-    case DType::kF32: {
-      float v;
-      std::memcpy(&v, bytes + 4 * i, 4);
-      return v;
-    }
-    case DType::kBF16:
-    case DType::kF16: {
-      uint16_t v;
-      std::memcpy(&v, bytes + 2 * i, 2);
-      return t.dtype == DType::kBF16 ? BF16ToFloat(v) : HalfToFloat(v);
-    }
-    case DType::kF8E4M3:
-      return Fp8E4M3ToFloat(bytes[i]);
-    default:
-      return 0.0f;
-  }
-}
-
 // A weight without block scales (the absorbed matrices, a tied lm_head).
 WeightView FloatWeight(const TensorView& t) {
   WeightView w;
@@ -127,7 +106,7 @@ absl::Status BindLayer(const Checkpoint& checkpoint, int64_t l, LayerWeights& w)
       TensorView bias = b.Tensor("mlp.gate.e_score_correction_bias");
       if (b.status().ok()) {
         for (int64_t e = 0; e < bias.numel(); ++e) {
-          m.score_bias_data.push_back(LoadElement(bias, e));
+          m.score_bias_data.push_back(ElementAsFloat(bias, e));
         }
         m.score_bias = TensorView{DType::kF32, {bias.numel()}, m.score_bias_data.data()};
       }
@@ -250,9 +229,9 @@ absl::StatusOr<std::vector<float>> DequantizeToFloat(const WeightView& w) {
   std::vector<float> result(out * in);
   for (int64_t o = 0; o < out; ++o) {
     for (int64_t j = 0; j < in; ++j) {
-      float v = LoadElement(w.weight, o * in + j);
+      float v = ElementAsFloat(w.weight, o * in + j);
       if (fp8)
-        v *= LoadElement(w.scale_inv, (o / w.block_out) * w.scale_inv.shape[1] + j / w.block_in);
+        v *= ElementAsFloat(w.scale_inv, (o / w.block_out) * w.scale_inv.shape[1] + j / w.block_in);
       result[o * in + j] = v;
     }
   }

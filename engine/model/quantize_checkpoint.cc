@@ -92,27 +92,6 @@ void ReleasePages(const void* begin, const void* end) {
   if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
 }
 
-float LoadElement(const TensorView& t, int64_t i) {
-  const auto* bytes = static_cast<const uint8_t*>(t.data);
-  switch (t.dtype) {
-    case DType::kF32: {
-      float v;
-      std::memcpy(&v, bytes + 4 * i, 4);
-      return v;
-    }
-    case DType::kBF16:
-    case DType::kF16: {
-      uint16_t v;
-      std::memcpy(&v, bytes + 2 * i, 2);
-      return t.dtype == DType::kBF16 ? BF16ToFloat(v) : HalfToFloat(v);
-    }
-    case DType::kF8E4M3:
-      return Fp8E4M3ToFloat(bytes[i]);
-    default:
-      return 0.0f;
-  }
-}
-
 // Converts jobs into one output file, tracking progress over the whole checkpoint.
 class Converter {
  public:
@@ -183,13 +162,13 @@ class Converter {
   void DecodeRow(const Job& job, int64_t o, float* row) const {
     const int64_t in = job.src.shape[1];
     if (job.src.dtype != DType::kF8E4M3) {
-      for (int64_t j = 0; j < in; ++j) row[j] = LoadElement(job.src, o * in + j);
+      for (int64_t j = 0; j < in; ++j) row[j] = ElementAsFloat(job.src, o * in + j);
       return;
     }
     const int64_t scale_cols = job.scale_inv.shape[1];
     for (int64_t j = 0; j < in; ++j) {
-      const float s = LoadElement(job.scale_inv, (o / block_out_) * scale_cols + j / block_in_);
-      row[j] = LoadElement(job.src, o * in + j) * s;
+      const float s = ElementAsFloat(job.scale_inv, (o / block_out_) * scale_cols + j / block_in_);
+      row[j] = ElementAsFloat(job.src, o * in + j) * s;
     }
   }
 
