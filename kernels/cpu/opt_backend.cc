@@ -10,6 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cpu/opt_ops.h"
+#include "kernels/cpu/opt_quant.h"
 #include "kernels/cpu/opt_thread_pool.h"
 #include "kernels/cpu/reference_ops.h"
 
@@ -24,7 +25,9 @@ class CpuOptimizedBackend final : public Backend {
   std::string_view name() const override { return name_; }
   absl::Status Embedding(const EmbeddingParams& p) override { return cpu::Embedding(p); }
   absl::Status RmsNorm(const RmsNormParams& p) override { return cpu::OptRmsNorm(k_, p); }
-  absl::Status Linear(const LinearParams& p) override { return cpu::OptLinear(k_, p); }
+  absl::Status Linear(const LinearParams& p) override {
+    return p.weight.integer_quantized() ? cpu::OptQuantLinear(k_, p) : cpu::OptLinear(k_, p);
+  }
   absl::Status Rope(const RopeParams& p) override { return cpu::Rope(p); }
   absl::Status SiluMul(const SiluMulParams& p) override { return cpu::OptSiluMul(k_, p); }
   absl::Status Add(const AddParams& p) override { return cpu::Add(p); }
@@ -40,7 +43,7 @@ class CpuOptimizedBackend final : public Backend {
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
     return cpu::OptMlaDecodeAttention(k_, p);
   }
-  absl::Status MoeExperts(const MoeExpertsParams& p) override { return cpu::MoeExperts(p); }
+  absl::Status MoeExperts(const MoeExpertsParams& p) override { return cpu::OptMoeExperts(k_, p); }
 
  private:
   const cpu::SimdKernels& k_;

@@ -5,6 +5,7 @@
 #endif
 
 #include "kernels/cpu/opt_backend.h"
+#include "kernels/cpu/opt_quant.h"
 #include "kernels/cpu/opt_simd.h"
 
 namespace r2 {
@@ -45,6 +46,21 @@ bool CpuIsaSupported(CpuIsa isa) {
     default:
       return false;
   }
+}
+
+bool CpuHasAvx512Vnni() {
+#if defined(__x86_64__) && defined(__GNUC__)
+  // CPUID leaf 7, sub-leaf 0, ECX bit 11 (AVX512_VNNI); the OS must save the AVX-512 state, which
+  // CpuIsaSupported(kAvx512) checks.
+  static const bool vnni = [] {
+    unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+    return CpuIsaSupported(CpuIsa::kAvx512) &&
+           __get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 11)) != 0;
+  }();
+  return vnni;
+#else
+  return false;
+#endif
 }
 
 CpuIsa DetectCpuIsa() {

@@ -36,6 +36,10 @@ void MatVec(const MoeExpertsParams& p, const void* w, const float* scale_inv, in
 
 absl::Status CheckMoeExperts(const MoeExpertsParams& p) {
   const std::string op = "MoeExperts";
+  if (p.expert_views != nullptr) {
+    return absl::UnimplementedError(
+        "MoeExperts: expert_views are taken by the optimized CPU backend");
+  }
   if (p.rows < 0) return Invalid(op, absl::StrCat("rows must be >= 0, got ", p.rows));
   if (p.hidden <= 0 || p.width <= 0) {
     return Invalid(op,

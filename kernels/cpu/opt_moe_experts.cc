@@ -1,0 +1,251 @@
+// MoeExperts for the optimized CPU backend: the (token, expert) pairs are grouped by expert, and
+// each selected expert runs gate/up -> SiLU-mul -> down once on all of its tokens, so its weights
+// are read once per call whatever the number of tokens that chose it. The work is split over the
+// threads in blocks of one expert's output features (gate/up blocks, then down blocks); the
+// token's k outputs are then combined in order j = 0..k-1 and added to h, as the reference does.
+// Every weight format BlockLinear takes runs here (bf16/f16/f32, block-scaled fp8, I8, U4).
+#include <algorithm>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "kernels/cpu/opt_ops.h"
+#include "kernels/cpu/opt_quant.h"
+#include "kernels/cpu/opt_thread_pool.h"
+#include "kernels/cpu/reference_ops.h"
+
+namespace r2::cpu {
+namespace {
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+constexpr int64_t kGateUpBlock = 32;  // gate/up output features per work item
+constexpr int64_t kDownBlock = 128;   // down output features per work item
+
+// The per-call state, grown and reused by the calling thread (no allocation once warm).
+struct MoeScratch {
+  std::vector<WeightView> views;  // pointer-array calls: [3][num_experts]
+  std::vector<int32_t> start, next, order, where, active;
+  std::vector<int64_t> x_prep, a_prep;  // per active expert: offsets into `arena`
+  std::vector<PreparedRows> x_rows, a_rows;
+  std::vector<float> arena;
+};
+
+MoeScratch& Scratch() {
+  thread_local MoeScratch s;
+  return s;
+}
+
+// Views over the pointer arrays (the Backend contract's layout).
+void ViewsFromPointers(const MoeExpertsParams& p, std::vector<WeightView>& views) {
+  const int64_t n = p.num_experts;
+  views.assign(3 * n, WeightView{});
+  const bool fp8 = p.dtype == DType::kF8E4M3;
+  const void* const* data[3] = {p.gate, p.up, p.down};
+  const float* const* scales[3] = {p.gate_scale_inv, p.up_scale_inv, p.down_scale_inv};
+  for (int m = 0; m < 3; ++m) {
+    const int64_t out = m < 2 ? p.width : p.hidden, in = m < 2 ? p.hidden : p.width;
+    for (int64_t e = 0; e < n; ++e) {
+      WeightView& v = views[m * n + e];
+      v.weight = TensorView{.dtype = p.dtype, .shape = {out, in}, .data = data[m][e]};
+      v.block_out = p.block_out;
+      v.block_in = p.block_in;
+      if (fp8) {
+        v.scale_inv = TensorView{.dtype = DType::kF32,
+                                 .shape = {CeilDiv(out, p.block_out), CeilDiv(in, p.block_in)},
+                                 .data = scales[m][e]};
+      }
+    }
+  }
+}
+
+}  // namespace
+
+absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
+  const std::string op = "MoeExperts";
+  MoeScratch& s = Scratch();
+  const WeightView* views = p.expert_views;
+  if (views == nullptr) {
+    if (absl::Status st = CheckMoeExperts(p); !st.ok()) return st;
+  } else {
+    if (p.rows < 0 || p.hidden <= 0 || p.width <= 0 || p.num_experts <= 0 || p.top_k < 1) {
+      return Invalid(op, absl::StrCat("need rows >= 0, hidden, width, num_experts > 0 and top_k >= "
+                                      "1, got ",
+                                      p.rows, ", ", p.hidden, ", ", p.width, ", ", p.num_experts,
+                                      ", ", p.top_k));
+    }
+    if ((p.x_stride != 0 && p.x_stride < p.hidden) || (p.h_stride != 0 && p.h_stride < p.hidden)) {
+      return Invalid(op, "x_stride or h_stride < hidden");
+    }
+    if (p.rows > 0 && (p.x == nullptr || p.h == nullptr || p.expert_ids == nullptr ||
+                       p.expert_weights == nullptr)) {
+      return Invalid(op, "null x, h, expert_ids or expert_weights");
+    }
+  }
+  if (p.rows == 0) return absl::OkStatus();
+  const int64_t n = p.num_experts, k_top = p.top_k, pairs = p.rows * k_top;
+  const int64_t d = p.hidden, width = p.width;
+  for (int64_t i = 0; i < pairs; ++i) {
+    const int32_t e = p.expert_ids[i];
+    if (e < 0 || e >= n) {
+      return Invalid(op, absl::StrCat("expert id ", e, " not in [0, ", n, ")"));
+    }
+  }
+  if (views == nullptr) {
+    for (int64_t i = 0; i < pairs; ++i) {
+      const int32_t e = p.expert_ids[i];
+      const bool fp8 = p.dtype == DType::kF8E4M3;
+      if (p.gate[e] == nullptr || p.up[e] == nullptr || p.down[e] == nullptr ||
+          (fp8 && (p.gate_scale_inv[e] == nullptr || p.up_scale_inv[e] == nullptr ||
+                   p.down_scale_inv[e] == nullptr))) {
+        return Invalid(op, absl::StrCat("expert ", e, " has a null weight pointer"));
+      }
+    }
+    ViewsFromPointers(p, s.views);
+    views = s.views.data();
+  }
+
+  // Group the pairs by expert (tokens in order within an expert).
+  s.start.assign(n + 1, 0);
+  for (int64_t i = 0; i < pairs; ++i) ++s.start[p.expert_ids[i] + 1];
+  for (int64_t e = 0; e < n; ++e) s.start[e + 1] += s.start[e];
+  s.next.assign(s.start.begin(), s.start.end() - 1);
+  s.order.resize(pairs);
+  s.where.resize(pairs);
+  for (int64_t i = 0; i < pairs; ++i) {
+    const int32_t at = s.next[p.expert_ids[i]]++;
+    s.order[at] = static_cast<int32_t>(i / k_top);  // the token
+    s.where[i] = at;
+  }
+  s.active.clear();
+  for (int64_t e = 0; e < n; ++e) {
+    if (s.start[e + 1] > s.start[e]) s.active.push_back(static_cast<int32_t>(e));
+  }
+  const int64_t experts = static_cast<int64_t>(s.active.size());
+
+  // The selected experts' weights: consistent shapes, one format for gate/up and one for down.
+  const DType gu_dtype = views[s.active[0]].weight.dtype;
+  const DType down_dtype = views[2 * n + s.active[0]].weight.dtype;
+  for (int32_t e : s.active) {
+    for (int m = 0; m < 3; ++m) {
+      const WeightView& v = views[m * n + e];
+      const int64_t out = m < 2 ? width : d, in = m < 2 ? d : width;
+      if (v.weight.data == nullptr || v.weight.shape.size() != 2 || v.out_features() != out ||
+          v.in_features() != in) {
+        return Invalid(op, absl::StrCat("expert ", e,
+                                        (m == 0   ? " gate"
+                                         : m == 1 ? " up"
+                                                  : " down"),
+                                        " weight must be [", out, ", ", in, "]"));
+      }
+      if (v.weight.dtype != (m < 2 ? gu_dtype : down_dtype) || !BlockLinearSupports(k, v)) {
+        return absl::UnimplementedError(absl::StrCat(
+            op, ": expert ", e, " weights are not in one format the optimized experts take"));
+      }
+    }
+  }
+
+  // Arena: xe [pairs, d] | gu [pairs, 2 width] | ye [pairs, d] | per expert prepared x, act.
+  const int64_t xe_at = 0, gu_at = pairs * d, ye_at = gu_at + pairs * 2 * width;
+  int64_t used = ye_at + pairs * d;
+  s.x_prep.resize(experts);
+  s.a_prep.resize(experts);
+  for (int64_t a = 0; a < experts; ++a) {
+    const int32_t e = s.active[a];
+    const int64_t m = s.start[e + 1] - s.start[e];
+    used = (used + 15) / 16 * 16;
+    s.x_prep[a] = used;
+    used += PreparedScratchFloats(k, gu_dtype, m, d);
+    used = (used + 15) / 16 * 16;
+    s.a_prep[a] = used;
+    used += PreparedScratchFloats(k, down_dtype, m, width);
+  }
+  if (static_cast<int64_t>(s.arena.size()) < used) s.arena.resize(used);
+  float* arena = s.arena.data();
+  float* xe = arena + xe_at;
+  float* gu = arena + gu_at;
+  float* ye = arena + ye_at;
+  s.x_rows.resize(experts);
+  s.a_rows.resize(experts);
+
+  CpuThreadPool& pool = CpuThreadPool::Get();
+  const bool parallel = pool.threads() > 1 && pairs * d * width >= kOptParallelWork / 4;
+  const int64_t xs = Stride(p.x_stride, d), hs = Stride(p.h_stride, d);
+
+  // 1. Each expert's tokens gathered and prepared for the gate/up format.
+  pool.ParallelFor(
+      experts,
+      [&](int64_t a) {
+        const int32_t e = s.active[a];
+        const int64_t begin = s.start[e], m = s.start[e + 1] - begin;
+        for (int64_t i = begin; i < begin + m; ++i) {
+          std::copy_n(p.x + s.order[i] * xs, d, xe + i * d);
+        }
+        s.x_rows[a] = PrepareRows(k, gu_dtype, xe + begin * d, d, m, d, arena + s.x_prep[a]);
+      },
+      parallel);
+
+  // 2. gate and up on a block of features, then SiLU-mul in place over the gate half.
+  const int64_t gu_blocks = CeilDiv(width, kGateUpBlock);
+  pool.ParallelFor(
+      experts * gu_blocks,
+      [&](int64_t item) {
+        const int64_t a = item / gu_blocks, o0 = (item % gu_blocks) * kGateUpBlock;
+        const int64_t o1 = std::min(width, o0 + kGateUpBlock);
+        const int32_t e = s.active[a];
+        const int64_t begin = s.start[e], m = s.start[e + 1] - begin;
+        float* rows = gu + begin * 2 * width;
+        BlockLinear(k, s.x_rows[a], views[e], o0, o1, rows + o0, 2 * width, false);
+        BlockLinear(k, s.x_rows[a], views[n + e], o0, o1, rows + width + o0, 2 * width, false);
+        for (int64_t r = 0; r < m; ++r) {
+          float* g = rows + r * 2 * width;
+          k.silu_mul(g + o0, g + width + o0, g + o0, o1 - o0);
+        }
+      },
+      parallel);
+
+  // 3. The activations prepared for the down format.
+  pool.ParallelFor(
+      experts,
+      [&](int64_t a) {
+        const int32_t e = s.active[a];
+        const int64_t begin = s.start[e], m = s.start[e + 1] - begin;
+        s.a_rows[a] = PrepareRows(k, down_dtype, gu + begin * 2 * width, 2 * width, m, width,
+                                  arena + s.a_prep[a]);
+      },
+      parallel);
+
+  // 4. down on a block of features.
+  const int64_t down_blocks = CeilDiv(d, kDownBlock);
+  pool.ParallelFor(
+      experts * down_blocks,
+      [&](int64_t item) {
+        const int64_t a = item / down_blocks, o0 = (item % down_blocks) * kDownBlock;
+        const int64_t o1 = std::min(d, o0 + kDownBlock);
+        const int32_t e = s.active[a];
+        BlockLinear(k, s.a_rows[a], views[2 * n + e], o0, o1, ye + s.start[e] * d + o0, d, false);
+      },
+      parallel);
+
+  // 5. h[t] += sum_j w_j y_j, the k terms summed in order into one value first.
+  const int64_t token_blocks = CeilDiv(p.rows, 4);
+  pool.ParallelFor(
+      token_blocks,
+      [&](int64_t tb) {
+        const int64_t t1 = std::min(p.rows, (tb + 1) * 4);
+        for (int64_t t = tb * 4; t < t1; ++t) {
+          float* h = p.h + t * hs;
+          float* acc = ThreadScratch(1, d);
+          std::fill_n(acc, d, 0.0f);
+          for (int64_t j = 0; j < k_top; ++j) {
+            const float w = p.expert_weights[t * k_top + j];
+            const float* y = ye + s.where[t * k_top + j] * d;
+            for (int64_t o = 0; o < d; ++o) acc[o] += w * y[o];
+          }
+          for (int64_t o = 0; o < d; ++o) h[o] += acc[o];
+        }
+      },
+      parallel && p.rows >= 8);
+  return absl::OkStatus();
+}
+
+}  // namespace r2::cpu
