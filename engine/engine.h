@@ -141,6 +141,13 @@ struct EngineStats {
   uint64_t requests_finished_length = 0;
   uint64_t requests_finished_abort = 0;
   uint64_t requests_finished_error = 0;
+  // Requests Submit accepted (counted when queued). Once each has ended, accepted ==
+  // finished_stop + finished_length + finished_abort + finished_error.
+  uint64_t requests_accepted = 0;
+  // KV pool self-checks run when the scheduler turns idle, and how many failed (a failure is an
+  // engine fault).
+  uint64_t integrity_checks = 0;
+  uint64_t integrity_failures = 0;
   double last_step_seconds = 0;
   int32_t last_step_tokens = 0;
 };

@@ -130,6 +130,8 @@ absl::Status EngineCore::Step() {
       integrity = absl::InternalError(
           absl::StrCat("the scheduler is idle but ", requests_.size(), " requests have not ended"));
     }
+    ++stats_.integrity_checks;
+    if (!integrity.ok()) ++stats_.integrity_failures;
   }
   timings_.postprocess = SecondsSince(post_start);
   timings_.total = SecondsSince(start);
@@ -252,6 +254,11 @@ void EngineCore::Retire(const ActiveRequest& request) {
       ++stats_.requests_finished_error;
       break;
   }
+}
+
+void EngineCore::FailUnstarted(const PendingRequest& pending, const std::string& message) {
+  EndUnstartedRequest(pending, FinishReason::kError, message);
+  ++stats_.requests_finished_error;
 }
 
 void EngineCore::FailAll(const std::string& message) {

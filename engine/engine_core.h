@@ -72,6 +72,9 @@ class EngineCore {
   absl::Status Step();
   // Engine fault: every live request ends with finish_reason error and `message`.
   void FailAll(const std::string& message);
+  // After a fault: a request taken from the inbox ends with an error event without running
+  // (counted in requests_finished_error like every other end).
+  void FailUnstarted(const PendingRequest& pending, const std::string& message);
 
   bool idle() const { return scheduler_->idle(); }
   int32_t num_waiting() const { return scheduler_->num_waiting(); }

@@ -20,6 +20,7 @@ absl::Status EngineInbox::Push(PendingRequest request) {
           "%d requests are waiting (max_queued_requests %d); retry later", queued, max_queued_));
     }
     requests_.push_back(std::move(request));
+    ++accepted_;
   }
   posted_.notify_one();
   return absl::OkStatus();
@@ -98,7 +99,9 @@ bool EngineInbox::healthy() const {
 
 EngineStats EngineInbox::stats() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return stats_;
+  EngineStats stats = stats_;
+  stats.requests_accepted = accepted_;
+  return stats;
 }
 
 }  // namespace r2::engine

@@ -72,6 +72,7 @@ class EngineInbox {
   std::vector<std::function<void()>> MarkStopped();
 
   bool healthy() const;
+  // The last published snapshot, with requests_accepted counted here.
   EngineStats stats() const;
 
  private:
@@ -85,6 +86,7 @@ class EngineInbox {
   bool stopped_ = false;
   absl::Time drain_deadline_ = absl::InfiniteFuture();
   int32_t num_waiting_ = 0;
+  uint64_t accepted_ = 0;  // Push calls that queued their request
   std::vector<PendingRequest> requests_;
   std::vector<uint64_t> aborts_;
   std::vector<std::function<void()>> tasks_;

@@ -117,7 +117,7 @@ bool ThreadedEngine::Process(InboxBatch& batch) {
   for (std::function<void()>& task : batch.tasks) task();
   if (faulted_) {
     for (const PendingRequest& pending : batch.requests) {
-      EndUnstartedRequest(pending, FinishReason::kError, fault_message_);
+      core_->FailUnstarted(pending, fault_message_);
     }
     return !batch.draining;
   }

@@ -165,6 +165,26 @@ void ServerMetrics::RenderEngine(const engine::EngineStats& s, std::string* out)
          s.kv_blocks_cached);
   Metric(out, "r2serve_engine_steps_total", "counter", "Engine steps run.", l,
          static_cast<double>(s.steps));
+  // Request accounting: once every accepted request has ended,
+  // accepted == completed + aborted + errored.
+  Metric(out, "r2serve_requests_accepted_total", "counter",
+         "Requests the engine accepted (queued for scheduling).", l,
+         static_cast<double>(s.requests_accepted));
+  Metric(out, "r2serve_requests_completed_total", "counter",
+         "Accepted requests that ended with finish_reason stop or length.", l,
+         static_cast<double>(s.requests_finished_stop + s.requests_finished_length));
+  Metric(out, "r2serve_requests_aborted_total", "counter",
+         "Accepted requests that ended aborted (client gone, shutdown timeout).", l,
+         static_cast<double>(s.requests_finished_abort));
+  Metric(out, "r2serve_requests_errored_total", "counter",
+         "Accepted requests that ended with an error (engine fault, refused by the scheduler).", l,
+         static_cast<double>(s.requests_finished_error));
+  Metric(out, "r2serve_kv_pool_integrity_checks_total", "counter",
+         "KV pool self-checks, run each time the scheduler turns idle.", l,
+         static_cast<double>(s.integrity_checks));
+  Metric(out, "r2serve_kv_pool_integrity_failures_total", "counter",
+         "KV pool self-checks that failed (each one is an engine fault).", l,
+         static_cast<double>(s.integrity_failures));
 }
 
 void ServerMetrics::RenderHttp(std::string* out) const {
