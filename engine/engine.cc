@@ -8,6 +8,7 @@
 #include <sstream>
 #include <utility>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "engine/cache/block_pool.h"
@@ -44,7 +45,22 @@ absl::Status CheckEngineConfig(const EngineConfig& config) {
   if (config.max_model_len < 0) {
     return absl::InvalidArgumentError("max_model_len must be >= 0 (0 = the model's)");
   }
-  return absl::OkStatus();
+  return ParseKvCacheDType(config.kv_cache_dtype).status();
+}
+
+// The KV cache format: "auto" is float32 on every backend (the CUDA decode kernels read float32
+// only, and it is today's exact path on the CPU). The CUDA backends are refused a bf16/fp8 cache
+// here, from the name alone, before the device is touched.
+absl::StatusOr<KvCacheDType> ResolveKvCacheDType(const EngineConfig& config) {
+  absl::StatusOr<std::optional<KvCacheDType>> parsed = ParseKvCacheDType(config.kv_cache_dtype);
+  if (!parsed.ok()) return parsed.status();
+  const KvCacheDType dtype = parsed->value_or(KvCacheDType::kFloat32);
+  if (absl::StartsWith(config.device, "cuda") && dtype != KvCacheDType::kFloat32) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--kv-cache-dtype ", KvCacheDTypeName(dtype), " is not supported on device '",
+        config.device, "' (its attention kernels read a float32 cache; use auto or float32)"));
+  }
+  return dtype;
 }
 
 // kv_cache_memory_bytes 0 becomes 1 GiB on a host-memory backend, else the configured fraction
@@ -150,9 +166,16 @@ const char* FinishReasonName(FinishReason reason) {
 absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& requested) {
   EngineConfig config = requested;
   if (absl::Status s = CheckEngineConfig(config); !s.ok()) return s;
+  absl::StatusOr<KvCacheDType> kv_dtype = ResolveKvCacheDType(config);
+  if (!kv_dtype.ok()) return kv_dtype.status();
   absl::StatusOr<std::unique_ptr<Backend>> made = MakeBackend(config.device);
   if (!made.ok()) return made.status();
   std::unique_ptr<Backend> backend = *std::move(made);
+  if (!backend->SupportsKvCacheDType(*kv_dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--kv-cache-dtype ", KvCacheDTypeName(*kv_dtype), " is not supported by the ",
+                     std::string(backend->name()), " backend (use auto or float32)"));
+  }
   absl::StatusOr<std::unique_ptr<model::DeepseekModel>> model =
       model::DeepseekModel::Load(config.model_dir, backend.get());
   if (!model.ok()) return model.status();
@@ -160,7 +183,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& reque
   const model::ModelConfig model_config = (*model)->config();
   if (absl::Status s = ResolveMaxModelLen(model_config, config); !s.ok()) return s;
   absl::StatusOr<int32_t> num_blocks = cache::NumBlocksForBudget(
-      config.kv_cache_memory_bytes, KvBytesPerToken(model_config), config.block_size);
+      config.kv_cache_memory_bytes, KvBytesPerToken(model_config, *kv_dtype), config.block_size);
   if (!num_blocks.ok()) {
     return absl::InvalidArgumentError(
         absl::StrCat("kv_cache_memory_bytes: ", num_blocks.status().message()));
@@ -172,7 +195,7 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& reque
   if (!tokenizer.ok()) return tokenizer.status();
 
   absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> runner = DeepseekModelRunner::Create(
-      std::move(backend), *std::move(model), *num_blocks, config.block_size);
+      std::move(backend), *std::move(model), *num_blocks, config.block_size, *kv_dtype);
   if (!runner.ok()) return runner.status();
   EngineCoreOptions options{
       .scheduler = {.max_num_seqs = config.max_num_seqs,

@@ -53,8 +53,13 @@ struct EngineConfig {
   // gpu_memory_utilization of the device memory free after the weights are loaded.
   int64_t kv_cache_memory_bytes = int64_t{1} << 30;
   double gpu_memory_utilization = 0.9;  // in (0, 1]
-  int32_t block_size = 64;              // tokens per KV block
-  int32_t max_queued_requests = 4096;   // waiting requests beyond this are refused
+  // KV cache format (kernels/kv_cache_format.h): "auto" (float32: the one format every backend
+  // reads), "float32", "bf16" or "fp8". The pool holds kv_cache_memory_bytes / (real bytes per
+  // token) tokens, so bf16 holds 2x and fp8 ~3.5x the tokens of float32. The CUDA backend reads
+  // float32 only and refuses the others before it touches the device.
+  std::string kv_cache_dtype = "auto";
+  int32_t block_size = 64;             // tokens per KV block
+  int32_t max_queued_requests = 4096;  // waiting requests beyond this are refused
   bool enable_prefix_caching = true;
   uint64_t seed = 0;  // generator for unseeded requests
   // Test hook, run on the engine thread before each forward pass: a non-OK status is treated as

@@ -7,16 +7,16 @@
 
 namespace r2::engine {
 
-int64_t KvBytesPerToken(const model::ModelConfig& config) {
+int64_t KvBytesPerToken(const model::ModelConfig& config, KvCacheDType dtype) {
   const int64_t layers = config.num_hidden_layers + config.num_nextn_predict_layers;
-  return layers * config.kv_cache_width() * static_cast<int64_t>(sizeof(float));
+  return layers * KvCacheRowBytes(dtype, config.kv_lora_rank, config.qk_rope_head_dim);
 }
 
 absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> DeepseekModelRunner::Create(
     std::unique_ptr<Backend> backend, std::unique_ptr<model::DeepseekModel> model,
-    int32_t num_blocks, int32_t block_size) {
-  auto cache =
-      model::PagedKvCache::Create(model->CacheShape(num_blocks, block_size), backend.get());
+    int32_t num_blocks, int32_t block_size, KvCacheDType kv_dtype) {
+  auto cache = model::PagedKvCache::Create(model->CacheShape(num_blocks, block_size, kv_dtype),
+                                           backend.get());
   if (!cache.ok()) return cache.status();
   return std::unique_ptr<DeepseekModelRunner>(
       new DeepseekModelRunner(std::move(backend), std::move(model), *std::move(cache)));
@@ -28,7 +28,7 @@ DeepseekModelRunner::DeepseekModelRunner(std::unique_ptr<Backend> backend,
     : backend_(std::move(backend)), model_(std::move(model)), cache_(std::move(cache)) {}
 
 // A block holds its positions for every layer in one contiguous range (kv_cache.h), so a block
-// copy is one backend copy (CopyWithin) of block_stride floats.
+// copy is one backend copy (CopyWithin) of block_stride words.
 absl::Status DeepseekModelRunner::CopyBlocks(absl::Span<const scheduler::BlockCopy> copies) {
   for (const scheduler::BlockCopy& copy : copies) {
     if (absl::Status s = cache_->CopyBlock(copy.src, copy.dst); !s.ok()) return s;

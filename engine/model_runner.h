@@ -42,10 +42,11 @@ class ModelRunner {
 
 class DeepseekModelRunner final : public ModelRunner {
  public:
-  // `model` runs on `backend`; the cache holds `num_blocks` blocks of `block_size` tokens.
+  // `model` runs on `backend`; the cache holds `num_blocks` blocks of `block_size` tokens in
+  // `kv_dtype`'s format.
   static absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> Create(
       std::unique_ptr<Backend> backend, std::unique_ptr<model::DeepseekModel> model,
-      int32_t num_blocks, int32_t block_size);
+      int32_t num_blocks, int32_t block_size, KvCacheDType kv_dtype = KvCacheDType::kFloat32);
 
   absl::Status Run(const scheduler::SchedulerOutput& plan, StepLogits* logits) override;
 
@@ -62,9 +63,10 @@ class DeepseekModelRunner final : public ModelRunner {
   std::vector<model::SequenceInput> inputs_;  // reused across steps
 };
 
-// Bytes of KV cache one token position takes in `config`'s cache (every cache layer, float32
-// latent + rope key). The cache holds the MTP layers too: DeepseekModel::Forward requires the
-// full cache shape even when MTP does not run.
-int64_t KvBytesPerToken(const model::ModelConfig& config);
+// Bytes of KV cache one token position takes in `config`'s cache (every cache layer, one latent +
+// rope key row in `dtype`'s format: kernels/kv_cache_format.h). The cache holds the MTP layers
+// too: DeepseekModel::Forward requires the full cache shape even when MTP does not run.
+int64_t KvBytesPerToken(const model::ModelConfig& config,
+                        KvCacheDType dtype = KvCacheDType::kFloat32);
 
 }  // namespace r2::engine

@@ -27,6 +27,7 @@
 
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
+#include "kernels/kv_cache_format.h"
 #include "kernels/tensor.h"
 
 namespace r2 {
@@ -241,22 +242,31 @@ struct MlaPrefillParams {
   float softmax_scale = 1.0f;
 };
 
-// One layer of the paged latent cache: block b's rows start at cache + b * block_stride; row
-// `offset` of a block is at + offset * row_width and holds [latent (kv_lora_rank); rope key
-// (rope_dim)], row_width = kv_lora_rank + rope_dim. Token position p of a sequence lives in block
-// block_table[p / block_size] at offset p % block_size (slot = block * block_size + offset).
+// One layer of the paged latent cache: block b's rows start at data + b * block_stride; row
+// `offset` of a block starts row_words() * offset words later and holds [latent (kv_lora_rank);
+// rope key (rope_dim)] in `dtype`'s format (kernels/kv_cache_format.h). Strides count 4-byte
+// words, which for the float32 cache are its elements. Token position p of a sequence lives in
+// block block_table[p / block_size] at offset p % block_size (slot = block * block_size + offset).
+// KvCacheWrite encodes rows into the format; MlaDecodeAttention decodes them as it reads. A
+// backend that cannot read a format says so in SupportsKvCacheDType and refuses it in both ops.
 struct PagedLatentCache {
-  float* data = nullptr;  // this layer's rows of block 0
+  float* data = nullptr;  // this layer's rows of block 0 (float32 values for kFloat32)
   int64_t num_blocks = 0;
   int64_t block_size = 64;   // tokens per block
-  int64_t block_stride = 0;  // elements from one block to the next (>= block_size * row_width)
+  int64_t block_stride = 0;  // words from one block to the next (>= block_size * row_words())
   int64_t kv_lora_rank = 0;
   int64_t rope_dim = 0;
+  KvCacheDType dtype = KvCacheDType::kFloat32;
+  // Values per row.
   int64_t row_width() const { return kv_lora_rank + rope_dim; }
+  int64_t row_bytes() const { return KvCacheRowBytes(dtype, kv_lora_rank, rope_dim); }
+  // 4-byte words per row (row_width() for float32).
+  int64_t row_words() const { return row_bytes() / 4; }
 };
 
-// Writes each token's normalized latent and roped key into its cache slot.
-// slot_mapping[i] < 0 skips row i (padding).
+// Writes each token's normalized latent and roped key into its cache slot, encoded in the cache's
+// dtype (rounded to bf16, or quantized to fp8 with the row's group scales). slot_mapping[i] < 0
+// skips row i (padding).
 struct KvCacheWriteParams {
   const float* latent = nullptr;  // [rows, latent_stride], kv_lora_rank used
   int64_t latent_stride = 0;
@@ -270,10 +280,10 @@ struct KvCacheWriteParams {
 // Multi-head latent attention, absorbed form, reading the paged cache (MQA with one key per
 // token): for query token t, head h, with q = [q_lat_h(t) (kv_lora_rank); q_pe_h(t) (rope_dim)],
 //   score(s) = scale * q . cache_row(s),  out_h(t) = sum_s softmax_s(score(s)) latent(s)
-// with latent(s) the first kv_lora_rank values of cache_row(s). Sequence b owns query rows
-// [cu_seqlens_q[b], cu_seqlens_q[b+1]); its kv_lens[b] tokens (including the queries' own,
-// already written) are in the cache through block_tables[b]. The queries are the sequence's last
-// q_len tokens: query i sees cached positions p <= kv_lens[b] - q_len + i.
+// with cache_row(s) the stored row decoded to float32 and latent(s) its first kv_lora_rank values.
+// Sequence b owns query rows [cu_seqlens_q[b], cu_seqlens_q[b+1]); its kv_lens[b] tokens (including
+// the queries' own, already written) are in the cache through block_tables[b]. The queries are the
+// sequence's last q_len tokens: query i sees cached positions p <= kv_lens[b] - q_len + i.
 struct MlaDecodeParams {
   const float* q = nullptr;  // [q rows][heads][kv_lora_rank + rope_dim] via the strides
   int64_t q_token_stride = 0;
@@ -341,6 +351,10 @@ class Backend {
   // The default is Unimplemented (the caller falls back to Linear/SiluMul/ScatterAddRows per
   // expert); the reference, checked-memory, optimized CPU and CUDA backends implement it.
   virtual absl::Status MoeExperts(const MoeExpertsParams& p);
+
+  // Whether KvCacheWrite and MlaDecodeAttention handle a cache in `dtype`'s format. Every CPU
+  // backend reads every format; the CUDA backend reads float32 only (kernels/cuda/mla_decode.cu).
+  virtual bool SupportsKvCacheDType(KvCacheDType /*dtype*/) const { return true; }
 };
 
 // The plain float32 reference implementation (kernels/cpu/reference_backend.cc): the oracle that

@@ -57,8 +57,9 @@ int64_t DeepseekModel::num_cache_layers() const {
   return config().num_hidden_layers + config().num_nextn_predict_layers;
 }
 
-KvCacheShape DeepseekModel::CacheShape(int64_t num_blocks, int64_t block_size) const {
-  return PagedKvCache::ShapeFor(config(), num_blocks, block_size);
+KvCacheShape DeepseekModel::CacheShape(int64_t num_blocks, int64_t block_size,
+                                       KvCacheDType dtype) const {
+  return PagedKvCache::ShapeFor(config(), num_blocks, block_size, dtype);
 }
 
 absl::StatusOr<StepPlan> DeepseekModel::Plan(absl::Span<const SequenceInput> batch,
@@ -70,6 +71,11 @@ absl::StatusOr<StepPlan> DeepseekModel::Plan(absl::Span<const SequenceInput> bat
         absl::StrCat("KV cache shape (", shape.num_layers, " layers, rows ", shape.kv_lora_rank,
                      "+", shape.rope_dim, ") does not fit the model (", num_cache_layers(),
                      " layers, rows ", config().kv_lora_rank, "+", config().qk_rope_head_dim, ")"));
+  }
+  if (!backend_->SupportsKvCacheDType(shape.dtype)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("backend '", std::string(backend_->name()), "' cannot read a ",
+                     KvCacheDTypeName(shape.dtype), " KV cache (--kv-cache-dtype)"));
   }
   if (!backend_->host_memory() && cache.backend() != backend_) {
     return absl::InvalidArgumentError(absl::StrCat(

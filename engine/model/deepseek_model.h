@@ -61,7 +61,8 @@ class DeepseekModel {
   int64_t last_routed_experts_run() const;
   // Cache layers: the main layers, then one per MTP module.
   int64_t num_cache_layers() const;
-  KvCacheShape CacheShape(int64_t num_blocks, int64_t block_size = 64) const;
+  KvCacheShape CacheShape(int64_t num_blocks, int64_t block_size = 64,
+                          KvCacheDType dtype = KvCacheDType::kFloat32) const;
 
   // The main model over `batch`. Logits per `logits`; hidden = post-final-norm states.
   absl::StatusOr<ForwardOutput> Forward(absl::Span<const SequenceInput> batch, LogitsMode logits,

@@ -9,8 +9,8 @@ namespace r2::model {
 
 namespace {
 
-// Elements of a cache of `shape`, or an error for bad or overflowing sizes.
-absl::StatusOr<int64_t> StorageElements(const KvCacheShape& shape) {
+// 4-byte words of a cache of `shape`, or an error for bad or overflowing sizes.
+absl::StatusOr<int64_t> StorageWords(const KvCacheShape& shape) {
   if (shape.num_blocks <= 0 || shape.num_layers <= 0 || shape.block_size <= 0 ||
       shape.kv_lora_rank <= 0 || shape.rope_dim < 0) {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -19,7 +19,7 @@ absl::StatusOr<int64_t> StorageElements(const KvCacheShape& shape) {
   }
   const int64_t limit = std::numeric_limits<int64_t>::max() / 4;
   int64_t elements = shape.num_blocks;
-  for (int64_t factor : {shape.num_layers, shape.block_size, shape.row_width()}) {
+  for (int64_t factor : {shape.num_layers, shape.block_size, shape.row_words()}) {
     if (elements > limit / factor) return absl::InvalidArgumentError("PagedKvCache: too large");
     elements *= factor;
   }
@@ -29,13 +29,13 @@ absl::StatusOr<int64_t> StorageElements(const KvCacheShape& shape) {
 }  // namespace
 
 int64_t PagedKvCache::StorageBytes(const KvCacheShape& shape) {
-  absl::StatusOr<int64_t> elements = StorageElements(shape);
-  return elements.ok() ? *elements * static_cast<int64_t>(sizeof(float)) : 0;
+  absl::StatusOr<int64_t> words = StorageWords(shape);
+  return words.ok() ? *words * 4 : 0;
 }
 
 absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvCacheShape& shape,
                                                                    Backend* backend) {
-  absl::StatusOr<int64_t> elements = StorageElements(shape);
+  absl::StatusOr<int64_t> elements = StorageWords(shape);
   if (!elements.ok()) return elements.status();
   std::unique_ptr<PagedKvCache> cache(new PagedKvCache(shape));
   const size_t bytes = static_cast<size_t>(*elements) * sizeof(float);
@@ -54,21 +54,23 @@ absl::StatusOr<std::unique_ptr<PagedKvCache>> PagedKvCache::Create(const KvCache
 }
 
 KvCacheShape PagedKvCache::ShapeFor(const ModelConfig& config, int64_t num_blocks,
-                                    int64_t block_size) {
+                                    int64_t block_size, KvCacheDType dtype) {
   return KvCacheShape{.num_blocks = num_blocks,
                       .num_layers = config.num_hidden_layers + config.num_nextn_predict_layers,
                       .block_size = block_size,
                       .kv_lora_rank = config.kv_lora_rank,
-                      .rope_dim = config.qk_rope_head_dim};
+                      .rope_dim = config.qk_rope_head_dim,
+                      .dtype = dtype};
 }
 
 PagedLatentCache PagedKvCache::Layer(int64_t layer) {
-  return PagedLatentCache{.data = data_ + layer * shape_.block_size * shape_.row_width(),
+  return PagedLatentCache{.data = data_ + layer * shape_.block_size * shape_.row_words(),
                           .num_blocks = shape_.num_blocks,
                           .block_size = shape_.block_size,
                           .block_stride = block_stride(),
                           .kv_lora_rank = shape_.kv_lora_rank,
-                          .rope_dim = shape_.rope_dim};
+                          .rope_dim = shape_.rope_dim,
+                          .dtype = shape_.dtype};
 }
 
 absl::Status PagedKvCache::CopyBlock(int64_t src, int64_t dst) {
@@ -86,11 +88,15 @@ absl::Status PagedKvCache::CopyBlock(int64_t src, int64_t dst) {
 
 std::vector<float> PagedKvCache::Row(int64_t layer, int64_t slot) const {
   const int64_t block = slot / shape_.block_size, offset = slot % shape_.block_size;
-  const int64_t width = shape_.row_width();
-  const float* row = data_ + block * block_stride() + (layer * shape_.block_size + offset) * width;
-  if (backend_ == nullptr) return std::vector<float>(row, row + width);
-  std::vector<float> out(width);
-  if (!backend_->CopyToHost(out.data(), row, width * sizeof(float)).ok()) return {};
+  const int64_t words = shape_.row_words();
+  const float* row = data_ + block * block_stride() + (layer * shape_.block_size + offset) * words;
+  std::vector<float> stored(row, row + (backend_ == nullptr ? words : 0));
+  if (backend_ != nullptr) {
+    stored.resize(words);
+    if (!backend_->CopyToHost(stored.data(), row, words * sizeof(float)).ok()) return {};
+  }
+  std::vector<float> out(shape_.row_width());
+  DecodeKvCacheRow(shape_.dtype, shape_.kv_lora_rank, shape_.rope_dim, stored.data(), out.data());
   return out;
 }
 

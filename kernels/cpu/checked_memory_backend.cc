@@ -313,7 +313,7 @@ class CheckedMemoryBackend final : public Backend {
     return t.numel() * static_cast<int64_t>(DTypeSize(t.dtype));
   }
   absl::Status Cache(const std::string& op, const PagedLatentCache& c) const {
-    const int64_t span = Span2(c.num_blocks, c.block_stride, c.block_size * c.row_width());
+    const int64_t span = Span2(c.num_blocks, c.block_stride, c.block_size * c.row_words());
     return Floats(op, "cache", c.data, span);
   }
 

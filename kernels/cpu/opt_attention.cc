@@ -1,7 +1,8 @@
 // Multi-head latent attention for the optimized CPU backend.
 //  - Decode (absorbed, paged): every head of a token shares one key per position, so a group of
 //    heads reads each cache row once (straight from its block) for all of the group's scores and
-//    again for the weighted sum of latents.
+//    again for the weighted sum of latents. A bf16 or fp8 row is decoded to float32 once per
+//    read into a thread-local row, shared by a larger head group so the decode is amortized.
 //  - Prefill (plain): tiles of consecutive queries of one sequence and head share each loaded key
 //    and value row.
 // Work items ((token, head group) or (head, query tile)) are spread over OpenMP threads.
@@ -16,6 +17,8 @@ namespace r2::cpu {
 namespace {
 
 constexpr int64_t kHeadGroup = 4;  // decode heads sharing each cache row load
+// Decode heads sharing each decoded row of a bf16 / fp8 cache.
+constexpr int64_t kDecodedHeadGroup = 16;
 constexpr int64_t kQueryTile = 4;  // prefill queries sharing each key/value row load
 
 // cu starts at 0 and never decreases.
@@ -51,7 +54,11 @@ void Softmax(const SimdKernels& k, float* scores, int64_t n) {
 bool DecodeArgsOk(const MlaDecodeParams& p) {
   const PagedLatentCache& c = p.cache;
   if (c.data == nullptr || c.num_blocks <= 0 || c.block_size <= 0 || c.kv_lora_rank <= 0 ||
-      c.rope_dim < 0 || c.block_stride < c.block_size * c.row_width()) {
+      c.rope_dim < 0 || c.block_stride < c.block_size * c.row_words()) {
+    return false;
+  }
+  if (c.dtype != KvCacheDType::kFloat32 && c.dtype != KvCacheDType::kBF16 &&
+      c.dtype != KvCacheDType::kFp8E4M3) {
     return false;
   }
   if (!CuSeqlensOk(p.cu_seqlens_q, p.num_seqs) || p.heads <= 0) return false;
@@ -69,29 +76,40 @@ bool DecodeArgsOk(const MlaDecodeParams& p) {
   return true;
 }
 
+int64_t DecodeHeadGroup(const PagedLatentCache& c) {
+  return c.dtype == KvCacheDType::kFloat32 ? kHeadGroup : kDecodedHeadGroup;
+}
+
+// Heads [h0, h0 + DecodeHeadGroup) of query row t.
 void DecodeItem(const SimdKernels& k, const MlaDecodeParams& p, const int32_t* seq_of_row,
                 int64_t t, int64_t h0) {
   const PagedLatentCache& c = p.cache;
-  const int64_t width = c.row_width(), lora = c.kv_lora_rank;
-  const int64_t heads = std::min(kHeadGroup, p.heads - h0);
+  const int64_t width = c.row_width(), lora = c.kv_lora_rank, words = c.row_words();
+  const int64_t heads = std::min(DecodeHeadGroup(c), p.heads - h0);
   const int32_t b = seq_of_row[t];
   const int64_t q_len = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
   const int64_t visible = p.kv_lens[b] - q_len + (t - p.cu_seqlens_q[b]) + 1;
   const int32_t* table = p.block_tables + b * p.block_table_stride;
   const float* q = p.q + t * p.q_token_stride + h0 * p.q_head_stride;
+  const bool stored_f32 = c.dtype == KvCacheDType::kFloat32;
   float* scores = ThreadScratch(0, heads * visible);
+  float* decoded = stored_f32 ? nullptr : ThreadScratch(1, width);
+  // Position s's row as float32: in place for float32, else decoded into `decoded`.
+  auto row_at = [&](int64_t s) -> const float* {
+    const float* stored =
+        c.data + table[s / c.block_size] * c.block_stride + (s % c.block_size) * words;
+    if (stored_f32) return stored;
+    DecodeKvCacheRow(c.dtype, lora, c.rope_dim, stored, decoded);
+    return decoded;
+  };
   for (int64_t s = 0; s < visible; ++s) {
-    const float* row =
-        c.data + table[s / c.block_size] * c.block_stride + (s % c.block_size) * width;
-    k.dot_many(row, q, p.q_head_stride, heads, width, p.softmax_scale, scores + s, visible);
+    k.dot_many(row_at(s), q, p.q_head_stride, heads, width, p.softmax_scale, scores + s, visible);
   }
   for (int64_t h = 0; h < heads; ++h) Softmax(k, scores + h * visible, visible);
   float* out = p.out + t * p.out_token_stride + h0 * p.out_head_stride;
   for (int64_t h = 0; h < heads; ++h) std::fill_n(out + h * p.out_head_stride, lora, 0.0f);
   for (int64_t s = 0; s < visible; ++s) {
-    const float* row =
-        c.data + table[s / c.block_size] * c.block_stride + (s % c.block_size) * width;
-    k.axpy_many(row, scores + s, visible, heads, lora, out, p.out_head_stride);
+    k.axpy_many(row_at(s), scores + s, visible, heads, lora, out, p.out_head_stride);
   }
 }
 
@@ -149,14 +167,13 @@ absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& 
   const int32_t* seq_of_row = SequenceOfRow(p.cu_seqlens_q, p.num_seqs);
   int64_t kv_total = 0;
   for (int64_t b = 0; b < p.num_seqs; ++b) kv_total += p.kv_lens[b];
-  const int64_t groups = (p.heads + kHeadGroup - 1) / kHeadGroup;
+  const int64_t group = DecodeHeadGroup(p.cache);
+  const int64_t groups = (p.heads + group - 1) / group;
   const int64_t work =
       rows * p.heads * (kv_total / std::max<int64_t>(p.num_seqs, 1)) * 2 * p.cache.row_width();
   CpuThreadPool::Get().ParallelFor(
       rows * groups,
-      [&](int64_t item) {
-        DecodeItem(k, p, seq_of_row, item / groups, (item % groups) * kHeadGroup);
-      },
+      [&](int64_t item) { DecodeItem(k, p, seq_of_row, item / groups, (item % groups) * group); },
       work >= kOptParallelWork);
   return absl::OkStatus();
 }

@@ -43,15 +43,27 @@ absl::Status CheckCache(const std::string& op, const PagedLatentCache& c) {
       c.rope_dim < 0) {
     return Invalid(op, "empty or malformed cache");
   }
-  if (c.block_stride < c.block_size * c.row_width()) {
+  if (c.dtype != KvCacheDType::kFloat32 && c.dtype != KvCacheDType::kBF16 &&
+      c.dtype != KvCacheDType::kFp8E4M3) {
+    return Invalid(op, "unknown cache dtype");
+  }
+  if (c.block_stride < c.block_size * c.row_words()) {
     return Invalid(op, "cache block_stride smaller than one block");
   }
   return absl::OkStatus();
 }
 
-const float* CacheRow(const PagedLatentCache& c, const int32_t* block_table, int64_t pos) {
-  const int64_t block = block_table[pos / c.block_size];
-  return c.data + block * c.block_stride + (pos % c.block_size) * c.row_width();
+// The stored row of `slot`, in the cache's format.
+float* StoredRow(const PagedLatentCache& c, int64_t slot) {
+  return c.data + (slot / c.block_size) * c.block_stride + (slot % c.block_size) * c.row_words();
+}
+
+// Position `pos` of a sequence, decoded to float32 into `buf` (row_width() values).
+const float* CacheRow(const PagedLatentCache& c, const int32_t* block_table, int64_t pos,
+                      float* buf) {
+  const int64_t slot = block_table[pos / c.block_size] * c.block_size + pos % c.block_size;
+  DecodeKvCacheRow(c.dtype, c.kv_lora_rank, c.rope_dim, StoredRow(c, slot), buf);
+  return buf;
 }
 
 }  // namespace
@@ -131,10 +143,8 @@ absl::Status KvCacheWrite(const KvCacheWriteParams& p) {
   for (int64_t i = 0; i < p.rows; ++i) {
     const int64_t slot = p.slot_mapping[i];
     if (slot < 0) continue;
-    float* row =
-        c.data + (slot / c.block_size) * c.block_stride + (slot % c.block_size) * c.row_width();
-    std::copy(p.latent + i * ls, p.latent + i * ls + c.kv_lora_rank, row);
-    std::copy(p.k_pe + i * ps, p.k_pe + i * ps + c.rope_dim, row + c.kv_lora_rank);
+    EncodeKvCacheRow(c.dtype, c.kv_lora_rank, c.rope_dim, p.latent + i * ls, p.k_pe + i * ps,
+                     StoredRow(c, slot));
   }
   return absl::OkStatus();
 }
@@ -181,7 +191,7 @@ absl::Status MlaDecodeAttention(const MlaDecodeParams& p) {
   const int64_t work = rows * p.heads * (kv_total / std::max<int64_t>(p.num_seqs, 1)) * 2 * width;
 #pragma omp parallel if (work >= kParallelWork)
   {
-    std::vector<float> scores;
+    std::vector<float> scores, row(width);
 #pragma omp for collapse(2) schedule(dynamic, 4)
     for (int64_t t = 0; t < rows; ++t) {
       for (int64_t h = 0; h < p.heads; ++h) {
@@ -192,13 +202,13 @@ absl::Status MlaDecodeAttention(const MlaDecodeParams& p) {
         const float* q = p.q + t * p.q_token_stride + h * p.q_head_stride;
         scores.resize(visible);
         for (int64_t s = 0; s < visible; ++s) {
-          scores[s] = p.softmax_scale * Dot(q, CacheRow(c, table, s), width);
+          scores[s] = p.softmax_scale * Dot(q, CacheRow(c, table, s, row.data()), width);
         }
         Softmax(scores.data(), visible);
         float* out = p.out + t * p.out_token_stride + h * p.out_head_stride;
         std::fill(out, out + c.kv_lora_rank, 0.0f);
         for (int64_t s = 0; s < visible; ++s) {
-          const float* latent = CacheRow(c, table, s);
+          const float* latent = CacheRow(c, table, s, row.data());
           for (int64_t d = 0; d < c.kv_lora_rank; ++d) out[d] += scores[s] * latent[d];
         }
       }

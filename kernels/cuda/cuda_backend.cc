@@ -282,6 +282,10 @@ class CudaBackend final : public Backend {
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
     return Run([&] { return cuda::MlaDecodeAttention(ctx_, p); });
   }
+  // The decode kernels stream float32 rows (mla_decode.cu): bf16 / fp8 caches are refused.
+  bool SupportsKvCacheDType(KvCacheDType dtype) const override {
+    return dtype == KvCacheDType::kFloat32;
+  }
   absl::Status MoeExperts(const MoeExpertsParams& p) override {
     return Run([&] { return cuda::MoeExperts(ctx_, p); });
   }

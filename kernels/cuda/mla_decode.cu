@@ -368,6 +368,11 @@ absl::Status CheckCache(const char* op, const PagedLatentCache& c) {
       c.rope_dim < 0) {
     return Invalid(op, "empty or malformed cache");
   }
+  if (c.dtype != KvCacheDType::kFloat32) {
+    return Invalid(op, absl::StrCat("the cuda backend reads a float32 KV cache only, not ",
+                                    KvCacheDTypeName(c.dtype),
+                                    " (--kv-cache-dtype: auto or float32 on cuda)"));
+  }
   if (c.block_stride < c.block_size * c.row_width()) {
     return Invalid(op, "cache block_stride smaller than one block");
   }
