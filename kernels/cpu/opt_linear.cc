@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 
+#include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_ops.h"
 #include "kernels/cpu/opt_thread_pool.h"
 #include "kernels/cpu/reference_ops.h"
@@ -77,6 +78,10 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p) {
   if (p.rows == 0) return absl::OkStatus();
   const int64_t in = w.in_features(), out = w.out_features();
   if (out == 0) return absl::OkStatus();
+  if (p.rows >= kGemmMinRows) {
+    GemmLinear(k, p);
+    return absl::OkStatus();
+  }
   const int64_t xs = Stride(p.x_stride, in), ys = Stride(p.y_stride, out);
   const int64_t elem = static_cast<int64_t>(DTypeSize(dtype));
   const bool direct = dtype == DType::kBF16 || dtype == DType::kF32;

@@ -1,4 +1,5 @@
 // The optimized CPU kernels compiled for AVX2 + FMA + F16C, chosen at run time.
+#include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_simd.h"
 #include "kernels/numeric.h"
 
@@ -22,6 +23,8 @@
 #define R2_TILE_ROWS 4
 #define R2_TILE_OUTS 2
 #include "kernels/cpu/opt_simd_impl.inc"
+#define R2_GEMM_ROWS 6
+#include "kernels/cpu/opt_gemm_impl.inc"
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -30,9 +33,11 @@
 
 namespace r2::cpu {
 const SimdKernels* Avx2Kernels() { return &avx2::kKernels; }
+const GemmKernels* Avx2Gemm() { return &avx2::kGemm; }
 }  // namespace r2::cpu
 #else
 namespace r2::cpu {
 const SimdKernels* Avx2Kernels() { return nullptr; }
+const GemmKernels* Avx2Gemm() { return nullptr; }
 }  // namespace r2::cpu
 #endif

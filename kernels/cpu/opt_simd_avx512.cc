@@ -1,4 +1,5 @@
 // The optimized CPU kernels compiled for AVX-512 (F/BW/VL/DQ + FMA + F16C), chosen at run time.
+#include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_simd.h"
 #include "kernels/numeric.h"
 
@@ -24,6 +25,8 @@
 #define R2_TILE_ROWS 4
 #define R2_TILE_OUTS 4
 #include "kernels/cpu/opt_simd_impl.inc"
+#define R2_GEMM_ROWS 12
+#include "kernels/cpu/opt_gemm_impl.inc"
 #if defined(__clang__)
 #pragma clang attribute pop
 #else
@@ -32,9 +35,11 @@
 
 namespace r2::cpu {
 const SimdKernels* Avx512Kernels() { return &avx512::kKernels; }
+const GemmKernels* Avx512Gemm() { return &avx512::kGemm; }
 }  // namespace r2::cpu
 #else
 namespace r2::cpu {
 const SimdKernels* Avx512Kernels() { return nullptr; }
+const GemmKernels* Avx512Gemm() { return nullptr; }
 }  // namespace r2::cpu
 #endif

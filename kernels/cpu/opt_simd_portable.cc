@@ -2,6 +2,7 @@
 // CPUs without AVX2 and the path every other one is checked beside.
 #include <cstdint>
 
+#include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_simd.h"
 #include "kernels/numeric.h"
 
@@ -11,7 +12,10 @@
 #define R2_TILE_ROWS 2
 #define R2_TILE_OUTS 2
 #include "kernels/cpu/opt_simd_impl.inc"
+#define R2_GEMM_ROWS 4
+#include "kernels/cpu/opt_gemm_impl.inc"
 
 namespace r2::cpu {
 const SimdKernels& PortableKernels() { return portable::kKernels; }
+const GemmKernels& PortableGemm() { return portable::kGemm; }
 }  // namespace r2::cpu

@@ -1,0 +1,140 @@
+// GemmLinear: the driver of the packed GEMM (see opt_gemm.h).
+#include "kernels/cpu/opt_gemm.h"
+
+#include <algorithm>
+#include <array>
+#include <cstring>
+#include <vector>
+
+#include "kernels/cpu/opt_ops.h"
+#include "kernels/cpu/opt_thread_pool.h"
+#include "kernels/cpu/reference_ops.h"
+
+namespace r2::cpu {
+namespace {
+
+int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+// Columns per packed block: a panel of kKc x NR float32 (32 KiB for NR = 32) stays in L1 while
+// the row tiles sweep over it.
+constexpr int64_t kKc = 256;
+// Rows per pass: the pass's block of x (kRowPass x kKc float32, 512 KiB) stays in L2 while the
+// panels of a work unit go by; a larger product packs its panels once per pass.
+constexpr int64_t kRowPass = 512;
+
+const std::array<float, 256>& Fp8Values() {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[i] = Fp8E4M3ToFloat(static_cast<uint8_t>(i));
+    return t;
+  }();
+  return table;
+}
+
+// dst[o * kc + k] = element (o0 + o, k0 + k) of a block-scaled fp8 weight as float32 (its block's
+// scale applied), o < n, k < kc.
+void DecodeFp8Block(const WeightView& w, int64_t o0, int64_t n, int64_t k0, int64_t kc,
+                    float* dst) {
+  const std::array<float, 256>& table = Fp8Values();
+  const int64_t in = w.in_features(), cols = w.scale_inv.shape[1];
+  const auto* scales = static_cast<const float*>(w.scale_inv.data);
+  for (int64_t o = 0; o < n; ++o) {
+    const auto* q = static_cast<const uint8_t*>(w.weight.data) + (o0 + o) * in;
+    const float* srow = scales + ((o0 + o) / w.block_out) * cols;
+    float* d = dst + o * kc - k0;
+    for (int64_t j0 = k0; j0 < k0 + kc;) {
+      const int64_t c = j0 / w.block_in, j1 = std::min(k0 + kc, (c + 1) * w.block_in);
+      float scale;
+      std::memcpy(&scale, srow + c, 4);  // scale_inv may be unaligned in a mapped file
+      for (int64_t j = j0; j < j1; ++j) d[j] = table[q[j]] * scale;
+      j0 = j1;
+    }
+  }
+}
+
+float* Grow(std::vector<float>& b, int64_t n) {
+  if (static_cast<int64_t>(b.size()) < n) b.resize(n);
+  return b.data();
+}
+
+}  // namespace
+
+const GemmKernels& GemmKernelsFor(CpuIsa isa) {
+  const GemmKernels* g = nullptr;
+  if (isa == CpuIsa::kAvx512) g = Avx512Gemm();
+  if (isa == CpuIsa::kAvx2) g = Avx2Gemm();
+  return g != nullptr ? *g : PortableGemm();
+}
+
+void GemmLinear(const SimdKernels& k, const LinearParams& p) {
+  const GemmKernels& g = GemmKernelsFor(k.isa);
+  const WeightView& w = p.weight;
+  const DType dtype = w.weight.dtype;
+  const int64_t in = w.in_features(), out = w.out_features();
+  const int64_t xs = Stride(p.x_stride, in), ys = Stride(p.y_stride, out);
+  const int64_t elem = static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t nr = g.panel, panels = CeilDiv(out, nr);
+  CpuThreadPool& pool = CpuThreadPool::Get();
+  const int64_t threads = pool.threads();
+  const bool parallel = threads > 1 && p.batch * p.rows * in * out >= kOptParallelWork;
+  // Whole panels per work unit, about four units per thread (a late worker's share is claimed by
+  // the others); every unit packs its own panels, so the packing work does not grow with units.
+  const int64_t per_unit = std::max<int64_t>(1, panels / (4 * threads));
+  const int64_t units = CeilDiv(panels, per_unit);
+  const auto* weights = static_cast<const uint8_t*>(w.weight.data);
+  const int64_t kc_max = std::min(kKc, in);
+  const int64_t mr = g.tile_rows;
+  // Rows per pass, whole tiles.
+  const int64_t row_pass = std::max<int64_t>(1, kRowPass / mr) * mr;
+  pool.ParallelFor(
+      p.batch * units,
+      [&](int64_t u) {
+        thread_local std::vector<float> packed_buffer, decoded_buffer;
+        float* packed = Grow(packed_buffer, nr * std::max<int64_t>(kc_max, 1));
+        const int64_t b = u / units, pn0 = (u % units) * per_unit;
+        const int64_t pn1 = std::min(panels, pn0 + per_unit);
+        const float* x = p.x + b * p.x_batch_stride;
+        float* y = p.y + b * p.y_batch_stride;
+        const uint8_t* wb = weights + b * p.weight_batch_stride * elem;
+        for (int64_t r0 = 0; r0 < p.rows; r0 += row_pass) {
+          const int64_t rows = std::min(row_pass, p.rows - r0);
+          const float* xr = x + r0 * xs;
+          if (in == 0) {
+            for (int64_t pn = pn0; pn < pn1; ++pn) {
+              const int64_t o0 = pn * nr;
+              g.panel_rows(xr, xs, rows, packed, 0, std::min(nr, out - o0), y + r0 * ys + o0, ys,
+                           p.accumulate);
+            }
+            continue;
+          }
+          // Column blocks outside the panels: the pass's block of x stays in L2 for all panels.
+          for (int64_t k0 = 0; k0 < in; k0 += kKc) {
+            const int64_t kc = std::min(kKc, in - k0);
+            for (int64_t pn = pn0; pn < pn1; ++pn) {
+              const int64_t o0 = pn * nr, n = std::min(nr, out - o0);
+              if (dtype == DType::kBF16) {
+                g.pack_bf16(wb + (o0 * in + k0) * elem, in * elem, n, kc, packed);
+              } else if (dtype == DType::kF32) {
+                g.pack_f32(reinterpret_cast<const float*>(wb) + o0 * in + k0, in, n, kc, packed);
+              } else {
+                // f16 and fp8: the block's rows decoded to float32 (fp8 with its scales) first.
+                float* d = Grow(decoded_buffer, nr * kc);
+                if (dtype == DType::kF16) {
+                  for (int64_t o = 0; o < n; ++o) {
+                    k.decode_f16(wb + ((o0 + o) * in + k0) * elem, d + o * kc, kc);
+                  }
+                } else {
+                  DecodeFp8Block(w, o0, n, k0, kc, d);
+                }
+                g.pack_f32(d, kc, n, kc, packed);
+              }
+              g.panel_rows(xr + k0, xs, rows, packed, kc, n, y + r0 * ys + o0, ys,
+                           p.accumulate || k0 > 0);
+            }
+          }
+        }
+      },
+      parallel);
+}
+
+}  // namespace r2::cpu

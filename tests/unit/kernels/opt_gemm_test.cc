@@ -1,0 +1,224 @@
+// The packed GEMM of the optimized CPU backend (kernels/cpu/opt_gemm.h) on every instruction set
+// this machine supports: the packers exactly (a panel holds the weights widened to float32, zero
+// past the panel's outputs), the micro-kernel sweep and Linear through the GEMM against the
+// reference on random odd shapes (row tails, partial panels, column blocks, strides, accumulate,
+// strided batches, every weight dtype). Bound: max |opt - ref| / max |ref| < 2e-5 (float32
+// products, column order per output; only the reference's own summation order differs).
+#include "kernels/cpu/opt_gemm.h"
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+#include "kernels/cpu/opt_backend.h"
+#include "tests/unit/kernels/kernel_test_util.h"
+
+namespace r2 {
+namespace {
+
+using testing::RandomFloats;
+using testing::RelativeError;
+using testing::Store;
+using testing::StoredTensor;
+
+constexpr double kGemmBound = 2e-5;
+
+std::vector<CpuIsa> SupportedIsas() {
+  std::vector<CpuIsa> isas;
+  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
+    if (CpuIsaSupported(isa)) isas.push_back(isa);
+  }
+  return isas;
+}
+
+int64_t Uniform(std::mt19937& rng, int64_t lo, int64_t hi) {
+  return std::uniform_int_distribution<int64_t>(lo, hi)(rng);
+}
+
+class OptGemmTest : public ::testing::TestWithParam<CpuIsa> {
+ protected:
+  void SetUp() override {
+    auto made = MakeCpuOptimizedBackend(GetParam());
+    ASSERT_TRUE(made.ok()) << made.status();
+    opt_ = *std::move(made);
+  }
+  const cpu::GemmKernels& g() const { return cpu::GemmKernelsFor(GetParam()); }
+  std::unique_ptr<Backend> opt_;
+  std::unique_ptr<Backend> ref_ = MakeCpuReferenceBackend();
+  std::mt19937 rng_{20261128};
+};
+
+TEST_P(OptGemmTest, KernelsAreTheRequestedInstructionSet) {
+  EXPECT_EQ(g().isa, GetParam());
+  EXPECT_GE(g().tile_rows, 1);
+  EXPECT_GE(g().panel, 8);
+}
+
+TEST_P(OptGemmTest, PackersWidenAndTransposeExactly) {
+  const int64_t nr = g().panel;
+  for (int64_t n : {int64_t{1}, nr / 2 + 1, nr - 1, nr}) {
+    for (int64_t kc : {1, 2, 7, 64, 257}) {
+      SCOPED_TRACE("n " + std::to_string(n) + " kc " + std::to_string(kc));
+      const int64_t stride = kc + 3;  // row stride in elements, past the packed columns
+      StoredTensor bf = Store(RandomFloats(rng_, n * stride), DType::kBF16, {n, stride});
+      std::vector<float> f32 = RandomFloats(rng_, n * stride);
+      std::vector<float> got(kc * nr, 7.0f), got32(kc * nr, 7.0f);
+      // Start one column in: an odd element offset, as a column block of an odd-width weight.
+      g().pack_bf16(bf.bytes.data() + 2, 2 * stride, n, kc, got.data());
+      g().pack_f32(f32.data() + 1, stride, n, kc, got32.data());
+      for (int64_t k = 0; k < kc; ++k) {
+        for (int64_t o = 0; o < nr; ++o) {
+          const float want_bf = o < n ? bf.decoded[o * stride + 1 + k] : 0.0f;
+          const float want_32 = o < n ? f32[o * stride + 1 + k] : 0.0f;
+          ASSERT_EQ(got[k * nr + o], want_bf) << "bf16 k " << k << " o " << o;
+          ASSERT_EQ(got32[k * nr + o], want_32) << "f32 k " << k << " o " << o;
+        }
+      }
+    }
+  }
+}
+
+TEST_P(OptGemmTest, PanelRowsMatchesDoubleSumsAndLeavesOtherOutputs) {
+  const int64_t nr = g().panel, mr = g().tile_rows;
+  for (int trial = 0; trial < 24; ++trial) {
+    const int64_t rows = Uniform(rng_, 1, 3 * mr + 2), kc = Uniform(rng_, 0, 300);
+    const int64_t k0 = Uniform(rng_, 0, 9), in = k0 + kc + Uniform(rng_, 0, 4);
+    const int64_t n = trial % 3 == 0 ? nr : Uniform(rng_, 1, nr);
+    const int64_t ys = nr + Uniform(rng_, 0, 5);
+    const bool load_y = trial % 2 == 1;
+    SCOPED_TRACE("rows " + std::to_string(rows) + " k0 " + std::to_string(k0) + " kc " +
+                 std::to_string(kc) + " n " + std::to_string(n));
+    std::vector<float> x = RandomFloats(rng_, rows * in);
+    std::vector<float> panel = RandomFloats(rng_, kc * nr + 1);
+    std::vector<float> y0 = RandomFloats(rng_, rows * ys), y = y0;
+    g().panel_rows(x.data() + k0, in, rows, panel.data(), kc, n, y.data(), ys, load_y);
+    std::vector<double> want(rows * n);
+    std::vector<float> got(rows * n);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t o = 0; o < ys; ++o) {
+        if (o >= n) {
+          ASSERT_EQ(y[r * ys + o], y0[r * ys + o]) << "row " << r << " output " << o;
+          continue;
+        }
+        double s = load_y ? y0[r * ys + o] : 0.0;
+        for (int64_t k = 0; k < kc; ++k) s += double{x[r * in + k0 + k]} * panel[k * nr + o];
+        want[r * n + o] = s;
+        got[r * n + o] = y[r * ys + o];
+      }
+    }
+    EXPECT_LT(RelativeError(got, want), kGemmBound);
+  }
+}
+
+struct Case {
+  DType dtype;
+  int64_t rows, in, out;
+  bool strided = false, accumulate = false;
+  int64_t batch = 1;
+  int64_t block_out = 128, block_in = 128;
+};
+
+void CheckLinear(Backend& opt, Backend& ref, std::mt19937& rng, const Case& c) {
+  SCOPED_TRACE(std::string(DTypeName(c.dtype)) + " rows " + std::to_string(c.rows) + " in " +
+               std::to_string(c.in) + " out " + std::to_string(c.out) + " batch " +
+               std::to_string(c.batch) + (c.strided ? " strided" : "") +
+               (c.accumulate ? " accumulate" : ""));
+  const int64_t x_row = c.strided ? c.in + 3 : c.in, y_row = c.strided ? c.out + 5 : c.out;
+  const int64_t x_batch = c.rows * x_row + 7, y_batch = c.rows * y_row + 2;
+  const int64_t w_batch = c.in * c.out + 11;
+  std::vector<float> x = RandomFloats(rng, c.batch * x_batch);
+  StoredTensor w = Store(RandomFloats(rng, c.batch * w_batch, 0.5f), c.dtype, {c.out, c.in});
+  StoredTensor scale;
+  WeightView view{.weight = w.view, .block_out = c.block_out, .block_in = c.block_in};
+  if (c.dtype == DType::kF8E4M3) {
+    const int64_t so = (c.out + c.block_out - 1) / c.block_out;
+    const int64_t si = (c.in + c.block_in - 1) / c.block_in;
+    std::vector<float> scales(so * si);
+    for (float& s : scales) s = std::uniform_real_distribution<float>(0.01f, 2.0f)(rng);
+    scale = Store(scales, DType::kF32, {so, si});
+    view.scale_inv = scale.view;
+  }
+  std::vector<float> y0 = RandomFloats(rng, c.batch * y_batch);
+  std::vector<float> y_opt = y0, y_ref = y0;
+  LinearParams p{.x = x.data(),
+                 .x_stride = c.strided ? x_row : 0,
+                 .rows = c.rows,
+                 .weight = view,
+                 .y_stride = c.strided ? y_row : 0,
+                 .accumulate = c.accumulate,
+                 .batch = c.batch,
+                 .x_batch_stride = x_batch,
+                 .y_batch_stride = y_batch,
+                 .weight_batch_stride = w_batch};
+  p.y = y_ref.data();
+  ASSERT_TRUE(ref.Linear(p).ok());
+  p.y = y_opt.data();
+  ASSERT_TRUE(opt.Linear(p).ok());
+  EXPECT_LT(RelativeError(y_opt, y_ref), kGemmBound);
+  // Everything outside the products' outputs (row padding, batch gaps) is untouched.
+  for (int64_t b = 0; b < c.batch; ++b) {
+    for (int64_t i = 0; i < y_batch; ++i) {
+      const int64_t r = i / y_row, o = i % y_row;
+      if (r < c.rows && o < c.out) continue;
+      ASSERT_EQ(y_opt[b * y_batch + i], y0[b * y_batch + i]) << "batch " << b << " at " << i;
+    }
+  }
+}
+
+TEST_P(OptGemmTest, LinearOnManyRowsMatchesReferenceOnRandomShapes) {
+  for (DType dtype : {DType::kBF16, DType::kF32, DType::kF16, DType::kF8E4M3}) {
+    for (int trial = 0; trial < 8; ++trial) {
+      Case c{.dtype = dtype,
+             .rows = Uniform(rng_, cpu::kGemmMinRows, 70),
+             .in = Uniform(rng_, 1, 600),  // past one packed column block (256)
+             .out = Uniform(rng_, 1, 150),
+             .strided = trial % 2 == 1,
+             .accumulate = trial % 3 == 0};
+      if (dtype == DType::kF8E4M3) {
+        c.block_out = Uniform(rng_, 1, 40);
+        c.block_in = trial % 4 == 0 ? 128 : Uniform(rng_, 1, 70);
+      }
+      CheckLinear(*opt_, *ref_, rng_, c);
+    }
+  }
+}
+
+TEST_P(OptGemmTest, LinearOnManyRowsMatchesReferenceOnModelShapes) {
+  // Threaded, several row passes (512 rows each) and column blocks, partial last panel.
+  CheckLinear(*opt_, *ref_, rng_,
+              {.dtype = DType::kBF16, .rows = 531, .in = 300, .out = 97, .accumulate = true});
+  CheckLinear(*opt_, *ref_, rng_, {.dtype = DType::kBF16, .rows = 64, .in = 1024, .out = 384});
+  CheckLinear(*opt_, *ref_, rng_, {.dtype = DType::kBF16, .rows = 48, .in = 128, .out = 1024});
+  CheckLinear(*opt_, *ref_, rng_,
+              {.dtype = DType::kF8E4M3, .rows = 40, .in = 515, .out = 260, .strided = true});
+  CheckLinear(*opt_, *ref_, rng_, {.dtype = DType::kF16, .rows = 17, .in = 777, .out = 65});
+}
+
+TEST_P(OptGemmTest, LinearStridedBatchOnManyRowsMatchesReference) {
+  for (DType dtype : {DType::kBF16, DType::kF32, DType::kF16}) {
+    CheckLinear(*opt_, *ref_, rng_,
+                {.dtype = dtype, .rows = 19, .in = 67, .out = 33, .strided = true, .batch = 5});
+    CheckLinear(*opt_, *ref_, rng_,
+                {.dtype = dtype, .rows = 32, .in = 128, .out = 64, .accumulate = true, .batch = 4});
+  }
+}
+
+TEST_P(OptGemmTest, EmptyInputWritesZerosOrKeepsY) {
+  // in_features 0: every sum is empty (y = 0, or y unchanged when accumulating), as the reference.
+  for (bool accumulate : {false, true}) {
+    Case c{.dtype = DType::kBF16, .rows = 20, .in = 0, .out = 40, .accumulate = accumulate};
+    CheckLinear(*opt_, *ref_, rng_, c);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Isas, OptGemmTest, ::testing::ValuesIn(SupportedIsas()),
+                         [](const ::testing::TestParamInfo<CpuIsa>& info) {
+                           return std::string(CpuIsaName(info.param));
+                         });
+
+}  // namespace
+}  // namespace r2
