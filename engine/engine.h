@@ -62,6 +62,10 @@ struct EngineConfig {
   int32_t max_queued_requests = 4096;  // waiting requests beyond this are refused
   bool enable_prefix_caching = true;
   uint64_t seed = 0;  // generator for unseeded requests
+  // Watchdog: when one engine step runs longer than this, the engine is declared stuck: it turns
+  // unhealthy (Submit -> Unavailable), every live request ends with an error event at once (the
+  // stuck step is not waited for) and stalled() turns true. Zero disables it.
+  absl::Duration watchdog_timeout = absl::Seconds(30);
   // Test hook, run on the engine thread before each forward pass: a non-OK status is treated as
   // a forward-pass failure (every in-flight request ends with an error, the engine turns
   // unhealthy). Fault-injection tests and `serve --inject-fault` use it; empty in production.
@@ -171,10 +175,15 @@ class Engine {
   virtual absl::StatusOr<std::shared_ptr<RequestHandle>> Submit(Request request) = 0;
 
   // Stops accepting requests; in-flight ones run until they finish or `timeout` passes, then the
-  // rest end with finish_reason abort. Returns when the engine thread has stopped.
+  // rest end with finish_reason abort. Returns when the engine thread has stopped, or when the
+  // watchdog has declared it stuck (stalled()).
   virtual void Shutdown(absl::Duration timeout) = 0;
 
   virtual bool healthy() const = 0;  // false after an engine fault
+  // True once the watchdog (EngineConfig::watchdog_timeout) found a step that does not finish.
+  // The engine thread may never return then: Shutdown returns without it, and destroying the
+  // engine would wait for the stuck step, so a process should exit without destroying it.
+  virtual bool stalled() const { return false; }
   virtual EngineStats stats() const = 0;
   virtual const model::ModelConfig& model_config() const = 0;
   virtual const EngineConfig& config() const = 0;  // with max_model_len resolved

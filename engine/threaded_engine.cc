@@ -1,5 +1,6 @@
 #include "engine/threaded_engine.h"
 
+#include <algorithm>
 #include <exception>
 #include <future>
 #include <memory>
@@ -66,17 +67,26 @@ ThreadedEngine::ThreadedEngine(const EngineConfig& config, const model::ModelCon
       limits_(limits),
       tokenizer_(std::move(tokenizer)),
       inbox_(std::make_shared<EngineInbox>(config.max_queued_requests)),
-      core_(std::move(core)) {
+      core_(std::move(core)),
+      watchdog_enabled_(config.watchdog_timeout > absl::ZeroDuration()) {
   Publish();
   thread_ = std::thread([this] { Loop(); });
+  if (watchdog_enabled_) watchdog_ = std::thread([this] { WatchdogLoop(); });
 }
 
-ThreadedEngine::~ThreadedEngine() { Shutdown(absl::ZeroDuration()); }
+ThreadedEngine::~ThreadedEngine() {
+  Shutdown(absl::ZeroDuration());
+  std::lock_guard<std::mutex> lock(join_mu_);
+  if (thread_.joinable()) thread_.join();  // a stalled engine: waits for the stuck step
+}
 
 absl::StatusOr<std::shared_ptr<RequestHandle>> ThreadedEngine::Submit(Request request) {
   if (absl::Status s = ValidateRequest(limits_, request); !s.ok()) return s;
   const uint64_t id = next_request_id_.fetch_add(1, std::memory_order_relaxed);
   auto stream = std::make_shared<RequestStream>(id, inbox_);
+  // Registered before the push: a watchdog verdict either sees this stream or comes before the
+  // push, which then fails (the verdict marks the inbox faulted before reading the registry).
+  if (watchdog_enabled_) RegisterLive(stream, request);
   absl::Status pushed = inbox_->Push(
       PendingRequest{.request_id = id, .request = std::move(request), .stream = stream});
   if (!pushed.ok()) {
@@ -86,13 +96,40 @@ absl::StatusOr<std::shared_ptr<RequestHandle>> ThreadedEngine::Submit(Request re
   return stream;
 }
 
+void ThreadedEngine::RegisterLive(const std::shared_ptr<RequestStream>& stream,
+                                  const Request& request) {
+  std::lock_guard<std::mutex> lock(live_mu_);
+  if (live_.size() >= live_prune_at_) {
+    std::erase_if(live_, [](const LiveRequest& r) { return r.stream.expired(); });
+    live_prune_at_ = std::max<size_t>(64, 2 * live_.size());
+  }
+  live_.push_back(LiveRequest{.stream = stream,
+                              .n = request.params.n,
+                              .prompt_tokens = static_cast<int32_t>(request.prompt.size())});
+}
+
 void ThreadedEngine::Shutdown(absl::Duration timeout) {
   std::lock_guard<std::mutex> lock(join_mu_);
   inbox_->BeginDrain(absl::Now() + timeout);
+  {
+    // The engine thread leaves its loop once drained, unless a step is stuck: then the watchdog's
+    // verdict (which has already ended every request) ends the wait.
+    std::unique_lock<std::mutex> watch(watch_mu_);
+    watch_cv_.wait(watch, [this] { return loop_exited_ || stalled_.load(); });
+    if (!loop_exited_) {
+      watch.unlock();
+      if (watchdog_.joinable()) watchdog_.join();  // it has given its verdict and returned
+      return;
+    }
+    watch_stop_ = true;
+  }
+  watch_cv_.notify_all();
+  if (watchdog_.joinable()) watchdog_.join();
   if (thread_.joinable()) thread_.join();
 }
 
 absl::Status ThreadedEngine::CheckIntegrity() {
+  if (stalled()) return absl::UnavailableError("the engine is stuck in a step (watchdog)");
   // The task owns the promise, so the engine thread never touches this frame after set_value.
   auto promise = std::make_shared<std::promise<absl::Status>>();
   std::future<absl::Status> result = promise->get_future();
@@ -111,6 +148,11 @@ void ThreadedEngine::Loop() {
     if (!Process(batch)) break;
   }
   for (std::function<void()>& task : inbox_->MarkStopped()) task();
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    loop_exited_ = true;
+  }
+  watch_cv_.notify_all();
 }
 
 bool ThreadedEngine::Process(InboxBatch& batch) {
@@ -134,7 +176,7 @@ bool ThreadedEngine::Process(InboxBatch& batch) {
     Publish();  // requests may have ended without a step (dropped handles)
     return true;
   }
-  absl::Status stepped = StepCatchingExceptions();
+  absl::Status stepped = WatchedStep();
   if (!stepped.ok()) Fault(stepped);
   Publish();
   return true;
@@ -147,6 +189,74 @@ absl::Status ThreadedEngine::StepCatchingExceptions() {
     return core_->Step();
   } catch (const std::exception& e) {
     return absl::InternalError(absl::StrCat("exception in the engine step: ", e.what()));
+  }
+}
+
+absl::Status ThreadedEngine::WatchedStep() {
+  if (!watchdog_enabled_) return StepCatchingExceptions();
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    step_started_ = std::chrono::steady_clock::now();
+  }
+  watch_cv_.notify_all();
+  absl::Status stepped = StepCatchingExceptions();
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    step_started_.reset();
+  }
+  // A step that outlived the watchdog and then returned: its requests have already ended (the
+  // verdict marks the inbox faulted first, so this also sees a verdict still being delivered).
+  if (stepped.ok() && !inbox_->healthy()) {
+    return absl::DeadlineExceededError("a step ran past the watchdog timeout");
+  }
+  return stepped;
+}
+
+void ThreadedEngine::WatchdogLoop() {
+  const auto timeout = absl::ToChronoNanoseconds(config_.watchdog_timeout);
+  std::unique_lock<std::mutex> lock(watch_mu_);
+  for (;;) {
+    if (watch_stop_) return;
+    if (!step_started_.has_value()) {
+      watch_cv_.wait(lock);  // idle or between steps: no deadline
+      continue;
+    }
+    const auto deadline = *step_started_ + timeout;
+    if (std::chrono::steady_clock::now() < deadline) {
+      watch_cv_.wait_until(lock, deadline);
+      continue;  // re-read: the step may have ended or another begun
+    }
+    break;
+  }
+  lock.unlock();
+  FailStuckEngine(absl::StrCat("engine fault: watchdog: an engine step has run for more than ",
+                               absl::FormatDuration(config_.watchdog_timeout),
+                               " without finishing; the engine is stuck"));
+}
+
+void ThreadedEngine::FailStuckEngine(const std::string& message) {
+  inbox_->MarkFaulted();  // first: a Submit that registers after the scan below is refused
+  {
+    std::lock_guard<std::mutex> lock(watch_mu_);
+    stalled_.store(true, std::memory_order_release);
+  }
+  watch_cv_.notify_all();  // Shutdown may be waiting; it joins this thread before returning
+  std::vector<LiveRequest> live;
+  {
+    std::lock_guard<std::mutex> lock(live_mu_);
+    live.swap(live_);
+  }
+  for (const LiveRequest& request : live) {
+    std::shared_ptr<RequestStream> stream = request.stream.lock();
+    if (stream == nullptr) continue;  // handle dropped: nobody reads it
+    std::vector<ChoiceDelta> deltas(request.n);
+    for (int32_t c = 0; c < request.n; ++c) {
+      deltas[c].index = c;
+      deltas[c].finish_reason = FinishReason::kError;
+      deltas[c].error = message;
+    }
+    // A stream that has already ended ignores this (RequestStream::Deliver).
+    stream->Deliver(deltas, Usage{.prompt_tokens = request.prompt_tokens});
   }
 }
 

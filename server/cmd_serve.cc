@@ -9,9 +9,12 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <functional>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -21,7 +24,10 @@
 #include "absl/flags/reflection.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
+#include "absl/synchronization/notification.h"
+#include "absl/time/clock.h"
 #include "engine/engine.h"
 #include "server/command.h"
 #include "server/command_flags.h"
@@ -62,6 +68,9 @@ ABSL_FLAG(std::string, allowed_origins, "",
 ABSL_FLAG(int32_t, threads, 2, "HTTP I/O threads (every connection shares them).");
 ABSL_FLAG(std::string, max_body_bytes, "4M", "Largest request body (413 above); K/M suffixes.");
 ABSL_FLAG(double, keep_alive_timeout, 30, "Seconds an idle keep-alive connection stays open.");
+ABSL_FLAG(double, write_timeout, 30,
+          "Seconds one response write may wait for a client that stopped reading; then the "
+          "connection is dropped and its request aborted (a slow reader).");
 ABSL_FLAG(bool, enable_prefix_caching, true, "Reuse KV blocks of shared prompt prefixes.");
 ABSL_FLAG(bool, reasoning, true,
           "Split <think>...</think> into reasoning_content/reasoning when the chat template "
@@ -73,12 +82,20 @@ ABSL_FLAG(std::string, grpc_max_message_bytes, "4M",
           "Largest gRPC request or response message; K/M suffixes.");
 ABSL_FLAG(int32_t, grpc_max_concurrent_streams, 1024,
           "Generate and Chat calls open at once over gRPC; more get RESOURCE_EXHAUSTED.");
+ABSL_FLAG(double, watchdog_timeout_s, 30,
+          "Seconds one engine step may run before the engine is declared stuck: /health and gRPC "
+          "health turn 503/NOT_SERVING, every in-flight request ends with an error and the "
+          "process exits with status 1. 0: no watchdog.");
+ABSL_FLAG(std::string, inject_fault, "",
+          "Testing only: faults in the engine step, comma-separated KIND@STEP[:DELAY] (steps "
+          "count from 1): throw@N (step N throws: an engine fault), hang@N (step N never "
+          "returns: the watchdog's case), slow@N:DELAY (every step from N on is DELAY slower, "
+          "e.g. slow@1:200ms or slow@5:1.5s). Default: none. docs/reliability.md.");
 ABSL_FLAG(int64_t, inject_fault_at_step, -1,
-          "Testing only: fail the engine's forward pass at this step (the engine turns "
-          "unhealthy). -1: off.");
+          "Testing only: the same as --inject-fault=throw@N (N=0 counts as 1). -1: off.");
 ABSL_FLAG(int64_t, inject_step_delay_ms, 0,
-          "Testing only: make every engine step at least this many milliseconds slower (a slow "
-          "device), so tests can hold requests in flight. 0: off.");
+          "Testing only: the same as --inject-fault=slow@1:Nms (a slow device), so tests can hold "
+          "requests in flight. 0: off.");
 
 namespace r2::server {
 namespace {
@@ -102,11 +119,14 @@ constexpr const char* kServeFlags[] = {"model",
                                        "threads",
                                        "max_body_bytes",
                                        "keep_alive_timeout",
+                                       "write_timeout",
                                        "enable_prefix_caching",
                                        "reasoning",
                                        "grpc_port",
                                        "grpc_max_message_bytes",
                                        "grpc_max_concurrent_streams",
+                                       "watchdog_timeout_s",
+                                       "inject_fault",
                                        "inject_fault_at_step",
                                        "inject_step_delay_ms"};
 
@@ -161,7 +181,134 @@ absl::StatusOr<HttpOptions> HttpOptionsFromFlags() {
   const double keep_alive = absl::GetFlag(FLAGS_keep_alive_timeout);
   if (!(keep_alive > 0)) return absl::InvalidArgumentError("--keep-alive-timeout must be > 0");
   o.idle_timeout = Millis(keep_alive);
+  const double write = absl::GetFlag(FLAGS_write_timeout);
+  if (!(write > 0) || write > 86400) {
+    return absl::InvalidArgumentError("--write-timeout must be in (0, 86400] seconds");
+  }
+  o.write_timeout = Millis(write);
   return o;
+}
+
+// --inject-fault: test-only faults in the engine step (run by EngineConfig::before_forward).
+struct InjectedFault {
+  enum class Kind { kThrow, kHang, kSlow };
+  Kind kind = Kind::kThrow;
+  int64_t step = 1;                             // 1-based engine step
+  absl::Duration delay = absl::ZeroDuration();  // kSlow
+  std::string text;                             // as given, for messages
+};
+
+absl::Status BadFault(absl::string_view fault, absl::string_view why) {
+  return absl::InvalidArgumentError(absl::StrCat(
+      "--inject-fault: bad fault '", fault, "': ", why,
+      " (expected KIND@STEP[:DELAY], KIND one of throw, hang, slow; e.g. throw@10, hang@10, "
+      "slow@5:200ms)"));
+}
+
+absl::StatusOr<InjectedFault> ParseFault(absl::string_view text) {
+  InjectedFault fault;
+  fault.text = std::string(text);
+  const size_t at = text.find('@');
+  if (at == absl::string_view::npos) return BadFault(text, "no '@STEP'");
+  const absl::string_view kind = text.substr(0, at);
+  absl::string_view rest = text.substr(at + 1);
+  absl::string_view delay;
+  if (const size_t colon = rest.find(':'); colon != absl::string_view::npos) {
+    delay = rest.substr(colon + 1);
+    rest = rest.substr(0, colon);
+    if (delay.empty()) return BadFault(text, "empty DELAY after ':'");
+  }
+  if (kind == "throw") {
+    fault.kind = InjectedFault::Kind::kThrow;
+  } else if (kind == "hang") {
+    fault.kind = InjectedFault::Kind::kHang;
+  } else if (kind == "slow") {
+    fault.kind = InjectedFault::Kind::kSlow;
+  } else {
+    return BadFault(text, absl::StrCat("unknown KIND '", kind, "'"));
+  }
+  if (!absl::SimpleAtoi(rest, &fault.step) || fault.step < 1) {
+    return BadFault(text, absl::StrCat("STEP '", rest, "' is not an integer >= 1"));
+  }
+  if (fault.kind != InjectedFault::Kind::kSlow) {
+    if (!delay.empty()) return BadFault(text, "only slow takes a DELAY");
+    return fault;
+  }
+  if (delay.empty()) return BadFault(text, "slow needs a DELAY, e.g. slow@5:200ms");
+  // "200ms", "1.5s": a number with a unit of ms or s.
+  double amount = 0;
+  absl::string_view number = delay;
+  double unit_seconds = 0;
+  if (absl::ConsumeSuffix(&number, "ms")) {
+    unit_seconds = 1e-3;
+  } else if (absl::ConsumeSuffix(&number, "s")) {
+    unit_seconds = 1;
+  } else {
+    return BadFault(text, absl::StrCat("DELAY '", delay, "' needs a unit, ms or s"));
+  }
+  if (!absl::SimpleAtod(number, &amount) || !(amount >= 0) || amount * unit_seconds > 3600) {
+    return BadFault(text, absl::StrCat("DELAY '", delay, "' is not a duration in [0, 3600s]"));
+  }
+  fault.delay = absl::Seconds(amount * unit_seconds);
+  return fault;
+}
+
+// Every fault of --inject-fault and its two older spellings.
+absl::StatusOr<std::vector<InjectedFault>> FaultsFromFlags() {
+  std::vector<InjectedFault> faults;
+  const std::string spec = absl::GetFlag(FLAGS_inject_fault);
+  if (!spec.empty()) {
+    for (absl::string_view part : absl::StrSplit(spec, ',')) {
+      absl::StatusOr<InjectedFault> fault = ParseFault(absl::StripAsciiWhitespace(part));
+      if (!fault.ok()) return fault.status();
+      faults.push_back(*std::move(fault));
+    }
+  }
+  const int64_t fault_step = absl::GetFlag(FLAGS_inject_fault_at_step);
+  if (fault_step < -1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--inject-fault-at-step must be >= 0 (-1: off), got ", fault_step));
+  }
+  if (fault_step >= 0) {
+    faults.push_back({.kind = InjectedFault::Kind::kThrow,
+                      .step = std::max<int64_t>(fault_step, 1),
+                      .text = absl::StrCat("--inject-fault-at-step ", fault_step)});
+  }
+  const int64_t delay_ms = absl::GetFlag(FLAGS_inject_step_delay_ms);
+  if (delay_ms < 0 || delay_ms > 3600000) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--inject-step-delay-ms must be in [0, 3600000], got ", delay_ms));
+  }
+  if (delay_ms > 0) {
+    faults.push_back({.kind = InjectedFault::Kind::kSlow,
+                      .step = 1,
+                      .delay = absl::Milliseconds(delay_ms),
+                      .text = absl::StrCat("--inject-step-delay-ms ", delay_ms)});
+  }
+  return faults;
+}
+
+// Runs on the engine thread before each forward pass. Slow faults delay first, then a throw or a
+// hang whose step has come fires (a throw fires again on any later step, like a broken device).
+std::function<absl::Status(uint64_t)> MakeFaultHook(std::vector<InjectedFault> faults) {
+  return [faults = std::move(faults)](uint64_t step) -> absl::Status {
+    const int64_t now = static_cast<int64_t>(step);
+    for (const InjectedFault& f : faults) {
+      if (f.kind == InjectedFault::Kind::kSlow && now >= f.step) absl::SleepFor(f.delay);
+    }
+    for (const InjectedFault& f : faults) {
+      if (f.kind == InjectedFault::Kind::kThrow && now >= f.step) {
+        throw std::runtime_error(absl::StrCat("injected fault (", f.text, ") at step ", now));
+      }
+      if (f.kind == InjectedFault::Kind::kHang && now >= f.step) {
+        std::fprintf(stderr, "r2serve serve: injected hang (%s): engine step %lld blocks\n",
+                     f.text.c_str(), static_cast<long long>(now));
+        // Never notified and never freed: the step is stuck for good, as on a wedged device.
+        (new absl::Notification)->WaitForNotification();
+      }
+    }
+    return absl::OkStatus();
+  };
 }
 
 absl::StatusOr<engine::EngineConfig> EngineConfigFromFlags() {
@@ -188,17 +335,15 @@ absl::StatusOr<engine::EngineConfig> EngineConfigFromFlags() {
         "--max-num-seqs and --max-num-batched-tokens must be >= 1, --max-model-len and "
         "--max-queued-requests >= 0");
   }
-  const int64_t fault_step = absl::GetFlag(FLAGS_inject_fault_at_step);
-  const int64_t delay_ms = absl::GetFlag(FLAGS_inject_step_delay_ms);
-  if (delay_ms < 0) return absl::InvalidArgumentError("--inject-step-delay-ms must be >= 0");
-  if (fault_step >= 0 || delay_ms > 0) {
-    c.before_forward = [fault_step, delay_ms](uint64_t step) {
-      if (delay_ms > 0) std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
-      return fault_step >= 0 && static_cast<int64_t>(step) >= fault_step
-                 ? absl::InternalError("injected fault (--inject-fault-at-step)")
-                 : absl::OkStatus();
-    };
+  const double watchdog = absl::GetFlag(FLAGS_watchdog_timeout_s);
+  if (!(watchdog >= 0) || watchdog > 1e6) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("--watchdog-timeout-s must be in [0, 1e6] seconds (0: off), got ", watchdog));
   }
+  c.watchdog_timeout = absl::Seconds(watchdog);
+  absl::StatusOr<std::vector<InjectedFault>> faults = FaultsFromFlags();
+  if (!faults.ok()) return faults.status();
+  if (!faults->empty()) c.before_forward = MakeFaultHook(*std::move(faults));
   return c;
 }
 
@@ -278,6 +423,7 @@ void Drain(http::ServerContext& context, http::HttpServer& server, engine::Engin
   server.StopAccepting();
   const double timeout = std::max(0.0, absl::GetFlag(FLAGS_shutdown_timeout));
   std::fprintf(stderr, "r2serve serve: draining (up to %.0fs)\n", timeout);
+  // Returns at once on a stalled engine (the watchdog has ended every request).
   engine.Shutdown(absl::Seconds(timeout));
   // Every request has its terminal event now; give the connections a moment to write it.
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
@@ -361,12 +507,20 @@ int RunServe(int argc, char** argv) {
       break;
     }
     if (!(*engine)->healthy()) {
-      std::fprintf(stderr, "r2serve serve: engine fault; /health is 503; exiting\n");
+      std::fprintf(stderr, "r2serve serve: engine fault%s; /health is 503; exiting\n",
+                   (*engine)->stalled() ? " (watchdog: an engine step is stuck)" : "");
       exit_code = 1;
       break;
     }
   }
+  if (*grpc) (*grpc)->RefreshHealth();
   Drain(context, server, **engine, grpc->get());
+  if ((*engine)->stalled()) {
+    // Destroying it would wait for the stuck step: leave it to the process exit.
+    std::fprintf(stderr, "r2serve serve: stopped with the engine stuck\n");
+    (void)engine->release();
+    return 1;
+  }
   std::fprintf(stderr, "r2serve serve: stopped\n");
   return exit_code;
 }
