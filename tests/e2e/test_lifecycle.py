@@ -113,6 +113,10 @@ def test_disconnect_mid_stream_frees_kv_within_a_second(server):  # RELIABILITY 
 
 
 def test_disconnect_before_non_stream_answer(server):  # RELIABILITY 3
+    assert wait_until(lambda: idle(server), 10)
+    m = server.metrics()
+    aborted = metric(m, "vllm:request_success_total", finished_reason="abort")
+    gone = metric(m, "r2serve_requests_client_gone_total")
     body = json.dumps({"model": MODEL_NAME, "prompt": PROMPT, "max_tokens": 1000,
                        "ignore_eos": True}).encode()
     s = socket.create_connection(("127.0.0.1", server.port))
@@ -121,6 +125,10 @@ def test_disconnect_before_non_stream_answer(server):  # RELIABILITY 3
     assert wait_until(lambda: metric(server.metrics(), "vllm:num_requests_running") == 1, 5)
     s.close()
     assert wait_until(lambda: idle(server), 1.0)
+    # Aborted (seen by the read side), not run to its 1000 tokens and then found gone.
+    m = server.metrics()
+    assert metric(m, "vllm:request_success_total", finished_reason="abort") == aborted + 1
+    assert metric(m, "r2serve_requests_client_gone_total") == gone + 1
 
 
 def test_client_timeouts_then_new_request_is_fast(server):  # case 27
@@ -185,11 +193,36 @@ def test_sigterm_lets_short_requests_finish(start_server):
 
 
 def test_engine_fault_is_loud(start_server):  # RELIABILITY 26
-    faulty = start_server("--inject-fault-at-step", "3")
-    r = httpx.post(faulty.base_url + "/v1/completions", timeout=30,
-                   json={"model": MODEL_NAME, "prompt": PROMPT, "max_tokens": 50,
-                         "ignore_eos": True})
-    assert r.status_code == 500
-    assert r.json()["error"]["type"] == "server_error"
-    assert wait_until(lambda: faulty.health() != 200, 2)
-    assert faulty.proc.wait(15) == 1
+    # 50 ms steps keep three streams and a non-streaming request in flight until step 20 throws.
+    faulty = start_server("--inject-fault", "slow@1:50ms,throw@20")
+    sockets = [start_raw_stream(faulty) for _ in range(3)]
+    result = {}
+
+    def non_stream():
+        r = httpx.post(faulty.base_url + "/v1/completions", timeout=30,
+                       json={"model": MODEL_NAME, "prompt": PROMPT, "max_tokens": 500,
+                             "ignore_eos": True})
+        result["status"], result["body"] = r.status_code, r.json()
+    thread = threading.Thread(target=non_stream)
+    thread.start()
+    for s in sockets:
+        read_data_lines(s, 1)
+    assert wait_until(lambda: metric(faulty.metrics(), "vllm:num_requests_running") == 4, 10)
+    for s in sockets:
+        buf = b""
+        s.settimeout(30)
+        while b"data: [DONE]" not in buf:
+            chunk = s.recv(65536)
+            assert chunk, "closed without [DONE]"
+            buf += chunk
+        errors_at = time.monotonic()
+        assert buf.count(b'"error"') == 1 and b"injected fault (throw@20)" in buf, buf[-500:]
+        assert buf.count(b"data: [DONE]") == 1
+        assert b'"finish_reason":"length"' not in buf
+        s.close()
+    thread.join(30)
+    assert result["status"] == 500
+    assert result["body"]["error"]["type"] == "server_error"
+    assert faulty.health() in (503, None)  # unhealthy by the time the errors are out
+    assert faulty.proc.wait(5) == 1
+    assert time.monotonic() - errors_at < 5
