@@ -29,6 +29,11 @@ ABSL_FLAG(int64_t, max_tokens, 16, "Tokens to generate (> 0).");
 ABSL_FLAG(std::string, device, "cpu",
           "Where the model runs: cpu, or cuda (GPU 0; needs a CUDA build and a device).");
 ABSL_FLAG(bool, ignore_eos, false, "Keep generating after the end-of-sequence token.");
+// Shared with serve (ABSL_DECLARE_FLAG there).
+ABSL_FLAG(std::string, kv_cache_dtype, "auto",
+          "KV cache format: auto (float32), float32, bf16 (2x the tokens per byte) or fp8 "
+          "(e4m3 latent with a scale per 128 values, bf16 rope key: ~3.5x). The cuda device "
+          "reads float32 only. docs/quantization.md.");
 
 namespace r2::server {
 namespace {
@@ -58,7 +63,7 @@ int64_t ArgMax(absl::Span<const float> logits) {
 // Prefill, then one decode step per further token, all through the paged cache.
 absl::StatusOr<std::vector<int32_t>> Generate(model::DeepseekModel& model,
                                               std::vector<int32_t> tokens, int64_t max_tokens,
-                                              bool ignore_eos) {
+                                              bool ignore_eos, KvCacheDType kv_dtype) {
   const model::ModelConfig& c = model.config();
   const int64_t total = static_cast<int64_t>(tokens.size()) + max_tokens;
   if (total > c.max_position_embeddings) {
@@ -68,7 +73,8 @@ absl::StatusOr<std::vector<int32_t>> Generate(model::DeepseekModel& model,
   }
   constexpr int64_t kBlockSize = 64;
   auto cache = model::PagedKvCache::Create(
-      model.CacheShape((total + kBlockSize - 1) / kBlockSize, kBlockSize), model.backend());
+      model.CacheShape((total + kBlockSize - 1) / kBlockSize, kBlockSize, kv_dtype),
+      model.backend());
   if (!cache.ok()) return cache.status();
   std::vector<int32_t> table((*cache)->num_blocks());
   for (size_t b = 0; b < table.size(); ++b) table[b] = static_cast<int32_t>(b);
@@ -109,13 +115,21 @@ int RunGenerate(int argc, char** argv) {
     return Fail(
         absl::InvalidArgumentError(absl::StrCat("--max-tokens must be > 0, got ", max_tokens)));
   }
+  auto kv_dtype = ParseKvCacheDType(absl::GetFlag(FLAGS_kv_cache_dtype));
+  if (!kv_dtype.ok()) return Fail(kv_dtype.status());
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(absl::GetFlag(FLAGS_device));
   if (!backend.ok()) return Fail(backend.status());
+  const KvCacheDType dtype = kv_dtype->value_or(KvCacheDType::kFloat32);  // auto: float32
+  if (!(*backend)->SupportsKvCacheDType(dtype)) {
+    return Fail(absl::InvalidArgumentError(
+        absl::StrCat("--kv-cache-dtype ", KvCacheDTypeName(dtype), " is not supported on --device ",
+                     absl::GetFlag(FLAGS_device), " (use auto or float32)")));
+  }
   auto model = model::DeepseekModel::Load(dir, backend->get());
   if (!model.ok()) return Fail(model.status());
   auto prompt = ParsePromptIds(absl::GetFlag(FLAGS_prompt_ids), (*model)->config().vocab_size);
   if (!prompt.ok()) return Fail(prompt.status());
-  auto generated = Generate(**model, *prompt, max_tokens, absl::GetFlag(FLAGS_ignore_eos));
+  auto generated = Generate(**model, *prompt, max_tokens, absl::GetFlag(FLAGS_ignore_eos), dtype);
   if (!generated.ok()) return Fail(generated.status());
   std::printf("%s\n", absl::StrJoin(*generated, ",").c_str());
   return 0;

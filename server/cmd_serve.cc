@@ -29,6 +29,7 @@
 #include "absl/synchronization/notification.h"
 #include "absl/time/clock.h"
 #include "engine/engine.h"
+#include "kernels/kv_cache_format.h"
 #include "server/command.h"
 #include "server/command_flags.h"
 #include "server/grpc/grpc_server.h"
@@ -40,6 +41,7 @@
 
 ABSL_DECLARE_FLAG(std::string, model);   // defined in cmd_generate.cc (absl flags are global)
 ABSL_DECLARE_FLAG(std::string, device);  // likewise
+ABSL_DECLARE_FLAG(std::string, kv_cache_dtype);  // likewise
 ABSL_FLAG(std::string, served_model_name, "",
           "Model id clients send as \"model\" and /v1/models lists. Default: the --model "
           "directory's last path component.");
@@ -113,6 +115,7 @@ constexpr const char* kServeFlags[] = {"model",
                                        "max_num_seqs",
                                        "max_num_batched_tokens",
                                        "kv_cache_memory",
+                                       "kv_cache_dtype",
                                        "max_queued_requests",
                                        "shutdown_timeout",
                                        "allowed_origins",
@@ -321,6 +324,8 @@ absl::StatusOr<engine::EngineConfig> EngineConfigFromFlags() {
   c.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
   c.device = absl::GetFlag(FLAGS_device);
   c.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
+  c.kv_cache_dtype = absl::GetFlag(FLAGS_kv_cache_dtype);
+  if (absl::Status s = ParseKvCacheDType(c.kv_cache_dtype).status(); !s.ok()) return s;
   c.kv_cache_memory_bytes = 0;  // automatic unless given
   if (!absl::GetFlag(FLAGS_kv_cache_memory).empty()) {
     absl::StatusOr<int64_t> kv =
