@@ -57,6 +57,57 @@ float* Grow(std::vector<float>& b, int64_t n) {
   return b.data();
 }
 
+// Outputs [o_begin, o_end) of W (row o at wb + o * in elements) for every row of x, on the
+// calling thread; y points at output o_begin of row 0.
+void GemmOutputs(const SimdKernels& k, const GemmKernels& g, const WeightView& w, const uint8_t* wb,
+                 const float* x, int64_t xs, int64_t total_rows, int64_t o_begin, int64_t o_end,
+                 float* y, int64_t ys, bool accumulate) {
+  const DType dtype = w.weight.dtype;
+  const int64_t in = w.in_features(), nr = g.panel;
+  const int64_t elem = static_cast<int64_t>(DTypeSize(dtype));
+  thread_local std::vector<float> packed_buffer, decoded_buffer;
+  float* packed = Grow(packed_buffer, nr * std::max<int64_t>(std::min(kKc, in), 1));
+  // Rows per pass, whole tiles.
+  const int64_t row_pass = std::max<int64_t>(1, kRowPass / g.tile_rows) * g.tile_rows;
+  for (int64_t r0 = 0; r0 < total_rows; r0 += row_pass) {
+    const int64_t rows = std::min(row_pass, total_rows - r0);
+    const float* xr = x + r0 * xs;
+    float* yr = y + r0 * ys;
+    if (in == 0) {
+      for (int64_t o0 = o_begin; o0 < o_end; o0 += nr) {
+        g.panel_rows(xr, xs, rows, packed, 0, std::min(nr, o_end - o0), yr + (o0 - o_begin), ys,
+                     accumulate);
+      }
+      continue;
+    }
+    // Column blocks outside the panels: the pass's block of x stays in L2 for all panels.
+    for (int64_t k0 = 0; k0 < in; k0 += kKc) {
+      const int64_t kc = std::min(kKc, in - k0);
+      for (int64_t o0 = o_begin; o0 < o_end; o0 += nr) {
+        const int64_t n = std::min(nr, o_end - o0);
+        if (dtype == DType::kBF16) {
+          g.pack_bf16(wb + (o0 * in + k0) * elem, in * elem, n, kc, packed);
+        } else if (dtype == DType::kF32) {
+          g.pack_f32(reinterpret_cast<const float*>(wb) + o0 * in + k0, in, n, kc, packed);
+        } else {
+          // f16 and fp8: the block's rows decoded to float32 (fp8 with its scales) first.
+          float* d = Grow(decoded_buffer, nr * kc);
+          if (dtype == DType::kF16) {
+            for (int64_t o = 0; o < n; ++o) {
+              k.decode_f16(wb + ((o0 + o) * in + k0) * elem, d + o * kc, kc);
+            }
+          } else {
+            DecodeFp8Block(w, o0, n, k0, kc, d);
+          }
+          g.pack_f32(d, kc, n, kc, packed);
+        }
+        g.panel_rows(xr + k0, xs, rows, packed, kc, n, yr + (o0 - o_begin), ys,
+                     accumulate || k0 > 0);
+      }
+    }
+  }
+}
+
 }  // namespace
 
 const GemmKernels& GemmKernelsFor(CpuIsa isa) {
@@ -66,13 +117,32 @@ const GemmKernels& GemmKernelsFor(CpuIsa isa) {
   return g != nullptr ? *g : PortableGemm();
 }
 
+bool GemmSupports(const WeightView& w) {
+  if (w.weight.data == nullptr || w.weight.shape.size() != 2) return false;
+  if (w.out_features() < 0 || w.in_features() < 0) return false;
+  const DType d = w.weight.dtype;
+  if (d == DType::kF8E4M3) {
+    const TensorView& s = w.scale_inv;
+    return w.block_out > 0 && w.block_in > 0 && s.data != nullptr && s.dtype == DType::kF32 &&
+           s.shape == std::vector<int64_t>{CeilDiv(w.out_features(), w.block_out),
+                                           CeilDiv(w.in_features(), w.block_in)};
+  }
+  return (d == DType::kBF16 || d == DType::kF16 || d == DType::kF32) && !w.block_scaled();
+}
+
+void GemmBlock(const SimdKernels& k, const float* x, int64_t xs, int64_t rows, const WeightView& w,
+               int64_t o0, int64_t o1, float* y, int64_t ys, bool accumulate) {
+  if (rows <= 0 || o1 <= o0) return;
+  GemmOutputs(k, GemmKernelsFor(k.isa), w, static_cast<const uint8_t*>(w.weight.data), x, xs, rows,
+              o0, o1, y, ys, accumulate);
+}
+
 void GemmLinear(const SimdKernels& k, const LinearParams& p) {
   const GemmKernels& g = GemmKernelsFor(k.isa);
   const WeightView& w = p.weight;
-  const DType dtype = w.weight.dtype;
   const int64_t in = w.in_features(), out = w.out_features();
   const int64_t xs = Stride(p.x_stride, in), ys = Stride(p.y_stride, out);
-  const int64_t elem = static_cast<int64_t>(DTypeSize(dtype));
+  const int64_t elem = static_cast<int64_t>(DTypeSize(w.weight.dtype));
   const int64_t nr = g.panel, panels = CeilDiv(out, nr);
   CpuThreadPool& pool = CpuThreadPool::Get();
   const int64_t threads = pool.threads();
@@ -82,57 +152,13 @@ void GemmLinear(const SimdKernels& k, const LinearParams& p) {
   const int64_t per_unit = std::max<int64_t>(1, panels / (4 * threads));
   const int64_t units = CeilDiv(panels, per_unit);
   const auto* weights = static_cast<const uint8_t*>(w.weight.data);
-  const int64_t kc_max = std::min(kKc, in);
-  const int64_t mr = g.tile_rows;
-  // Rows per pass, whole tiles.
-  const int64_t row_pass = std::max<int64_t>(1, kRowPass / mr) * mr;
   pool.ParallelFor(
       p.batch * units,
       [&](int64_t u) {
-        thread_local std::vector<float> packed_buffer, decoded_buffer;
-        float* packed = Grow(packed_buffer, nr * std::max<int64_t>(kc_max, 1));
-        const int64_t b = u / units, pn0 = (u % units) * per_unit;
-        const int64_t pn1 = std::min(panels, pn0 + per_unit);
-        const float* x = p.x + b * p.x_batch_stride;
-        float* y = p.y + b * p.y_batch_stride;
-        const uint8_t* wb = weights + b * p.weight_batch_stride * elem;
-        for (int64_t r0 = 0; r0 < p.rows; r0 += row_pass) {
-          const int64_t rows = std::min(row_pass, p.rows - r0);
-          const float* xr = x + r0 * xs;
-          if (in == 0) {
-            for (int64_t pn = pn0; pn < pn1; ++pn) {
-              const int64_t o0 = pn * nr;
-              g.panel_rows(xr, xs, rows, packed, 0, std::min(nr, out - o0), y + r0 * ys + o0, ys,
-                           p.accumulate);
-            }
-            continue;
-          }
-          // Column blocks outside the panels: the pass's block of x stays in L2 for all panels.
-          for (int64_t k0 = 0; k0 < in; k0 += kKc) {
-            const int64_t kc = std::min(kKc, in - k0);
-            for (int64_t pn = pn0; pn < pn1; ++pn) {
-              const int64_t o0 = pn * nr, n = std::min(nr, out - o0);
-              if (dtype == DType::kBF16) {
-                g.pack_bf16(wb + (o0 * in + k0) * elem, in * elem, n, kc, packed);
-              } else if (dtype == DType::kF32) {
-                g.pack_f32(reinterpret_cast<const float*>(wb) + o0 * in + k0, in, n, kc, packed);
-              } else {
-                // f16 and fp8: the block's rows decoded to float32 (fp8 with its scales) first.
-                float* d = Grow(decoded_buffer, nr * kc);
-                if (dtype == DType::kF16) {
-                  for (int64_t o = 0; o < n; ++o) {
-                    k.decode_f16(wb + ((o0 + o) * in + k0) * elem, d + o * kc, kc);
-                  }
-                } else {
-                  DecodeFp8Block(w, o0, n, k0, kc, d);
-                }
-                g.pack_f32(d, kc, n, kc, packed);
-              }
-              g.panel_rows(xr + k0, xs, rows, packed, kc, n, y + r0 * ys + o0, ys,
-                           p.accumulate || k0 > 0);
-            }
-          }
-        }
+        const int64_t b = u / units, o0 = (u % units) * per_unit * nr;
+        const int64_t o1 = std::min(out, o0 + per_unit * nr);
+        GemmOutputs(k, g, w, weights + b * p.weight_batch_stride * elem, p.x + b * p.x_batch_stride,
+                    xs, p.rows, o0, o1, p.y + b * p.y_batch_stride + o0, ys, p.accumulate);
       },
       parallel);
 }

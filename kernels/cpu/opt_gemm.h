@@ -43,6 +43,15 @@ const GemmKernels& GemmKernelsFor(CpuIsa isa);
 // Linear takes the packed GEMM from this many rows per product on.
 inline constexpr int64_t kGemmMinRows = 16;
 
+// Whether GemmBlock takes weights like w: 2-d bf16/f16/f32, or fp8 with consistent block scales.
+bool GemmSupports(const WeightView& w);
+
+// y[r * ys + (o - o0)] (+)= x_r . W_o for r < rows, o in [o0, o1), on the calling thread, through
+// the packed GEMM (for callers that split the work themselves, e.g. MoE experts with many rows).
+// w passed GemmSupports.
+void GemmBlock(const SimdKernels& k, const float* x, int64_t xs, int64_t rows, const WeightView& w,
+               int64_t o0, int64_t o1, float* y, int64_t ys, bool accumulate);
+
 // Runs Linear p (already accepted by the optimized Linear's checks: float or block-scaled fp8
 // weights, rows > 0, out > 0) through the packed GEMM on the instruction set of k.
 void GemmLinear(const SimdKernels& k, const LinearParams& p);

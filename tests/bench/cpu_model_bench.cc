@@ -4,7 +4,7 @@
 // memory-bandwidth floor.
 //
 //   build/<dir>/tests/r2_cpu_model_bench [model=DIR] [prompt=512] [context=64] [steps=24]
-//                                       [backend=cpu] [batches=1,8,32]
+//                                       [backend=cpu] [batches=1,8,32] [moe_op=1]
 //
 // model: a checkpoint dir (written with the "small" preset, seed 0, when it has no config.json;
 // default $TMPDIR/r2-small-model). Decode runs `batch` sequences of `context` prompt tokens
@@ -45,6 +45,14 @@ double Now() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+// CPU time of every thread of the process (at one thread: the time the work itself took, not the
+// time slices other processes had on a shared machine).
+double ProcessCpuTime() {
+  timespec ts;
+  clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -53,7 +61,10 @@ double Median(std::vector<double> v) {
 // Forwards every op to `inner`, adding up the bytes of weights and KV rows the op reads.
 class CountingBackend final : public Backend {
  public:
-  explicit CountingBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  // moe_op: false makes MoeExperts answer Unimplemented, so the model runs the routed experts as
+  // one Linear per selected expert (the grouping path), for comparison.
+  CountingBackend(std::unique_ptr<Backend> inner, bool moe_op)
+      : inner_(std::move(inner)), moe_op_(moe_op) {}
   int64_t bytes() const { return bytes_; }
   int64_t linear_macs() const { return macs_; }
   void Reset() { bytes_ = macs_ = 0; }
@@ -92,9 +103,34 @@ class CountingBackend final : public Backend {
       bytes_ += int64_t{p.kv_lens[b]} * p.cache.row_width() * 4;
     return inner_->MlaDecodeAttention(p);
   }
+  // The routed experts as one op (the host path of the model): the weights of every distinct
+  // expert the router selected are read once.
+  absl::Status MoeExperts(const MoeExpertsParams& p) override {
+    if (!moe_op_) return absl::UnimplementedError("MoeExperts off (moe_op=0)");
+    if (p.rows > 0 && p.expert_ids != nullptr && p.num_experts > 0) {
+      std::vector<bool> seen(p.num_experts, false);
+      for (int64_t i = 0; i < p.rows * p.top_k; ++i) {
+        const int32_t e = p.expert_ids[i];
+        if (e < 0 || e >= p.num_experts || seen[e]) continue;
+        seen[e] = true;
+        for (int m = 0; m < 3; ++m) {
+          if (p.expert_views != nullptr) {
+            const WeightView& w = p.expert_views[m * p.num_experts + e];
+            bytes_ += w.weight.numel() * static_cast<int64_t>(DTypeSize(w.weight.dtype));
+            if (w.block_scaled()) bytes_ += w.scale_inv.numel() * 4;
+          } else {
+            bytes_ += p.hidden * p.width * static_cast<int64_t>(DTypeSize(p.dtype));
+          }
+        }
+      }
+      macs_ += p.rows * p.top_k * 3 * p.hidden * p.width;
+    }
+    return inner_->MoeExperts(p);
+  }
 
  private:
   std::unique_ptr<Backend> inner_;
+  bool moe_op_ = true;
   int64_t bytes_ = 0;
   int64_t macs_ = 0;
 };
@@ -128,6 +164,7 @@ struct Options {
   int64_t prompt = 512, context = 64, steps = 24;
   std::string backend = "cpu";
   std::vector<int64_t> batches = {1, 8, 32};
+  bool moe_op = true;
 };
 
 Options Parse(int argc, char** argv) {
@@ -149,6 +186,8 @@ Options Parse(int argc, char** argv) {
       o.steps = std::stoll(value);
     } else if (key == "backend") {
       o.backend = value;
+    } else if (key == "moe_op") {
+      o.moe_op = value != "0";
     } else if (key == "batches") {
       o.batches.clear();
       for (size_t pos = 0; pos < value.size();) {
@@ -157,9 +196,10 @@ Options Parse(int argc, char** argv) {
         pos = comma == std::string::npos ? value.size() : comma + 1;
       }
     } else {
-      std::fprintf(stderr,
-                   "unknown argument '%s' (model= prompt= context= steps= backend= batches=)\n",
-                   arg.c_str());
+      std::fprintf(
+          stderr,
+          "unknown argument '%s' (model= prompt= context= steps= backend= batches= moe_op=)\n",
+          arg.c_str());
       std::exit(2);
     }
   }
@@ -180,7 +220,7 @@ int Run(const Options& o) {
     std::fprintf(stderr, "%s\n", inner.status().ToString().c_str());
     return 1;
   }
-  CountingBackend backend(*std::move(inner));
+  CountingBackend backend(*std::move(inner), o.moe_op);
   auto loaded = model::DeepseekModel::Load(o.model, &backend);
   if (!loaded.ok()) {
     std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
@@ -216,24 +256,25 @@ int Run(const Options& o) {
     std::vector<int32_t> ids(o.prompt);
     for (int32_t& id : ids) id = token(rng);
     const std::vector<int32_t> table = table_of(0);
-    std::vector<double> times;
+    std::vector<double> times, cpu_times;
     for (int rep = 0; rep < 3; ++rep) {
       model::SequenceInput seq{.token_ids = ids, .start_pos = 0, .block_table = table};
       backend.Reset();
-      const double t0 = Now();
+      const double t0 = Now(), c0 = ProcessCpuTime();
       auto out = m.Forward({&seq, 1}, model::LogitsMode::kLastPerSequence, **cache);
       times.push_back(Now() - t0);
+      cpu_times.push_back(ProcessCpuTime() - c0);
       if (!out.ok()) {
         std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
         return 1;
       }
     }
-    const double t = Median(times);
+    const double t = Median(times), c = Median(cpu_times);
     std::printf(
         "prefill  %4lld tokens: %8.1f tokens/s  (%.3f s, median of 3; Linear layers %.1f "
-        "GFLOP/s)\n",
+        "GFLOP/s; process CPU time %.3f s)\n",
         static_cast<long long>(o.prompt), static_cast<double>(o.prompt) / t, t,
-        2e-9 * static_cast<double>(backend.linear_macs()) / t);
+        2e-9 * static_cast<double>(backend.linear_macs()) / t, c);
   }
 
   for (int64_t batch : o.batches) {

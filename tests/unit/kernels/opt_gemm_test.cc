@@ -15,6 +15,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/opt_backend.h"
+#include "kernels/cpu/opt_simd.h"
 #include "tests/unit/kernels/kernel_test_util.h"
 
 namespace r2 {
@@ -212,6 +213,52 @@ TEST_P(OptGemmTest, EmptyInputWritesZerosOrKeepsY) {
   for (bool accumulate : {false, true}) {
     Case c{.dtype = DType::kBF16, .rows = 20, .in = 0, .out = 40, .accumulate = accumulate};
     CheckLinear(*opt_, *ref_, rng_, c);
+  }
+}
+
+TEST_P(OptGemmTest, GemmBlockComputesItsOutputRangeOnly) {
+  // One caller-chosen block of outputs (not panel-aligned), as the MoE experts op runs it.
+  auto made = MakeCpuOptimizedBackend(GetParam());
+  ASSERT_TRUE(made.ok());
+  const cpu::SimdKernels& k = cpu::KernelsFor(GetParam());
+  for (DType dtype : {DType::kBF16, DType::kF32, DType::kF16, DType::kF8E4M3}) {
+    for (int trial = 0; trial < 4; ++trial) {
+      const int64_t rows = Uniform(rng_, 1, 60), in = Uniform(rng_, 1, 400);
+      const int64_t out = Uniform(rng_, 2, 130), o0 = Uniform(rng_, 0, out - 1);
+      const int64_t o1 = Uniform(rng_, o0 + 1, out), ys = o1 - o0 + 3;
+      const bool accumulate = trial % 2 == 1;
+      SCOPED_TRACE(std::string(DTypeName(dtype)) + " rows " + std::to_string(rows) + " in " +
+                   std::to_string(in) + " outputs [" + std::to_string(o0) + ", " +
+                   std::to_string(o1) + ")");
+      std::vector<float> x = RandomFloats(rng_, rows * in);
+      StoredTensor w = Store(RandomFloats(rng_, out * in, 0.5f), dtype, {out, in});
+      WeightView view{.weight = w.view, .block_out = 16, .block_in = 48};
+      StoredTensor scale;
+      if (dtype == DType::kF8E4M3) {
+        std::vector<float> scales(((out + 15) / 16) * ((in + 47) / 48));
+        for (float& v : scales) v = std::uniform_real_distribution<float>(0.01f, 2.0f)(rng_);
+        scale = Store(scales, DType::kF32, {(out + 15) / 16, (in + 47) / 48});
+        view.scale_inv = scale.view;
+      }
+      ASSERT_TRUE(cpu::GemmSupports(view));
+      std::vector<float> full(rows * out);
+      ASSERT_TRUE(
+          ref_->Linear({.x = x.data(), .rows = rows, .weight = view, .y = full.data()}).ok());
+      std::vector<float> y0 = RandomFloats(rng_, rows * ys), y = y0;
+      cpu::GemmBlock(k, x.data(), in, rows, view, o0, o1, y.data(), ys, accumulate);
+      std::vector<float> got, want;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t j = 0; j < ys; ++j) {
+          if (j >= o1 - o0) {
+            ASSERT_EQ(y[r * ys + j], y0[r * ys + j]) << "row " << r << " column " << j;
+            continue;
+          }
+          got.push_back(y[r * ys + j]);
+          want.push_back(full[r * out + o0 + j] + (accumulate ? y0[r * ys + j] : 0.0f));
+        }
+      }
+      EXPECT_LT(RelativeError(got, want), kGemmBound);
+    }
   }
 }
 
