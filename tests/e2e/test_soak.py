@@ -1,8 +1,12 @@
-"""The mixed-fault soak (tests/soak/soak.py), CI size: about 1,200 requests with 20 % client
+"""The mixed-fault soak (tests/soak/soak.py), CI size: 1,500 requests with 20 % client
 disconnects, 5 % invalid requests and bursts past the queue limit against a server the driver
-starts on the tiny model. The driver asserts every figure itself (exit 1 listing violations);
-this test also checks the figures in its JSON summary, so a driver that stopped checking would
-fail here too.
+starts on the tiny model (about 10 s on the 2-core machine). The memory baseline is taken after
+500 requests instead of the full soak's 10 %: the server's RssAnon still creeps up by a few
+hundred kB over its first few thousand requests before it flattens (a 30,000-request run: +0.29 %
+after a 1,000-request warm-up, flat over the last 20,000), and a 150-request warm-up measured
+that settling as 1.04 % growth. With 500, eleven runs grew 0.10 % to 0.63 %. The driver asserts
+every figure itself (exit 1 listing violations); this test also checks the figures in its JSON
+summary, so a driver that stopped checking would fail here too.
 """
 import json
 import subprocess
@@ -10,14 +14,16 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-REQUESTS = 1200
+REQUESTS = 1500
+WARMUP = 500
 
 
 def test_mixed_fault_soak(binary, model_dir, tmp_path):
     out = tmp_path / "soak.json"
     cmd = [sys.executable, str(ROOT / "tests" / "soak" / "soak.py"), "--binary", binary,
            "--model-dir", str(model_dir), "--requests", str(REQUESTS), "--concurrency", "8",
-           "--seed", "1", "--burst-every", "150", "--json-out", str(out)]
+           "--seed", "1", "--burst-every", "150", "--warmup", str(WARMUP),
+           "--json-out", str(out)]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     print(result.stdout[-6000:])
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]

@@ -47,10 +47,15 @@ ROOT = Path(__file__).resolve().parents[2]
 MODEL = "tiny"
 
 # Server flags when the driver starts the server: few running sequences and a short queue, so a
-# burst is refused in part; a 1 MiB body limit for the oversized-body case.
+# burst is refused in part; a 1 MiB body limit for the oversized-body case; steps of at most 256
+# tokens, so long prompts are prefilled in chunks (aborts land mid-prefill too) and the largest
+# step, which sets the size of the model's grow-only forward buffers, comes early in the
+# warm-up instead of whenever four long prompts happen to be admitted together.
 MAX_NUM_SEQS = 4
 MAX_QUEUED = 8
 MAX_BODY = 1 << 20
+MAX_BATCHED_TOKENS = 256
+MAX_PROMPT_IDS = 200  # longest token-id prompt (word prompts are shorter)
 
 
 class Violation(Exception):
@@ -173,7 +178,7 @@ def valid_request(rng, endpoint, stream, max_tokens):
             body["messages"].insert(0, {"role": "system", "content": "Be brief."})
         return "/v1/chat/completions", body, n
     if rng.random() < 0.5:
-        body["prompt"] = [rng.randrange(10, 1000) for _ in range(rng.randint(1, 200))]
+        body["prompt"] = [rng.randrange(10, 1000) for _ in range(rng.randint(1, MAX_PROMPT_IDS))]
     else:
         body["prompt"] = " ".join(rng.choice(WORDS) for _ in range(rng.randint(1, 40)))
     if rng.random() < 0.1:
@@ -263,7 +268,10 @@ def make_spec(rng, args, counters, in_burst):
     if r < args.invalid_frac:
         case = INVALID_CASES[counters["invalid"] % len(INVALID_CASES)]
         counters["invalid"] += 1
-        return {"kind": "invalid", "case": case, "burst": in_burst}
+        # Half of them on the worker's kept-alive connection: the next request on it must be
+        # served normally after the error answer.
+        return {"kind": "invalid", "case": case, "burst": in_burst,
+                "keep": not in_burst and case[0] != "body_too_large" and rng.random() < 0.5}
     disconnect = None
     if r < args.invalid_frac + args.disconnect_frac:
         disconnect = rng.choice(DISCONNECT_MODES)
@@ -292,6 +300,20 @@ def make_plan(args):
     counters = {"invalid": 0}
     items = []
     n_left = args.requests
+    # Priming: the run opens with the largest steps it can produce (max_num_seqs * 2 requests at
+    # once, each with the longest prompt and two choices with logprobs), so buffers sized by the
+    # largest step so far reach their size inside the warm-up, not after the memory baseline.
+    priming = []
+    for i in range(min(2 * MAX_NUM_SEQS, n_left)):
+        body = {"model": MODEL, "max_tokens": args.max_tokens, "stream": i % 2 == 0, "n": 2,
+                "seed": i, "logprobs": 2,
+                "prompt": [rng.randrange(10, 1000) for _ in range(MAX_PROMPT_IDS)]}
+        priming.append({"kind": "valid", "burst": True, "path": "/v1/completions", "body": body,
+                        "n": 2, "stream": body["stream"], "endpoint": "completions",
+                        "disconnect": None, "fresh": True})
+    if priming:
+        items.append(("burst", priming))
+        n_left -= len(priming)
     singles = 0
     while n_left > 0:
         if args.burst_every and singles == args.burst_every and n_left > 1:
@@ -485,14 +507,12 @@ class Driver:
         fresh = spec.get("fresh", True) or spec["kind"] == "disconnect"
         if not fresh and conn_holder[0] is not None:
             return conn_holder[0], True
-        if conn_holder[0] is not None and fresh:
-            pass  # keep the kept-alive one for later
-        return await Conn.open(self.host, self.port), False
+        return await Conn.open(self.host, self.port), False  # the kept-alive one stays for later
 
     async def _one(self, spec, conn_holder):
         kind = spec["kind"]
         if kind == "invalid":
-            return await self._invalid(spec["case"])
+            return await self._invalid(spec, conn_holder)
         conn, reused = await self._conn(spec, conn_holder)
         keep = kind == "valid" and not spec.get("fresh", True)
         raw = encode_request("POST", spec["path"], _json(spec["body"]), keep_alive=keep)
@@ -539,6 +559,11 @@ class Driver:
             conn.close()
             raise Violation(f"connection failed ({'reused' if reused else 'fresh'}): "
                             f"{type(e).__name__}: {e}")
+        except BaseException:  # a violation, or the deadline cancelling us: never leak the socket
+            if conn_holder[0] is conn:
+                conn_holder[0] = None
+            conn.close(reset=True)
+            raise
 
     async def _answer(self, spec, conn, status, headers):
         if status == 200:
@@ -569,24 +594,41 @@ class Driver:
         self.stats.codes[f"{status} {code}"] += 1
         return f"refused_{status}"
 
-    async def _invalid(self, case):
-        name, method, path, body, headers, expect_status, expect_code = case
-        conn = await Conn.open(self.host, self.port)
+    async def _invalid(self, spec, conn_holder):
+        name, method, path, body, headers, expect_status, expect_code = spec["case"]
+        keep = spec.get("keep", False)
+        if keep and conn_holder[0] is not None:
+            conn, reused = conn_holder[0], True
+        else:
+            conn, reused = await Conn.open(self.host, self.port), False
         try:
             if name == "body_too_large":  # headers only: the server refuses before reading
                 lines = [f"{method} {path} HTTP/1.1", "Host: soak", "Connection: close"]
                 lines += [f"{k}: {v}" for k, v in headers.items()]
                 raw = ("\r\n".join(lines) + "\r\n\r\n").encode()
             else:
-                raw = encode_request(method, path, body, headers, keep_alive=False)
+                raw = encode_request(method, path, body, headers, keep_alive=keep)
             conn.writer.write(raw)
             await conn.writer.drain()
             try:
                 status, rheaders = await read_head(conn.reader)
                 rbody = b"".join([c async for c in body_chunks(conn.reader, rheaders)])
             except (EOFError, ConnectionError, asyncio.IncompleteReadError) as e:
-                raise Violation(f"connection failed: {type(e).__name__}: {e}")
-        finally:
+                raise Violation(f"connection failed ({'reused' if reused else 'fresh'}): "
+                                f"{type(e).__name__}: {e}")
+        except BaseException:
+            if conn_holder[0] is conn:
+                conn_holder[0] = None
+            conn.close()
+            raise
+        if keep and reusable(rheaders):
+            if conn_holder[0] is not conn:
+                if conn_holder[0] is not None:
+                    conn_holder[0].close()
+                conn_holder[0] = conn
+        else:
+            if conn_holder[0] is conn:
+                conn_holder[0] = None
             conn.close()
         if status >= 500:
             raise Violation(f"HTTP {status} for {name}: {rbody[:200]!r}")
@@ -735,7 +777,8 @@ def start_server(args, workdir):
     port = free_port()
     cmd = [binary, "serve", "--model", str(model_dir), "--served-model-name", MODEL, "--port",
            str(port), "--max-num-seqs", str(MAX_NUM_SEQS), "--max-queued-requests",
-           str(MAX_QUEUED), "--kv-cache-memory", args.kv_cache_memory, "--max-body-bytes",
+           str(MAX_QUEUED), "--max-num-batched-tokens", str(MAX_BATCHED_TOKENS),
+           "--kv-cache-memory", args.kv_cache_memory, "--max-body-bytes",
            str(MAX_BODY), "--shutdown-timeout", "5"]
     log = open(workdir / "server.log", "wb")
     proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
@@ -783,7 +826,7 @@ async def soak(args):
         if missing:
             raise SystemExit(f"/metrics lacks {', '.join(missing)}")
         plan = make_plan(args)
-        warmup = min(1000, max(1, args.requests // 10))
+        warmup = args.warmup if args.warmup is not None else min(1000, max(1, args.requests // 10))
         # Split the plan at the warm-up: the first items making up `warmup` requests.
         count, split = 0, 0
         for split, (kind, spec) in enumerate(plan):
@@ -794,13 +837,21 @@ async def soak(args):
             split = len(plan)
         started = time.monotonic()
         last_print = [0.0]
+        # RssAnon+VmSwap under load, every tenth of the run (informational: the assertion
+        # compares the two idle points).
+        trajectory = []
+        sample_every = max(1, args.requests // 10)
 
         def progress(offset):
             def cb(done):
                 now = time.monotonic()
+                total = offset + done
+                if pid is not None and total >= sample_every * (len(trajectory) + 1):
+                    fig = proc_status(pid)
+                    trajectory.append([total, fig["rss_anon_kb"] + fig["swap_kb"]])
                 if args.progress and now - last_print[0] > 10:
                     last_print[0] = now
-                    print(f"  {offset + done} requests, {now - started:.0f} s, "
+                    print(f"  {total} requests, {now - started:.0f} s, "
                           f"{len(stats.violations)} violations", flush=True)
             return cb
 
@@ -863,6 +914,7 @@ async def soak(args):
             growth = (mem1 - mem0) / mem0 * 100
             figures = {"rss_anon_plus_swap_kb_after_warmup": mem0,
                        "rss_anon_plus_swap_kb_end": mem1, "growth_pct": round(growth, 3),
+                       "under_load_kb": trajectory,
                        "fds": [base["fds"], end["fds"]],
                        "threads": [base["threads"], end["threads"]]}
             if growth >= args.max_growth_pct:
@@ -940,6 +992,8 @@ def print_summary(s):
               f"{p['rss_anon_plus_swap_kb_end']} kB at the end ({p['growth_pct']:+.3f} %); "
               f"fds {p['fds'][0]} -> {p['fds'][1]}; threads {p['threads'][0]} -> "
               f"{p['threads'][1]}")
+        print("  under load (requests: kB): " +
+              ", ".join(f"{n}: {kb}" for n, kb in p["under_load_kb"]))
     else:
         print("process figures: not measured (no --pid)")
     if "latency_s_p50_p99_max" in s:
@@ -973,6 +1027,9 @@ def main(argv=None):
     p.add_argument("--max-tokens", type=int, default=24, help="max_tokens upper bound")
     p.add_argument("--deadline", type=float, default=60.0, help="seconds per request")
     p.add_argument("--max-growth-pct", type=float, default=1.0)
+    p.add_argument("--warmup", type=int,
+                   help="requests before the memory/fd/thread baseline (default: 10 %%, at most "
+                        "1,000)")
     p.add_argument("--binary", help="r2serve to start (default build/soak, build/release)")
     p.add_argument("--model-dir", help="model for the started server (default: a new tiny one)")
     p.add_argument("--kv-cache-memory", default="64M")
