@@ -3,8 +3,10 @@
 //   r2serve bench --base-url http://127.0.0.1:8000 --num-prompts 32 --max-concurrency 4 \
 //       --random-input-len 64 --random-output-len 32 --result-file out.json
 //
+// writes out.json and, beside it, out.png (the plot; --plot PATH elsewhere, --no-plot for none).
+//
 // Exit status: 0 when the run finished (failed requests are reported, not fatal), 1 when it could
-// not run (bad flags, server unreachable, result file not writable).
+// not run (bad flags, server unreachable, result file or plot not writable).
 #include <chrono>
 #include <cstdio>
 #include <ctime>
@@ -18,12 +20,12 @@
 namespace r2::server {
 namespace {
 
-std::string UtcDate() {
-  const std::time_t now = std::time(nullptr);
+// `format` of the UTC time `now` (strftime).
+std::string UtcDate(std::time_t now, const char* format) {
   std::tm tm{};
   gmtime_r(&now, &tm);
-  char buf[32];
-  std::strftime(buf, sizeof(buf), "%Y%m%d-%H%M%S", &tm);
+  char buf[64];
+  std::strftime(buf, sizeof(buf), format, &tm);
   return buf;
 }
 
@@ -101,10 +103,11 @@ int RunBench(int argc, char** argv) {
     }
   }
   std::fflush(stdout);
+  const std::time_t finished = std::time(nullptr);
   if (!o.result_file.empty()) {
     std::ofstream out(o.result_file);
     // Generated text from a server is not trusted to be UTF-8: bad bytes become U+FFFD.
-    out << bench::ResultJson(metrics, run->results, o, UtcDate())
+    out << bench::ResultJson(metrics, run->results, o, UtcDate(finished, "%Y%m%d-%H%M%S"))
                .dump(2, ' ', false, nlohmann::json::error_handler_t::replace)
         << "\n";
     out.close();
@@ -112,6 +115,15 @@ int RunBench(int argc, char** argv) {
       std::fprintf(stderr, "r2serve bench: cannot write --result-file %s\n", o.result_file.c_str());
       return 1;
     }
+  }
+  if (!o.plot_file.empty()) {
+    const absl::Status plotted = bench::WritePlot(o.plot_file, run->results, metrics, o,
+                                                  UtcDate(finished, "%Y-%m-%d %H:%M:%S UTC"));
+    if (!plotted.ok()) {
+      std::fprintf(stderr, "r2serve bench: %s\n", std::string(plotted.message()).c_str());
+      return 1;
+    }
+    std::fprintf(stderr, "r2serve bench: plot written to %s\n", o.plot_file.c_str());
   }
   return 0;
 }

@@ -47,6 +47,9 @@ struct BenchOptions {
   bool ignore_eos = true;
   double timeout_s = 600;  // per request
   bool progress = true;    // live line when stderr is a terminal
+  // The PNG plot: --plot PATH, or beside the result file (out.json -> out.png) unless --no-plot.
+  std::string plot_file;                     // empty = no plot
+  int plot_width = 1280, plot_height = 900;  // --plot-size WxH, pixels
 };
 
 // argv[0] is the subcommand. Accepts --flag value and --flag=value, dashes or underscores;
@@ -155,6 +158,31 @@ std::string FormatSummary(const BenchMetrics& m, const BenchOptions& o);
 // The result file: D1's keys plus the options that shaped the run.
 nlohmann::ordered_json ResultJson(const BenchMetrics& m, const std::vector<RequestResult>& results,
                                   const BenchOptions& o, const std::string& date);
+
+// ---- plot ---------------------------------------------------------------------------------------
+
+// Throughput over time, in equal buckets from the first successful request's start to the last
+// one's end: completed requests (at their end) and output tokens (at their arrival, the rule of
+// ComputeMetrics' peak) per bucket, divided by the bucket width. The width is a 1-2-5 step chosen
+// for at most max_buckets buckets. Empty when no request succeeded.
+struct ThroughputSeries {
+  double bucket_s = 1;
+  std::vector<double> requests_per_s, output_tokens_per_s;
+};
+ThroughputSeries ThroughputOverTime(const std::vector<RequestResult>& results, int max_buckets);
+
+// The load in words for the plot's title: "8 concurrent, rate inf, 200 requests, random input 128
+// / output 64".
+std::string LoadDescription(const BenchOptions& o);
+
+// The plot beside a result file: its path with the extension replaced by .png (or .png appended).
+std::string PlotPathBeside(const std::string& result_file);
+
+// Writes a PNG of o.plot_width x o.plot_height: the p50/p90/p99 of TTFT, TPOT, ITL and E2EL (ms)
+// from the successful requests, and requests and output tokens per second over time, titled with
+// the endpoint, model, load and `date`. Errors name the path (unwritable, size too large).
+absl::Status WritePlot(const std::string& path, const std::vector<RequestResult>& results,
+                       const BenchMetrics& m, const BenchOptions& o, const std::string& date);
 
 // ---- running ------------------------------------------------------------------------------------
 

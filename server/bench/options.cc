@@ -35,6 +35,11 @@ Load generator for OpenAI-compatible servers; metrics and result keys of `vllm b
   --seed S                  prompts and arrival times (default 0)
   --warmup N                unmeasured requests first (default 0)
   --result-file PATH        write the JSON result
+  --plot PATH.png           write a PNG plot: p50/p90/p99 of TTFT, TPOT, ITL, E2EL and
+                            requests and output tokens per second over time
+                            (default: beside --result-file, out.json -> out.png)
+  --no-plot                 no PNG, not even beside --result-file
+  --plot-size WxH           plot size in pixels (default 1280x900)
   --api-key K               sent as Authorization: Bearer K
   --goodput KEY:MS ...      SLOs for goodput; KEY in ttft, tpot, e2el
   --metric-percentiles P,.. percentiles to report (default 90,99)
@@ -175,6 +180,24 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(int argc, char** argv) {
          o.result_file = v;
          return absl::OkStatus();
        }},
+      {"plot",
+       [&](const std::string& v) {
+         if (v.empty()) return Bad("plot", v, "expected a file name");
+         o.plot_file = v;
+         return absl::OkStatus();
+       }},
+      {"plot_size",
+       [&](const std::string& v) {
+         std::pair<std::string, std::string> wh = absl::StrSplit(v, absl::MaxSplits('x', 1));
+         int w, h;
+         if (!absl::SimpleAtoi(wh.first, &w) || !absl::SimpleAtoi(wh.second, &h) || w < 480 ||
+             h < 360 || w > 8192 || h > 8192) {
+           return Bad("plot-size", v, "expected WxH with 480 <= W <= 8192 and 360 <= H <= 8192");
+         }
+         o.plot_width = w;
+         o.plot_height = h;
+         return absl::OkStatus();
+       }},
       {"api_key",
        [&](const std::string& v) {
          o.api_key = v;
@@ -194,6 +217,7 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(int argc, char** argv) {
        }},
       {"timeout", [&](const std::string& v) { return ParseDouble("timeout", v, &o.timeout_s); }},
   };
+  bool plot_enabled = true;  // false once --no-plot is given
   for (int i = 1; i < argc; ++i) {
     std::string arg = argv[i];
     if (!absl::StartsWith(arg, "--")) {
@@ -206,9 +230,11 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(int argc, char** argv) {
       name = name.substr(0, eq);
     }
     std::replace(name.begin(), name.end(), '-', '_');
-    if (name == "no_ignore_eos" || name == "no_progress") {
+    if (name == "no_ignore_eos" || name == "no_progress" || name == "no_plot") {
       if (value) return absl::InvalidArgumentError(absl::StrCat("--", name, " takes no value"));
-      (name == "no_ignore_eos" ? o.ignore_eos : o.progress) = false;
+      (name == "no_ignore_eos" ? o.ignore_eos
+       : name == "no_progress" ? o.progress
+                               : plot_enabled) = false;
       continue;
     }
     if (name == "goodput") {
@@ -232,6 +258,13 @@ absl::StatusOr<BenchOptions> ParseBenchOptions(int argc, char** argv) {
     if (absl::Status s = it->second(*value); !s.ok()) return s;
   }
   if (o.base_url.empty()) return absl::InvalidArgumentError("--base-url is required");
+  if (!plot_enabled) {
+    if (!o.plot_file.empty()) {
+      return absl::InvalidArgumentError("--plot and --no-plot contradict each other");
+    }
+  } else if (o.plot_file.empty() && !o.result_file.empty()) {
+    o.plot_file = PlotPathBeside(o.result_file);
+  }
   if (o.endpoint == "/v1/chat/completions" && o.prompt_kind == PromptKind::kTokenIds &&
       o.dataset_path.empty()) {
     o.prompt_kind = PromptKind::kWords;  // chat messages are text

@@ -4,6 +4,7 @@ their message kept."""
 import json
 import re
 import socket
+import struct
 import subprocess
 import threading
 
@@ -55,6 +56,42 @@ def test_fixed_concurrency_32_prompts(binary, server, tmp_path):
     assert result["median_ttft_ms"] <= result["p99_ttft_ms"]
     assert "Serving Benchmark Result" in summary
     assert "Successful requests:                     32" in summary
+
+
+def png_size(path):
+    """(width, height) from a PNG's signature and IHDR chunk; fails on anything else."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+    assert data[12:16] == b"IHDR"
+    return struct.unpack(">II", data[16:24])
+
+
+def test_plot_beside_the_result_file_and_where_asked(binary, server, tmp_path):
+    common = ["--num-prompts", "8", "--max-concurrency", "2", "--random-input-len", "8",
+              "--random-output-len", "6", "--no-progress"]
+    result, _ = run_bench(binary, server, tmp_path, *common)
+    assert result["completed"] == 8
+    beside = tmp_path / "result.png"  # result.json -> result.png by default
+    assert png_size(beside) == (1280, 900)
+    assert beside.stat().st_size > 20_000  # text, bars and lines, not an empty canvas
+
+    beside.unlink()
+    elsewhere = tmp_path / "sub" / "plot.png"
+    elsewhere.parent.mkdir()
+    run_bench(binary, server, tmp_path, *common, "--plot", str(elsewhere), "--plot-size",
+              "640x480")
+    assert png_size(elsewhere) == (640, 480)
+    assert not beside.exists()
+
+    elsewhere.unlink()
+    run_bench(binary, server, tmp_path, *common, "--no-plot")
+    assert not beside.exists() and not elsewhere.exists()
+
+    proc = subprocess.run([binary, "bench", "--base-url", server.base_url, *common, "--plot",
+                           str(tmp_path / "missing-dir" / "p.png")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "missing-dir/p.png" in proc.stderr
 
 
 def test_poisson_and_gamma_arrivals(binary, server, tmp_path):

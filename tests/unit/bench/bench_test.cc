@@ -2,6 +2,8 @@
 // the result file's keys (API.md D1).
 #include "server/bench/bench.h"
 
+#include <cairo.h>
+
 #include <algorithm>
 #include <cmath>
 #include <fstream>
@@ -377,6 +379,171 @@ TEST(Result, HasEveryD1Key) {
     EXPECT_NE(summary.find(line), std::string::npos) << line << "\n" << summary;
   }
 }
+
+// ---- plot ---------------------------------------------------------------------------------------
+
+namespace plot {
+
+TEST(Plot, ThroughputBucketsCountEndsAndTokenArrivals) {
+  // A: tokens at 0.05, 0.15, 0.25, ends at 0.25. B: starts at 1.0, chunks at 1.05 and 1.15 with
+  // four tokens (the two the chunks did not count arrive with the last), ends at 1.15.
+  std::vector<RequestResult> rs = {Ok(0, 0.05, {0.1, 0.1}, 3), Ok(1.0, 0.05, {0.1}, 4)};
+  RequestResult failed;
+  failed.start_time = 0.5;
+  failed.latency = 3;  // failures neither count nor stretch the time axis
+  rs.push_back(failed);
+  const ThroughputSeries s = ThroughputOverTime(rs, 6);  // span 1.15 s -> 0.2 s buckets
+  EXPECT_DOUBLE_EQ(s.bucket_s, 0.2);
+  ASSERT_EQ(s.requests_per_s.size(), 6u);
+  ASSERT_EQ(s.output_tokens_per_s.size(), 6u);
+  const std::vector<double> req = {0, 5, 0, 0, 0, 5}, tok = {10, 5, 0, 0, 0, 20};
+  for (size_t i = 0; i < 6; ++i) {
+    EXPECT_NEAR(s.requests_per_s[i], req[i], 1e-9) << i;
+    EXPECT_NEAR(s.output_tokens_per_s[i], tok[i], 1e-9) << i;
+  }
+  EXPECT_TRUE(ThroughputOverTime({failed}, 6).requests_per_s.empty());
+}
+
+TEST(Plot, PathBesideTheResultFileAndFlags) {
+  EXPECT_EQ(PlotPathBeside("out.json"), "out.png");
+  EXPECT_EQ(PlotPathBeside("/tmp/run.v2/out"), "/tmp/run.v2/out.png");
+  EXPECT_EQ(PlotPathBeside("a/b.c.json"), "a/b.c.png");
+  auto beside = Parse({"--base-url", "http://x", "--result-file", "/tmp/r.json"});
+  ASSERT_TRUE(beside.ok()) << beside.status();
+  EXPECT_EQ(beside->plot_file, "/tmp/r.png");
+  auto none = Parse({"--base-url", "http://x", "--result-file", "/tmp/r.json", "--no-plot"});
+  ASSERT_TRUE(none.ok()) << none.status();
+  EXPECT_EQ(none->plot_file, "");
+  auto plain = Parse({"--base-url", "http://x"});
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ(plain->plot_file, "");
+  auto explicit_plot = Parse({"--base-url", "http://x", "--result-file", "/tmp/r.json", "--plot",
+                              "/tmp/p.png", "--plot-size", "800x600"});
+  ASSERT_TRUE(explicit_plot.ok()) << explicit_plot.status();
+  EXPECT_EQ(explicit_plot->plot_file, "/tmp/p.png");
+  EXPECT_EQ(explicit_plot->plot_width, 800);
+  EXPECT_EQ(explicit_plot->plot_height, 600);
+  for (const std::vector<std::string>& bad :
+       {std::vector<std::string>{"--base-url", "http://x", "--plot", "p.png", "--no-plot"},
+        std::vector<std::string>{"--base-url", "http://x", "--plot-size", "100x100"},
+        std::vector<std::string>{"--base-url", "http://x", "--plot-size", "wide"}}) {
+    auto o = Parse(bad);
+    ASSERT_FALSE(o.ok()) << bad.back();
+    EXPECT_NE(std::string(o.status().message()).find("--plot"), std::string::npos)
+        << o.status().message();
+  }
+}
+
+TEST(Plot, LoadDescriptionNamesTheLoad) {
+  BenchOptions o;
+  o.max_concurrency = 8;
+  o.num_prompts = 200;
+  o.random_input_len = 128;
+  o.random_output_len = 64;
+  EXPECT_EQ(LoadDescription(o),
+            "concurrency 8, rate inf, 200 requests, random input 128 / output 64");
+  o.max_concurrency = 0;
+  o.request_rate = 2.5;
+  o.burstiness = 0.5;
+  EXPECT_EQ(LoadDescription(o),
+            "rate 2.50 req/s (burstiness 0.5), 200 requests, random input 128 / output 64");
+}
+
+struct Decoded {
+  int width = 0, height = 0;
+  int64_t non_background = 0;
+  std::vector<uint32_t> pixels;  // 0x00RRGGBB
+};
+
+Decoded DecodePng(const std::string& path) {
+  Decoded d;
+  cairo_surface_t* s = cairo_image_surface_create_from_png(path.c_str());
+  EXPECT_EQ(cairo_surface_status(s), CAIRO_STATUS_SUCCESS)
+      << path << ": " << cairo_status_to_string(cairo_surface_status(s));
+  if (cairo_surface_status(s) == CAIRO_STATUS_SUCCESS) {
+    cairo_surface_flush(s);
+    d.width = cairo_image_surface_get_width(s);
+    d.height = cairo_image_surface_get_height(s);
+    const int stride = cairo_image_surface_get_stride(s);
+    const unsigned char* data = cairo_image_surface_get_data(s);
+    for (int y = 0; y < d.height; ++y) {
+      const uint32_t* row = reinterpret_cast<const uint32_t*>(data + y * stride);
+      for (int x = 0; x < d.width; ++x) {
+        const uint32_t rgb = row[x] & 0xFFFFFF;
+        d.pixels.push_back(rgb);
+        if (rgb != 0xFFFFFF) ++d.non_background;
+      }
+    }
+  }
+  cairo_surface_destroy(s);
+  return d;
+}
+
+// Pixels within 3 levels per channel of the colour (r, g, b in [0, 1]).
+int64_t CountColor(const Decoded& d, double r, double g, double b) {
+  const int want[3] = {static_cast<int>(r * 255 + 0.5), static_cast<int>(g * 255 + 0.5),
+                       static_cast<int>(b * 255 + 0.5)};
+  int64_t n = 0;
+  for (uint32_t p : d.pixels) {
+    const int have[3] = {static_cast<int>(p >> 16 & 0xFF), static_cast<int>(p >> 8 & 0xFF),
+                         static_cast<int>(p & 0xFF)};
+    bool close = true;
+    for (int c = 0; c < 3; ++c) close = close && std::abs(have[c] - want[c]) <= 3;
+    n += close;
+  }
+  return n;
+}
+
+TEST(Plot, WritesAPngOfTheStatedSizeWithBarsAndLines) {
+  std::vector<RequestResult> rs;
+  for (int i = 0; i < 40; ++i) {
+    rs.push_back(Ok(0.05 * i, 0.02 + 0.001 * i, std::vector<double>(15, 0.004 + 0.0001 * i), 16));
+  }
+  BenchOptions o;
+  o.base_url = "http://127.0.0.1:8000";
+  o.model = "tiny";
+  o.max_concurrency = 4;
+  o.num_prompts = 40;
+  o.plot_width = 1000;
+  o.plot_height = 700;
+  const BenchMetrics m = ComputeMetrics(rs, 2.6, {}, o.percentiles);
+  const std::string path = r2::testing::MakeTempDir("bench_plot") + "/plot.png";
+  ASSERT_TRUE(WritePlot(path, rs, m, o, "2026-11-28 19:00:00 UTC").ok());
+  const Decoded d = DecodePng(path);
+  EXPECT_EQ(d.width, 1000);
+  EXPECT_EQ(d.height, 700);
+  // Not a blank canvas: axes, text, bars and lines cover a few percent of it.
+  EXPECT_GT(d.non_background, 1000 * 700 / 50) << d.non_background;
+  EXPECT_LT(d.non_background, 1000 * 700 / 2) << d.non_background;
+  // The p50, p90 and p99 bars (solid fills) and both throughput lines are drawn.
+  EXPECT_GT(CountColor(d, 0.62, 0.79, 0.90), 400);
+  EXPECT_GT(CountColor(d, 0.26, 0.55, 0.79), 400);
+  EXPECT_GT(CountColor(d, 0.06, 0.27, 0.52), 400);
+  EXPECT_GT(CountColor(d, 0.13, 0.47, 0.71), 100);
+  EXPECT_GT(CountColor(d, 0.90, 0.45, 0.05), 100);
+}
+
+TEST(Plot, AllFailedStillPlotsAndBadPathsAreErrors) {
+  RequestResult failed;
+  failed.error = "HTTP 503";
+  BenchOptions o;
+  o.base_url = "http://x";
+  const BenchMetrics m = ComputeMetrics({failed}, 1.0, {}, o.percentiles);
+  const std::string path = r2::testing::MakeTempDir("bench_plot_failed") + "/failed.png";
+  ASSERT_TRUE(WritePlot(path, {failed}, m, o, "today").ok());
+  const Decoded d = DecodePng(path);
+  EXPECT_EQ(d.width, o.plot_width);
+  EXPECT_EQ(d.height, o.plot_height);
+  EXPECT_GT(d.non_background, 0);
+  EXPECT_EQ(CountColor(d, 0.26, 0.55, 0.79), 0);  // no bars without data
+
+  const absl::Status bad = WritePlot("/nonexistent-dir/p.png", {failed}, m, o, "today");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(std::string(bad.message()).find("/nonexistent-dir/p.png"), std::string::npos)
+      << bad.message();
+}
+
+}  // namespace plot
 
 }  // namespace
 }  // namespace r2::server::bench
