@@ -657,8 +657,13 @@ class Driver:
                     await self.burst(spec)
                     done[0] += len(spec)
                 else:
-                    await self.one(spec, holder)
+                    outcome = await self.one(spec, holder)
                     done[0] += 1
+                    if outcome.endswith("refused_429") and self.args.backoff_ms > 0:
+                        # A client backs off after 429 (Retry-After asks 1 s; shorter keeps the
+                        # queue under pressure). Without it the workers spin on instant 429s
+                        # and the mix degenerates into a queue-full test.
+                        await asyncio.sleep(self.args.backoff_ms / 1000)
                 if on_progress:
                     on_progress(done[0])
             if holder[0] is not None:
@@ -1026,6 +1031,8 @@ def main(argv=None):
                    default=True, help="fail unless some burst got a 429")
     p.add_argument("--max-tokens", type=int, default=24, help="max_tokens upper bound")
     p.add_argument("--deadline", type=float, default=60.0, help="seconds per request")
+    p.add_argument("--backoff-ms", type=float, default=50.0,
+                   help="pause of a worker after a 429 answer (bursts never back off)")
     p.add_argument("--max-growth-pct", type=float, default=1.0)
     p.add_argument("--warmup", type=int,
                    help="requests before the memory/fd/thread baseline (default: 10 %%, at most "
