@@ -133,15 +133,21 @@ PreparedRows Slice(const PreparedRows& x, int64_t r0, int64_t n) {
 const QuantKernels& PortableQuantKernels() { return kPortable; }
 
 const QuantKernels& QuantKernelsFor(CpuIsa isa) {
-  if (isa == CpuIsa::kAvx512 && CpuIsaSupported(isa) && CpuHasAvx512Vnni() &&
-      Avx512VnniQuantKernels() != nullptr) {
-    return *Avx512VnniQuantKernels();
-  }
-  if ((isa == CpuIsa::kAvx512 || isa == CpuIsa::kAvx2) && CpuIsaSupported(isa) &&
-      Avx2QuantKernels() != nullptr) {
-    return *Avx2QuantKernels();
-  }
-  return kPortable;
+  // Decided once per set: CpuIsaSupported asks CPUID, which costs a VM exit under a hypervisor.
+  static const std::array<const QuantKernels*, 3> table = [] {
+    std::array<const QuantKernels*, 3> t{&kPortable, &kPortable, &kPortable};
+    const bool avx2 = CpuIsaSupported(CpuIsa::kAvx2) && Avx2QuantKernels() != nullptr;
+    const bool avx512 = CpuIsaSupported(CpuIsa::kAvx512);
+    if (avx2) t[static_cast<int>(CpuIsa::kAvx2)] = Avx2QuantKernels();
+    if (avx512 && CpuHasAvx512Vnni() && Avx512VnniQuantKernels() != nullptr) {
+      t[static_cast<int>(CpuIsa::kAvx512)] = Avx512VnniQuantKernels();
+    } else if (avx512 && avx2) {
+      t[static_cast<int>(CpuIsa::kAvx512)] = Avx2QuantKernels();
+    }
+    return t;
+  }();
+  const auto i = static_cast<size_t>(isa);
+  return i < table.size() ? *table[i] : kPortable;
 }
 
 bool BlockLinearSupports(const SimdKernels& k, const WeightView& w) {

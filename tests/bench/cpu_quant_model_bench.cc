@@ -1,0 +1,312 @@
+// The "small" model through the forward pass the engine runs each step, on the "cpu" backend, in
+// any weight format the checkpoint has (bf16, or the int8/int4 conversions of `r2serve quantize`):
+// prefill tokens/s, decode tokens/s at batch 1, 8 and 32 with the fraction of the memory-bandwidth
+// floor, as cpu_model_bench; here the byte tally also counts integer weights (packed int4 rows,
+// scales, zero points) and the experts a MoeExperts call runs, and `moe=grouped` refuses
+// MoeExperts so the model runs its grouping path (one Linear per selected expert) instead.
+//
+//   build/<dir>/tests/r2_cpu_quant_model_bench model=DIR [prompt=512] [context=64] [steps=24]
+//                                             [backend=cpu] [batches=1,8,32] [moe=op|grouped]
+#include <omp.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <memory>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "engine/model/deepseek_model.h"
+#include "kernels/backend.h"
+#include "kernels/quant_format.h"
+
+namespace r2 {
+namespace {
+
+double Now() {
+  timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+// Bytes of a weight in memory: its values (int4 packed rows), scales and zero points.
+int64_t WeightBytes(const WeightView& w) {
+  const TensorView& t = w.weight;
+  int64_t bytes = t.dtype == DType::kU4 ? t.shape[0] * PackedU4RowBytes(t.shape[1])
+                                        : t.numel() * static_cast<int64_t>(DTypeSize(t.dtype));
+  if (w.block_scaled()) bytes += w.scale_inv.numel() * 4;
+  if (!w.scale.empty()) bytes += w.scale.numel() * static_cast<int64_t>(DTypeSize(w.scale.dtype));
+  if (!w.zero_point.empty()) bytes += w.zero_point.numel() * 4;
+  return bytes;
+}
+
+// Forwards every op to `inner`, adding up the bytes of weights and KV rows the op reads.
+class CountingBackend final : public Backend {
+ public:
+  CountingBackend(std::unique_ptr<Backend> inner, bool moe_op)
+      : inner_(std::move(inner)), moe_op_(moe_op) {}
+  int64_t bytes() const { return bytes_; }
+  int64_t linear_macs() const { return macs_; }
+  void Reset() { bytes_ = macs_ = 0; }
+
+  std::string_view name() const override { return inner_->name(); }
+  absl::Status Embedding(const EmbeddingParams& p) override {
+    if (p.table.shape.size() == 2) {
+      bytes_ += p.rows * p.table.shape[1] * static_cast<int64_t>(DTypeSize(p.table.dtype));
+    }
+    return inner_->Embedding(p);
+  }
+  absl::Status RmsNorm(const RmsNormParams& p) override { return inner_->RmsNorm(p); }
+  absl::Status Linear(const LinearParams& p) override {
+    const WeightView& w = p.weight;
+    bytes_ += p.batch * WeightBytes(w);
+    macs_ += p.batch * p.rows * w.weight.numel();
+    return inner_->Linear(p);
+  }
+  absl::Status Rope(const RopeParams& p) override { return inner_->Rope(p); }
+  absl::Status SiluMul(const SiluMulParams& p) override { return inner_->SiluMul(p); }
+  absl::Status Add(const AddParams& p) override { return inner_->Add(p); }
+  absl::Status GatherRows(const GatherRowsParams& p) override { return inner_->GatherRows(p); }
+  absl::Status ScatterAddRows(const ScatterAddRowsParams& p) override {
+    return inner_->ScatterAddRows(p);
+  }
+  absl::Status MoeRoute(const MoeRouteParams& p) override { return inner_->MoeRoute(p); }
+  absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
+    return inner_->MlaPrefillAttention(p);
+  }
+  absl::Status KvCacheWrite(const KvCacheWriteParams& p) override {
+    return inner_->KvCacheWrite(p);
+  }
+  absl::Status MoeExperts(const MoeExpertsParams& p) override {
+    if (!moe_op_ || p.expert_views == nullptr) {
+      return absl::UnimplementedError("MoeExperts refused (moe=grouped)");
+    }
+    std::vector<bool> seen(p.num_experts, false);
+    for (int64_t i = 0; i < p.rows * p.top_k; ++i) {
+      const int32_t e = p.expert_ids[i];
+      if (e < 0 || e >= p.num_experts || seen[e]) continue;
+      seen[e] = true;
+      for (int m = 0; m < 3; ++m) bytes_ += WeightBytes(p.expert_views[m * p.num_experts + e]);
+    }
+    macs_ += 3 * p.rows * p.top_k * p.hidden * p.width;
+    return inner_->MoeExperts(p);
+  }
+  absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
+    for (int64_t b = 0; b < p.num_seqs; ++b)
+      bytes_ += int64_t{p.kv_lens[b]} * p.cache.row_width() * 4;
+    return inner_->MlaDecodeAttention(p);
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  bool moe_op_;
+  int64_t bytes_ = 0;
+  int64_t macs_ = 0;
+};
+
+// Copy bandwidth in bytes/s (read + written), both cores, median of 5 copies of 256 MiB.
+double CopyBandwidth() {
+  const size_t n = size_t{256} << 20;
+  std::vector<char> src(n, 1), dst(n, 0);
+  std::vector<double> rates;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t0 = Now();
+#pragma omp parallel
+    {
+      const size_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+      const size_t chunk = (n / threads) & ~size_t{4095};
+      const size_t begin = t * chunk, end = t + 1 == threads ? n : begin + chunk;
+      std::memcpy(dst.data() + begin, src.data() + begin, end - begin);
+    }
+    rates.push_back(2.0 * static_cast<double>(n) / (Now() - t0));
+  }
+  if (dst[n / 3] != 1) std::abort();
+  return Median(rates);
+}
+
+int32_t ArgMax(const float* v, int64_t n) {
+  return static_cast<int32_t>(std::max_element(v, v + n) - v);
+}
+
+struct Options {
+  std::string model;
+  int64_t prompt = 512, context = 64, steps = 24;
+  std::string backend = "cpu";
+  std::vector<int64_t> batches = {1, 8, 32};
+  bool moe_op = true;
+};
+
+Options Parse(int argc, char** argv) {
+  Options o;
+  const char* tmp = std::getenv("TMPDIR");
+  o.model = std::string(tmp && *tmp ? tmp : "/tmp") + "/r2-small-model";
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const size_t eq = arg.find('=');
+    const std::string key = arg.substr(0, eq),
+                      value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    if (key == "model") {
+      o.model = value;
+    } else if (key == "prompt") {
+      o.prompt = std::stoll(value);
+    } else if (key == "context") {
+      o.context = std::stoll(value);
+    } else if (key == "steps") {
+      o.steps = std::stoll(value);
+    } else if (key == "backend") {
+      o.backend = value;
+    } else if (key == "moe") {
+      if (value != "op" && value != "grouped") {
+        std::fprintf(stderr, "moe= takes op or grouped, got '%s'\n", value.c_str());
+        std::exit(2);
+      }
+      o.moe_op = value == "op";
+    } else if (key == "batches") {
+      o.batches.clear();
+      for (size_t pos = 0; pos < value.size();) {
+        const size_t comma = value.find(',', pos);
+        o.batches.push_back(std::stoll(value.substr(pos, comma - pos)));
+        pos = comma == std::string::npos ? value.size() : comma + 1;
+      }
+    } else {
+      std::fprintf(
+          stderr, "unknown argument '%s' (model= prompt= context= steps= backend= batches= moe=)\n",
+          arg.c_str());
+      std::exit(2);
+    }
+  }
+  return o;
+}
+
+int Run(const Options& o) {
+  if (!std::filesystem::exists(o.model + "/config.json")) {
+    std::fprintf(stderr,
+                 "%s has no config.json (write one with r2serve make-tiny-model, then "
+                 "r2serve quantize)\n",
+                 o.model.c_str());
+    return 1;
+  }
+  auto inner = MakeBackend(o.backend);
+  if (!inner.ok()) {
+    std::fprintf(stderr, "%s\n", inner.status().ToString().c_str());
+    return 1;
+  }
+  CountingBackend backend(*std::move(inner), o.moe_op);
+  auto loaded = model::DeepseekModel::Load(o.model, &backend);
+  if (!loaded.ok()) {
+    std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
+    return 1;
+  }
+  model::DeepseekModel& m = **loaded;
+  const int64_t vocab = m.config().vocab_size;
+  const double bandwidth = CopyBandwidth();
+  std::printf("backend %s, %d threads, moe=%s, model %s (hidden %lld, %lld layers, vocab %lld)\n",
+              std::string(backend.name()).c_str(), omp_get_max_threads(),
+              o.moe_op ? "op" : "grouped", o.model.c_str(),
+              static_cast<long long>(m.config().hidden_size),
+              static_cast<long long>(m.config().num_hidden_layers), static_cast<long long>(vocab));
+  std::printf("copy bandwidth %.2f GB/s (read + write, 2 threads, median of 5)\n", bandwidth / 1e9);
+
+  const int64_t block = 64;
+  const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
+  const int64_t per_seq_blocks = (std::max(o.prompt, o.context + o.steps) + block) / block + 1;
+  auto cache = model::PagedKvCache::Create(m.CacheShape(max_batch * per_seq_blocks, block));
+  if (!cache.ok()) {
+    std::fprintf(stderr, "%s\n", cache.status().ToString().c_str());
+    return 1;
+  }
+  std::mt19937 rng(7);
+  std::uniform_int_distribution<int32_t> token(2, static_cast<int32_t>(vocab - 1));
+  auto table_of = [&](int64_t seq) {
+    std::vector<int32_t> t(per_seq_blocks);
+    std::iota(t.begin(), t.end(), static_cast<int32_t>(seq * per_seq_blocks));
+    return t;
+  };
+
+  // Prefill: one sequence of `prompt` tokens, median of 3.
+  {
+    std::vector<int32_t> ids(o.prompt);
+    for (int32_t& id : ids) id = token(rng);
+    const std::vector<int32_t> table = table_of(0);
+    std::vector<double> times;
+    for (int rep = 0; rep < 3; ++rep) {
+      model::SequenceInput seq{.token_ids = ids, .start_pos = 0, .block_table = table};
+      backend.Reset();
+      const double t0 = Now();
+      auto out = m.Forward({&seq, 1}, model::LogitsMode::kLastPerSequence, **cache);
+      times.push_back(Now() - t0);
+      if (!out.ok()) {
+        std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
+        return 1;
+      }
+    }
+    const double t = Median(times);
+    std::printf(
+        "prefill  %4lld tokens: %8.1f tokens/s  (%.3f s, median of 3; Linear layers %.1f "
+        "GFLOP/s)\n",
+        static_cast<long long>(o.prompt), static_cast<double>(o.prompt) / t, t,
+        2e-9 * static_cast<double>(backend.linear_macs()) / t);
+  }
+
+  for (int64_t batch : o.batches) {
+    std::vector<std::vector<int32_t>> prompts(batch), tables(batch);
+    std::vector<model::SequenceInput> seqs(batch);
+    for (int64_t b = 0; b < batch; ++b) {
+      prompts[b].resize(o.context);
+      for (int32_t& id : prompts[b]) id = token(rng);
+      tables[b] = table_of(b);
+      seqs[b] = {.token_ids = prompts[b], .start_pos = 0, .block_table = tables[b]};
+    }
+    auto first = m.Forward(seqs, model::LogitsMode::kLastPerSequence, **cache);
+    if (!first.ok()) {
+      std::fprintf(stderr, "%s\n", first.status().ToString().c_str());
+      return 1;
+    }
+    std::vector<int32_t> next(batch);
+    for (int64_t b = 0; b < batch; ++b) next[b] = ArgMax(first->logits.data() + b * vocab, vocab);
+    std::vector<double> times, bytes;
+    for (int64_t step = 0; step < o.steps; ++step) {
+      for (int64_t b = 0; b < batch; ++b) {
+        seqs[b] = {.token_ids = absl::MakeConstSpan(&next[b], 1),
+                   .start_pos = o.context + step,
+                   .block_table = tables[b]};
+      }
+      backend.Reset();
+      const double t0 = Now();
+      auto out = m.Forward(seqs, model::LogitsMode::kLastPerSequence, **cache);
+      times.push_back(Now() - t0);
+      bytes.push_back(static_cast<double>(backend.bytes()));
+      if (!out.ok()) {
+        std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
+        return 1;
+      }
+      for (int64_t b = 0; b < batch; ++b) next[b] = ArgMax(out->logits.data() + b * vocab, vocab);
+    }
+    const double t = Median(times), floor_bytes = Median(bytes);
+    const double floor_time = floor_bytes / bandwidth;
+    std::printf(
+        "decode batch %2lld: %8.1f tokens/s  step %.2f ms (median of %lld), %.1f MB read/step, "
+        "floor %.2f ms -> %.0f%% of the bandwidth floor\n",
+        static_cast<long long>(batch), static_cast<double>(batch) / t, 1e3 * t,
+        static_cast<long long>(o.steps), floor_bytes / 1e6, 1e3 * floor_time,
+        100.0 * floor_time / t);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace r2
+
+int main(int argc, char** argv) { return r2::Run(r2::Parse(argc, argv)); }
