@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_ops.h"
 #include "kernels/cpu/opt_quant.h"
 #include "kernels/cpu/opt_thread_pool.h"
@@ -37,7 +38,7 @@ class CpuOptimizedBackend final : public Backend {
   }
   absl::Status MoeRoute(const MoeRouteParams& p) override { return cpu::OptMoeRoute(p); }
   absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
-    return cpu::OptMlaPrefillAttention(k_, p);
+    return cpu::GemmMlaPrefillAttention(k_, p);
   }
   absl::Status KvCacheWrite(const KvCacheWriteParams& p) override { return cpu::KvCacheWrite(p); }
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {

@@ -52,6 +52,11 @@ bool GemmSupports(const WeightView& w);
 void GemmBlock(const SimdKernels& k, const float* x, int64_t xs, int64_t rows, const WeightView& w,
                int64_t o0, int64_t o1, float* y, int64_t ys, bool accumulate);
 
+// MlaPrefillAttention through the GEMM kernels (opt_prefill_attention.cc): per (sequence, head,
+// block of 48 queries) the scores are one packed GEMM, then a causal softmax, then P V as another.
+// Arguments the op does not take get the reference's error.
+absl::Status GemmMlaPrefillAttention(const SimdKernels& k, const MlaPrefillParams& p);
+
 // Runs Linear p (already accepted by the optimized Linear's checks: float or block-scaled fp8
 // weights, rows > 0, out > 0) through the packed GEMM on the instruction set of k.
 void GemmLinear(const SimdKernels& k, const LinearParams& p);

@@ -262,6 +262,86 @@ TEST_P(OptGemmTest, GemmBlockComputesItsOutputRangeOnly) {
   }
 }
 
+// Prefill attention through the GEMM kernels against the reference: sequences with and without a
+// cached prefix (more keys than queries), query blocks crossing 48, keys crossing 256, odd dims.
+void CheckPrefillAttention(const cpu::SimdKernels& k, Backend& ref, std::mt19937& rng,
+                           int64_t heads, int64_t nope, int64_t rope, int64_t v_dim,
+                           const std::vector<int32_t>& q_lens, const std::vector<int32_t>& k_lens) {
+  SCOPED_TRACE("heads " + std::to_string(heads) + " nope " + std::to_string(nope) + " rope " +
+               std::to_string(rope) + " v " + std::to_string(v_dim));
+  const int64_t dq = nope + rope;
+  std::vector<int32_t> cu_q = {0}, cu_k = {0};
+  for (size_t b = 0; b < q_lens.size(); ++b) {
+    cu_q.push_back(cu_q.back() + q_lens[b]);
+    cu_k.push_back(cu_k.back() + k_lens[b]);
+  }
+  const int64_t tq = cu_q.back(), tk = cu_k.back();
+  std::vector<float> q = RandomFloats(rng, tq * heads * dq + 3);
+  std::vector<float> kv = RandomFloats(rng, tk * heads * (nope + v_dim));
+  std::vector<float> k_pe = RandomFloats(rng, tk * (rope + 2));
+  std::vector<float> out0 = RandomFloats(rng, tq * heads * (v_dim + 1));
+  std::vector<float> out_ref = out0, out_opt = out0;
+  MlaPrefillParams p{.q = q.data(),
+                     .q_token_stride = heads * dq,
+                     .q_head_stride = dq,
+                     .k_nope = kv.data(),
+                     .k_nope_token_stride = heads * (nope + v_dim),
+                     .k_nope_head_stride = nope + v_dim,
+                     .k_pe = k_pe.data(),
+                     .k_pe_token_stride = rope + 2,
+                     .v = kv.data() + nope,
+                     .v_token_stride = heads * (nope + v_dim),
+                     .v_head_stride = nope + v_dim,
+                     .out_token_stride = heads * (v_dim + 1),
+                     .out_head_stride = v_dim + 1,
+                     .cu_seqlens_q = cu_q.data(),
+                     .cu_seqlens_k = cu_k.data(),
+                     .num_seqs = static_cast<int64_t>(q_lens.size()),
+                     .heads = heads,
+                     .nope_dim = nope,
+                     .rope_dim = rope,
+                     .v_dim = v_dim,
+                     .softmax_scale = 0.3f};
+  p.out = out_ref.data();
+  ASSERT_TRUE(ref.MlaPrefillAttention(p).ok());
+  p.out = out_opt.data();
+  ASSERT_TRUE(cpu::GemmMlaPrefillAttention(k, p).ok());
+  EXPECT_LT(RelativeError(out_opt, out_ref), 1e-5);
+  for (size_t i = 0; i < out0.size(); ++i) {
+    if (i % (v_dim + 1) == static_cast<size_t>(v_dim)) {
+      ASSERT_EQ(out_opt[i], out0[i]) << "padding at " << i;  // between heads: untouched
+    }
+  }
+}
+
+TEST_P(OptGemmTest, PrefillAttentionMatchesReference) {
+  const cpu::SimdKernels& k = cpu::KernelsFor(GetParam());
+  CheckPrefillAttention(k, *ref_, rng_, 5, 19, 7, 13, {1, 9, 4, 17}, {1, 9, 11, 30});
+  CheckPrefillAttention(k, *ref_, rng_, 3, 64, 32, 64, {100, 60}, {100, 333});
+  CheckPrefillAttention(k, *ref_, rng_, 2, 0, 5, 33, {49}, {49});
+}
+
+TEST_P(OptGemmTest, PrefillAttentionRejectsWhatTheReferenceRejects) {
+  const cpu::SimdKernels& k = cpu::KernelsFor(GetParam());
+  std::vector<float> buf(64);
+  const std::vector<int32_t> cu_q = {0, 4}, cu_k = {0, 2};  // more queries than keys
+  MlaPrefillParams p{.q = buf.data(),
+                     .k_nope = buf.data(),
+                     .k_pe = buf.data(),
+                     .v = buf.data(),
+                     .out = buf.data(),
+                     .cu_seqlens_q = cu_q.data(),
+                     .cu_seqlens_k = cu_k.data(),
+                     .num_seqs = 1,
+                     .heads = 1,
+                     .nope_dim = 2,
+                     .rope_dim = 2,
+                     .v_dim = 2};
+  const absl::Status got = cpu::GemmMlaPrefillAttention(k, p);
+  EXPECT_EQ(got.code(), absl::StatusCode::kInvalidArgument) << got;
+  EXPECT_EQ(got, ref_->MlaPrefillAttention(p));
+}
+
 INSTANTIATE_TEST_SUITE_P(Isas, OptGemmTest, ::testing::ValuesIn(SupportedIsas()),
                          [](const ::testing::TestParamInfo<CpuIsa>& info) {
                            return std::string(CpuIsaName(info.param));
