@@ -2,7 +2,8 @@
 //  - Decode (absorbed, paged): every head of a token shares one key per position, so a group of
 //    heads reads each cache row once (straight from its block) for all of the group's scores and
 //    again for the weighted sum of latents. A bf16 or fp8 row is decoded to float32 once per
-//    read into a thread-local row, shared by a larger head group so the decode is amortized.
+//    read into a thread-local row, shared by as many heads as still leave work for every thread
+//    (at least kDecodedHeadGroup), so the decode is amortized over the heads.
 //  - Prefill (plain): tiles of consecutive queries of one sequence and head share each loaded key
 //    and value row.
 // Work items ((token, head group) or (head, query tile)) are spread over OpenMP threads.
@@ -17,8 +18,9 @@ namespace r2::cpu {
 namespace {
 
 constexpr int64_t kHeadGroup = 4;  // decode heads sharing each cache row load
-// Decode heads sharing each decoded row of a bf16 / fp8 cache.
+// Fewest decode heads sharing each decoded row of a bf16 / fp8 cache.
 constexpr int64_t kDecodedHeadGroup = 16;
+constexpr int64_t kRowChunk = 32;  // cache rows loaded (decoded) at a time
 constexpr int64_t kQueryTile = 4;  // prefill queries sharing each key/value row load
 
 // cu starts at 0 and never decreases.
@@ -76,16 +78,24 @@ bool DecodeArgsOk(const MlaDecodeParams& p) {
   return true;
 }
 
-int64_t DecodeHeadGroup(const PagedLatentCache& c) {
-  return c.dtype == KvCacheDType::kFloat32 ? kHeadGroup : kDecodedHeadGroup;
+// Heads per work item over `rows` query rows. Float32 rows are read in place by groups of
+// kHeadGroup; a decoded format shares each decoded row among as many heads as still give every
+// thread two items (each item decodes every row of its sequence twice).
+int64_t DecodeHeadGroup(const MlaDecodeParams& p, int64_t rows) {
+  if (p.cache.dtype == KvCacheDType::kFloat32) return kHeadGroup;
+  const int64_t items_per_row = (2 * CpuThreadPool::Get().threads() + rows - 1) / rows;
+  const int64_t group = (p.heads + items_per_row - 1) / items_per_row;
+  return std::max(group, kDecodedHeadGroup);
 }
 
-// Heads [h0, h0 + DecodeHeadGroup) of query row t.
+// Heads [h0, h0 + group) of query row t. The sequence's rows are taken kRowChunk at a time (in
+// place for float32, else decoded into a thread-local chunk), and each chunk serves every
+// kHeadGroup-head subgroup while it is in cache.
 void DecodeItem(const SimdKernels& k, const MlaDecodeParams& p, const int32_t* seq_of_row,
-                int64_t t, int64_t h0) {
+                int64_t t, int64_t h0, int64_t group) {
   const PagedLatentCache& c = p.cache;
   const int64_t width = c.row_width(), lora = c.kv_lora_rank, words = c.row_words();
-  const int64_t heads = std::min(DecodeHeadGroup(c), p.heads - h0);
+  const int64_t heads = std::min(group, p.heads - h0);
   const int32_t b = seq_of_row[t];
   const int64_t q_len = p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b];
   const int64_t visible = p.kv_lens[b] - q_len + (t - p.cu_seqlens_q[b]) + 1;
@@ -93,23 +103,46 @@ void DecodeItem(const SimdKernels& k, const MlaDecodeParams& p, const int32_t* s
   const float* q = p.q + t * p.q_token_stride + h0 * p.q_head_stride;
   const bool stored_f32 = c.dtype == KvCacheDType::kFloat32;
   float* scores = ThreadScratch(0, heads * visible);
-  float* decoded = stored_f32 ? nullptr : ThreadScratch(1, width);
-  // Position s's row as float32: in place for float32, else decoded into `decoded`.
-  auto row_at = [&](int64_t s) -> const float* {
-    const float* stored =
-        c.data + table[s / c.block_size] * c.block_stride + (s % c.block_size) * words;
-    if (stored_f32) return stored;
-    DecodeKvCacheRow(c.dtype, lora, c.rope_dim, stored, decoded);
-    return decoded;
+  float* decoded = stored_f32 ? nullptr : ThreadScratch(1, kRowChunk * width);
+  const float* rows[kRowChunk];
+  // rows[i] = position s0 + i's row as float32, for i < n.
+  auto load = [&](int64_t s0, int64_t n) {
+    for (int64_t i = 0; i < n; ++i) {
+      const int64_t s = s0 + i;
+      const float* stored =
+          c.data + table[s / c.block_size] * c.block_stride + (s % c.block_size) * words;
+      if (stored_f32) {
+        rows[i] = stored;
+      } else {
+        DecodeKvCacheRow(c.dtype, lora, c.rope_dim, stored, decoded + i * width);
+        rows[i] = decoded + i * width;
+      }
+    }
   };
-  for (int64_t s = 0; s < visible; ++s) {
-    k.dot_many(row_at(s), q, p.q_head_stride, heads, width, p.softmax_scale, scores + s, visible);
+  for (int64_t s0 = 0; s0 < visible; s0 += kRowChunk) {
+    const int64_t n = std::min(kRowChunk, visible - s0);
+    load(s0, n);
+    for (int64_t g = 0; g < heads; g += kHeadGroup) {
+      const int64_t gh = std::min(kHeadGroup, heads - g);
+      for (int64_t i = 0; i < n; ++i) {
+        k.dot_many(rows[i], q + g * p.q_head_stride, p.q_head_stride, gh, width, p.softmax_scale,
+                   scores + g * visible + s0 + i, visible);
+      }
+    }
   }
   for (int64_t h = 0; h < heads; ++h) Softmax(k, scores + h * visible, visible);
   float* out = p.out + t * p.out_token_stride + h0 * p.out_head_stride;
   for (int64_t h = 0; h < heads; ++h) std::fill_n(out + h * p.out_head_stride, lora, 0.0f);
-  for (int64_t s = 0; s < visible; ++s) {
-    k.axpy_many(row_at(s), scores + s, visible, heads, lora, out, p.out_head_stride);
+  for (int64_t s0 = 0; s0 < visible; s0 += kRowChunk) {
+    const int64_t n = std::min(kRowChunk, visible - s0);
+    load(s0, n);
+    for (int64_t g = 0; g < heads; g += kHeadGroup) {
+      const int64_t gh = std::min(kHeadGroup, heads - g);
+      for (int64_t i = 0; i < n; ++i) {
+        k.axpy_many(rows[i], scores + g * visible + s0 + i, visible, gh, lora,
+                    out + g * p.out_head_stride, p.out_head_stride);
+      }
+    }
   }
 }
 
@@ -167,13 +200,15 @@ absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& 
   const int32_t* seq_of_row = SequenceOfRow(p.cu_seqlens_q, p.num_seqs);
   int64_t kv_total = 0;
   for (int64_t b = 0; b < p.num_seqs; ++b) kv_total += p.kv_lens[b];
-  const int64_t group = DecodeHeadGroup(p.cache);
+  const int64_t group = DecodeHeadGroup(p, rows);
   const int64_t groups = (p.heads + group - 1) / group;
   const int64_t work =
       rows * p.heads * (kv_total / std::max<int64_t>(p.num_seqs, 1)) * 2 * p.cache.row_width();
   CpuThreadPool::Get().ParallelFor(
       rows * groups,
-      [&](int64_t item) { DecodeItem(k, p, seq_of_row, item / groups, (item % groups) * group); },
+      [&](int64_t item) {
+        DecodeItem(k, p, seq_of_row, item / groups, (item % groups) * group, group);
+      },
       work >= kOptParallelWork);
   return absl::OkStatus();
 }

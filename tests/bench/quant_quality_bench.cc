@@ -1,4 +1,5 @@
-// Quality of the integer formats against BF16 (docs/perf/quantization.md).
+// Quality of the integer weight formats against BF16, and of the bf16 / fp8 KV cache against the
+// float32 cache (docs/perf/quantization.md).
 //
 // For each preset (tiny, small): writes the random-weight BF16 checkpoint with its tokenizer,
 // converts it with QuantizeCheckpoint to int8 (W8A8) and int4 (W4A16, group 128), and runs all
@@ -13,6 +14,13 @@
 // --by-part adds int8 checkpoints quantized in one part only (attention, routed experts, shared
 // experts, the dense MLP) to show where the divergence comes from. The noise floor row runs the
 // BF16 weights on the reference backend (float rounding differences only).
+//
+// KV cache rows ("KV bf16", "KV fp8"; --kv-only runs just these): the BF16 weights with the
+// cache in that format, against the same weights with the float32 cache. The plain prefill
+// attends over the fresh float32 latents and never reads the cache, so these runs feed every
+// prompt and text token one at a time: every position attends over cached rows. Their baseline
+// ("KV float32, token by token") is the same feeding with the float32 cache; its own row (against
+// the one-prefill BF16 run) is the float noise of the absorbed against the plain attention.
 //
 // Writes its section of FILE (default docs/perf/quantization.md in the source tree) between
 // the quant_quality_bench markers, keeping the rest of the file.
@@ -30,6 +38,7 @@
 #include <memory>
 #include <sstream>
 #include <string>
+#include <tuple>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -56,6 +65,8 @@ using model::SequenceInput;
 constexpr int kDecodeSteps = 8;
 constexpr char kBegin[] = "<!-- quant_quality_bench:begin -->";
 constexpr char kEnd[] = "<!-- quant_quality_bench:end -->";
+constexpr char kKvBegin[] = "<!-- quant_quality_bench:kv:begin -->";
+constexpr char kKvEnd[] = "<!-- quant_quality_bench:kv:end -->";
 
 const char* const kPrompts[] = {
     "The quick brown fox jumps over the lazy dog while the farmer watches from the hill.",
@@ -99,8 +110,10 @@ int64_t ArgMax(const std::vector<float>& v) {
 
 class Runner {
  public:
-  static absl::StatusOr<std::unique_ptr<Runner>> Load(const std::string& dir,
-                                                      const std::string& backend_name) {
+  // `through_cache`: feed prompts and text one token at a time (each position reads the cache).
+  static absl::StatusOr<std::unique_ptr<Runner>> Load(
+      const std::string& dir, const std::string& backend_name,
+      KvCacheDType kv_dtype = KvCacheDType::kFloat32, bool through_cache = false) {
     auto r = std::make_unique<Runner>();
     auto backend = MakeBackend(backend_name);
     if (!backend.ok()) return backend.status();
@@ -108,7 +121,8 @@ class Runner {
     auto m = DeepseekModel::Load(dir, r->backend_.get());
     if (!m.ok()) return m.status();
     r->model_ = *std::move(m);
-    auto cache = model::PagedKvCache::Create(r->model_->CacheShape(8));
+    r->through_cache_ = through_cache;
+    auto cache = model::PagedKvCache::Create(r->model_->CacheShape(8, 64, kv_dtype));
     if (!cache.ok()) return cache.status();
     r->cache_ = *std::move(cache);
     for (int32_t b = 0; b < 8; ++b) r->table_.push_back(b);
@@ -119,10 +133,7 @@ class Runner {
   // when `forced` is empty, continues greedily for kDecodeSteps tokens and returns them there.
   absl::StatusOr<Positions> Run(const std::vector<int32_t>& prompt, std::vector<int32_t>& forced) {
     Positions out;
-    SequenceInput seq{.token_ids = prompt, .start_pos = 0, .block_table = table_};
-    auto prefill = model_->Forward({&seq, 1}, LogitsMode::kAll, *cache_);
-    if (!prefill.ok()) return prefill.status();
-    Append(*prefill, out);
+    if (absl::Status s = Prefill(prompt, out); !s.ok()) return s;
     const bool greedy = forced.empty();
     for (int step = 0; step < kDecodeSteps; ++step) {
       if (greedy) forced.push_back(static_cast<int32_t>(ArgMax(out.logits.back())));
@@ -139,18 +150,35 @@ class Runner {
 
   // Mean negative log-likelihood of each next token of `text` (one prefill).
   absl::StatusOr<double> MeanNll(const std::vector<int32_t>& text) {
-    SequenceInput seq{.token_ids = text, .start_pos = 0, .block_table = table_};
-    auto f = model_->Forward({&seq, 1}, LogitsMode::kAll, *cache_);
-    if (!f.ok()) return f.status();
+    Positions all;
+    if (absl::Status s = Prefill(text, all); !s.ok()) return s;
     double nll = 0.0;
     for (size_t i = 0; i + 1 < text.size(); ++i) {
-      auto row = f->logits_row(static_cast<int64_t>(i));
-      nll -= LogSoftmax(std::vector<float>(row.begin(), row.end()))[text[i + 1]];
+      nll -= LogSoftmax(all.logits[i])[text[i + 1]];
     }
     return nll / static_cast<double>(text.size() - 1);
   }
 
  private:
+  // Logits at every position of `ids` from position 0: one prefill, or one step per token.
+  absl::Status Prefill(const std::vector<int32_t>& ids, Positions& out) {
+    if (!through_cache_) {
+      SequenceInput seq{.token_ids = ids, .start_pos = 0, .block_table = table_};
+      auto f = model_->Forward({&seq, 1}, LogitsMode::kAll, *cache_);
+      if (!f.ok()) return f.status();
+      Append(*f, out);
+      return absl::OkStatus();
+    }
+    for (size_t i = 0; i < ids.size(); ++i) {
+      SequenceInput seq{
+          .token_ids = {&ids[i], 1}, .start_pos = static_cast<int64_t>(i), .block_table = table_};
+      auto f = model_->Forward({&seq, 1}, LogitsMode::kLastPerSequence, *cache_);
+      if (!f.ok()) return f.status();
+      Append(*f, out);
+    }
+    return absl::OkStatus();
+  }
+
   static void Append(const ForwardOutput& f, Positions& out) {
     for (int64_t i = 0; i < f.logit_rows(); ++i) {
       auto row = f.logits_row(i);
@@ -162,15 +190,17 @@ class Runner {
   std::unique_ptr<DeepseekModel> model_;
   std::unique_ptr<model::PagedKvCache> cache_;
   std::vector<int32_t> table_;
+  bool through_cache_ = false;
 };
 
 struct Comparison {
-  std::string preset, format;
+  std::string preset, format, baseline;
   int64_t positions = 0;
   double mean_kl = 0, p99_kl = 0, top1 = 0, mean_entropy = 0, ppl = 0, ppl_bf16 = 0;
   double logit_err = 0;  // RMS(logits_quant - logits_bf16) / RMS(logits_bf16)
   double seconds = 0;
   double bytes = 0, bytes_bf16 = 0;
+  int64_t kv_bytes = 0, kv_bytes_f32 = 0;  // KV rows: cache bytes per token (format / float32)
 };
 
 Comparison Compare(const std::vector<Positions>& ref, const std::vector<Positions>& quant) {
@@ -258,8 +288,8 @@ absl::Status WriteUlpPerturbed(const std::string& src, const std::string& dst) {
   return absl::OkStatus();
 }
 
-absl::Status RunPreset(const std::string& preset, bool by_part, std::vector<Comparison>& results,
-                       std::string& notes) {
+absl::Status RunPreset(const std::string& preset, bool by_part, bool kv_only,
+                       std::vector<Comparison>& results, std::string& notes) {
   auto options = model::TinyModelPreset(preset);
   if (!options.ok()) return options.status();
   const std::string root = testing::MakeTempDir("quant_quality_" + preset);
@@ -268,14 +298,26 @@ absl::Status RunPreset(const std::string& preset, bool by_part, std::vector<Comp
   if (absl::Status s = tokenizer::WriteTinyModelWithTokenizer(*options, bf16); !s.ok()) return s;
   struct Variant {
     std::string name, dir, backend = "cpu";
+    KvCacheDType kv = KvCacheDType::kFloat32;
+    bool through_cache = false;
+    size_t baseline = 0;  // the variant compared against
   };
+  std::vector<Variant> variants = {{"bf16", bf16}};
   // The noise floor: the same BF16 weights on the reference backend (float rounding only).
-  std::vector<Variant> variants = {{"bf16", bf16}, {"bf16 (cpu-reference)", bf16, "cpu-reference"}};
+  if (!kv_only) variants.push_back({"bf16 (cpu-reference)", bf16, "cpu-reference"});
   // The weight-noise floor: BF16 weights one ulp off.
-  if (absl::Status s = WriteUlpPerturbed(bf16, root + "/bf16-ulp"); !s.ok()) return s;
-  variants.push_back({"bf16 +-1 ulp", root + "/bf16-ulp"});
+  if (!kv_only) {
+    if (absl::Status s = WriteUlpPerturbed(bf16, root + "/bf16-ulp"); !s.ok()) return s;
+    variants.push_back({"bf16 +-1 ulp", root + "/bf16-ulp"});
+  }
+  // The KV cache formats, every position read through the cache (see the top of the file).
+  const size_t kv_f32 = variants.size();
+  variants.push_back({"KV float32, token by token", bf16, "cpu", KvCacheDType::kFloat32, true});
+  variants.push_back({"KV bf16", bf16, "cpu", KvCacheDType::kBF16, true, kv_f32});
+  variants.push_back({"KV fp8", bf16, "cpu", KvCacheDType::kFp8E4M3, true, kv_f32});
   for (auto [name, format] : {std::pair{"int8", model::QuantFormat::kInt8},
                               std::pair{"int4", model::QuantFormat::kInt4}}) {
+    if (kv_only) break;
     model::QuantizeOptions q;
     q.format = format;
     const std::string dir = root + "/" + name;
@@ -312,7 +354,8 @@ absl::Status RunPreset(const std::string& preset, bool by_part, std::vector<Comp
   for (size_t v = 0; v < variants.size(); ++v) {
     std::fprintf(stderr, "%s: running %s\n", preset.c_str(), variants[v].name.c_str());
     const auto start = std::chrono::steady_clock::now();
-    auto runner = Runner::Load(variants[v].dir, variants[v].backend);
+    auto runner = Runner::Load(variants[v].dir, variants[v].backend, variants[v].kv,
+                               variants[v].through_cache);
     if (!runner.ok()) return runner.status();
     for (size_t p = 0; p < prompts.size(); ++p) {
       auto r = (*runner)->Run(prompts[p], continuations[p]);  // v == 0 fills continuations
@@ -325,14 +368,23 @@ absl::Status RunPreset(const std::string& preset, bool by_part, std::vector<Comp
     seconds[v] = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   }
   for (size_t v = 1; v < variants.size(); ++v) {
-    Comparison c = Compare(runs[0], runs[v]);
+    const size_t base = variants[v].baseline;
+    Comparison c = Compare(runs[base], runs[v]);
     c.preset = preset;
     c.format = variants[v].name;
+    c.baseline = variants[base].name;
     c.ppl = std::exp(nll[v]);
-    c.ppl_bf16 = std::exp(nll[0]);
+    c.ppl_bf16 = std::exp(nll[base]);
     c.seconds = seconds[v];
     c.bytes = DirBytes(variants[v].dir);
     c.bytes_bf16 = DirBytes(bf16);
+    if (variants[v].through_cache) {  // KV rows: bytes of one token's cache rows, all layers
+      const int64_t layers = options->num_hidden_layers + options->num_nextn_predict_layers;
+      c.kv_bytes = layers * KvCacheRowBytes(variants[v].kv, options->kv_lora_rank,
+                                            options->qk_rope_head_dim);
+      c.kv_bytes_f32 = layers * KvCacheRowBytes(KvCacheDType::kFloat32, options->kv_lora_rank,
+                                                options->qk_rope_head_dim);
+    }
     results.push_back(c);
   }
   absl::StrAppendFormat(&notes,
@@ -358,13 +410,24 @@ std::string Machine() {
   return absl::StrCat(model, ", ", sysconf(_SC_NPROCESSORS_ONLN), " cores");
 }
 
-std::string Report(const std::vector<Comparison>& results, const std::string& notes,
-                   const std::string& command) {
+bool IsKvRow(const Comparison& c) { return c.format.rfind("KV ", 0) == 0; }
+
+std::string Date() {
   char date[32];
   const std::time_t now = std::time(nullptr);
   std::strftime(date, sizeof date, "%Y-%m-%d %H:%M UTC", std::gmtime(&now));
+  return date;
+}
+
+// The weight-format section (empty when no weight format ran).
+std::string Report(const std::vector<Comparison>& results, const std::string& notes,
+                   const std::string& command) {
+  if (std::none_of(results.begin(), results.end(),
+                   [](const Comparison& c) { return !IsKvRow(c); })) {
+    return "";
+  }
   std::string s = absl::StrCat(kBegin, "\n## Quality against BF16 (random-weight presets)\n\n",
-                               "Measured ", date, " on ", Machine(),
+                               "Measured ", Date(), " on ", Machine(),
                                ", CPU backend (\"cpu\"; integer weights run the reference "
                                "quantized Linear). Command: `",
                                command, "`.\n\n");
@@ -373,6 +436,7 @@ std::string Report(const std::vector<Comparison>& results, const std::string& no
        "goal met |\n";
   s += "|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Comparison& c : results) {
+    if (IsKvRow(c)) continue;
     const bool int8 = c.format == "int8";
     const bool met =
         int8 ? (c.top1 >= 0.99 && c.mean_kl < 1e-3) : (c.top1 >= 0.95 && c.mean_kl < 2e-2);
@@ -391,7 +455,37 @@ std::string Report(const std::vector<Comparison>& results, const std::string& no
   return s;
 }
 
-absl::Status WriteSection(const std::string& path, const std::string& section) {
+// The KV cache section: each format against the float32 cache, every position through the cache.
+std::string KvReport(const std::vector<Comparison>& results, const std::string& notes,
+                     const std::string& command) {
+  std::string s = absl::StrCat(
+      kKvBegin, "\n## KV cache formats against the float32 cache (random-weight presets)\n\n",
+      "Measured ", Date(), " on ", Machine(),
+      ", CPU backend (\"cpu\"), BF16 weights. Every prompt and text token is fed one at a time, "
+      "so each position attends over cached rows (the plain prefill never reads the cache). "
+      "Command: `",
+      command, "`.\n\n");
+  s += "| preset | KV cache | against | positions | mean KL (nats) | p99 KL | top-1 agreement | "
+       "logit RMS err | ppl (this / against) | KV bytes per token (this / float32) | tokens "
+       "per budget |\n";
+  s += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+  for (const Comparison& c : results) {
+    if (!IsKvRow(c)) continue;
+    const bool kv = c.kv_bytes > 0 && c.format != "KV float32, token by token";
+    absl::StrAppendFormat(
+        &s, "| %s | %s | %s | %d | %.2e | %.2e | %.2f%% | %.2e | %.4g / %.4g | %s | %s |\n",
+        c.preset, c.format, c.baseline, static_cast<int>(c.positions), c.mean_kl, c.p99_kl,
+        100 * c.top1, c.logit_err, c.ppl, c.ppl_bf16,
+        kv ? absl::StrCat(c.kv_bytes, " / ", c.kv_bytes_f32) : "-",
+        kv ? absl::StrFormat("%.2fx", double(c.kv_bytes_f32) / c.kv_bytes) : "-");
+  }
+  s += "\n" + notes + kKvEnd + "\n";
+  return s;
+}
+
+// Replaces the text between `begin` and `end` in `path` with `section` (appends it when absent).
+absl::Status WriteSection(const std::string& path, const std::string& section, const char* begin,
+                          const char* end) {
   std::string old;
   if (std::ifstream in(path); in) {
     std::ostringstream text;
@@ -399,9 +493,9 @@ absl::Status WriteSection(const std::string& path, const std::string& section) {
     old = text.str();
   }
   std::string updated;
-  const size_t b = old.find(kBegin), e = old.find(kEnd);
+  const size_t b = old.find(begin), e = old.find(end);
   if (b != std::string::npos && e != std::string::npos && e > b) {
-    updated = old.substr(0, b) + section + old.substr(e + std::string(kEnd).size() + 1);
+    updated = old.substr(0, b) + section + old.substr(e + std::string(end).size() + 1);
   } else {
     updated = old.empty() ? "# Quantization: measured quality and memory\n\n" + section
                           : old + "\n" + section;
@@ -415,7 +509,7 @@ absl::Status WriteSection(const std::string& path, const std::string& section) {
 int Main(int argc, char** argv) {
   std::vector<std::string> presets = {"tiny", "small"};
   std::string out = testing::SourceDir() + "/docs/perf/quantization.md";
-  bool write = true, by_part = false;
+  bool write = true, by_part = false, kv_only = false;
   std::string command = "r2_quant_quality_bench";
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
@@ -430,9 +524,12 @@ int Main(int argc, char** argv) {
       write = false;
     } else if (a == "--by-part") {
       by_part = true;
+    } else if (a == "--kv-only") {
+      kv_only = true;
     } else {
       std::fprintf(stderr,
-                   "usage: %s [--presets tiny,small] [--out FILE] [--no-write] [--by-part]\n",
+                   "usage: %s [--presets tiny,small] [--out FILE] [--no-write] [--by-part] "
+                   "[--kv-only]\n",
                    argv[0]);
       return 2;
     }
@@ -440,17 +537,22 @@ int Main(int argc, char** argv) {
   std::vector<Comparison> results;
   std::string notes;
   for (const std::string& preset : presets) {
-    if (absl::Status s = RunPreset(preset, by_part, results, notes); !s.ok()) {
+    if (absl::Status s = RunPreset(preset, by_part, kv_only, results, notes); !s.ok()) {
       std::fprintf(stderr, "%s: %s\n", preset.c_str(), std::string(s.message()).c_str());
       return 1;
     }
   }
   const std::string report = Report(results, notes, command);
-  std::printf("%s", report.c_str());
+  const std::string kv_report = KvReport(results, notes, command);
+  std::printf("%s%s", report.c_str(), kv_report.c_str());
   if (write) {
-    if (absl::Status s = WriteSection(out, report); !s.ok()) {
-      std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
-      return 1;
+    for (auto [section, begin, end] :
+         {std::tuple{&report, kBegin, kEnd}, std::tuple{&kv_report, kKvBegin, kKvEnd}}) {
+      if (section->empty()) continue;
+      if (absl::Status s = WriteSection(out, *section, begin, end); !s.ok()) {
+        std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
+        return 1;
+      }
     }
     std::fprintf(stderr, "wrote %s\n", out.c_str());
   }
