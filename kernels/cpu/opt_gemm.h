@@ -2,7 +2,7 @@
 // The packed, cache-blocked GEMM behind Linear on many rows (prefill, large batches), for the
 // optimized CPU backend. y[r, o] (+)= sum_k x[r, k] W[o, k] is computed by output panels of NR
 // outputs (the vector width times two): each thread owns runs of whole panels. For each pass of
-// up to 512 rows and block of kc = 256 input columns (the pass's x block stays in L2), each of the
+// up to 256 rows and block of kc = 256 input columns (the pass's x block stays in L2), each of the
 // thread's panels is widened to float32 and transposed into a thread-local panel [kc][NR]
 // (grow-only buffer, 32 KiB: L1), then a micro-kernel sweeps the pass's row tiles over it with an
 // MR x NR tile of float32 accumulators in registers (x broadcast per row and column, each weight
