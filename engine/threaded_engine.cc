@@ -161,6 +161,7 @@ bool ThreadedEngine::Process(InboxBatch& batch) {
     for (const PendingRequest& pending : batch.requests) {
       core_->FailUnstarted(pending, fault_message_);
     }
+    if (!batch.requests.empty()) Publish();  // their ends, in the stats
     return !batch.draining;
   }
   for (PendingRequest& pending : batch.requests) core_->Add(std::move(pending));
