@@ -816,6 +816,13 @@ async def soak(args):
         host, _, port = args.url.split("//", 1)[-1].rstrip("/").partition(":")
         port = int(port or 80)
         pid = args.pid
+        if pid is not None:
+            try:
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            except OSError as e:
+                raise SystemExit(f"--pid {pid}: {e}")
+            if b"serve" not in argv:
+                raise SystemExit(f"--pid {pid} is not a server process: {b' '.join(argv)[:200]!r}")
     else:
         proc, port, cmd, log = start_server(args, workdir)
         host, pid = "127.0.0.1", proc.pid
