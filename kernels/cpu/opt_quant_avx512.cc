@@ -133,22 +133,24 @@ void Int8Tile(const Int8Block& b, int64_t r0, int64_t o0) {
   }
 }
 
-// (nibble - offset) * scale is exactly the reference's dequantized weight; FMA with the even and
-// odd halves of each 32-element chunk of x.
+// Per (output, group), the 16 possible weights (k - offset) * scale, k = 0..15, are exactly the
+// reference's dequantized values; vpermps looks each nibble up in that table (it reads only the
+// low 4 bits of each index lane), then FMA with the even and odd halves of each 32-element chunk.
 template <int R, int O>
 void Int4Tile(const Int4Block& b, int64_t r0, int64_t o0) {
   __m512 acc[R][O];
   for (int r = 0; r < R; ++r) {
     for (int o = 0; o < O; ++o) acc[r][o] = _mm512_setzero_ps();
   }
-  const __m512i low4 = _mm512_set1_epi32(0xf);
+  const __m512 iota = _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   const float* xp = b.xp + r0 * b.xp_stride;
   for (int64_t g = 0; g < b.groups; ++g) {
     const int64_t j0 = g * b.group_size, j1 = std::min(b.in, j0 + b.group_size);
-    __m512 off[O], sc[O];
+    __m512 table[O];
     for (int o = 0; o < O; ++o) {
-      off[o] = _mm512_set1_ps(b.offset[(o0 + o) * b.groups + g]);
-      sc[o] = _mm512_set1_ps(b.scale[(o0 + o) * b.groups + g]);
+      const int64_t at = (o0 + o) * b.groups + g;
+      table[o] = _mm512_mul_ps(_mm512_sub_ps(iota, _mm512_set1_ps(b.offset[at])),
+                               _mm512_set1_ps(b.scale[at]));
     }
     for (int64_t j = j0; j < j1; j += kChunk) {
       const int64_t bytes = std::min<int64_t>(16, (j1 - j + 1) / 2);
@@ -162,10 +164,8 @@ void Int4Tile(const Int4Block& b, int64_t r0, int64_t o0) {
       for (int o = 0; o < O; ++o) {
         const __m128i packed = _mm_maskz_loadu_epi8(m, b.w + (o0 + o) * b.row_bytes + j / 2);
         const __m512i wi = _mm512_cvtepu8_epi32(packed);
-        const __m512 we = _mm512_mul_ps(
-            _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_and_si512(wi, low4)), off[o]), sc[o]);
-        const __m512 wo = _mm512_mul_ps(
-            _mm512_sub_ps(_mm512_cvtepi32_ps(_mm512_srli_epi32(wi, 4)), off[o]), sc[o]);
+        const __m512 we = _mm512_permutexvar_ps(wi, table[o]);
+        const __m512 wo = _mm512_permutexvar_ps(_mm512_srli_epi32(wi, 4), table[o]);
         for (int r = 0; r < R; ++r) {
           acc[r][o] = _mm512_fmadd_ps(we, xe[r], acc[r][o]);
           acc[r][o] = _mm512_fmadd_ps(wo, xo[r], acc[r][o]);
