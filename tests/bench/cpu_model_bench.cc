@@ -293,7 +293,7 @@ int Run(const Options& o) {
     }
     std::vector<int32_t> next(batch);
     for (int64_t b = 0; b < batch; ++b) next[b] = ArgMax(first->logits.data() + b * vocab, vocab);
-    std::vector<double> times, bytes;
+    std::vector<double> times, cpu_times, bytes;
     for (int64_t step = 0; step < o.steps; ++step) {
       for (int64_t b = 0; b < batch; ++b) {
         seqs[b] = {.token_ids = absl::MakeConstSpan(&next[b], 1),
@@ -301,9 +301,10 @@ int Run(const Options& o) {
                    .block_table = tables[b]};
       }
       backend.Reset();
-      const double t0 = Now();
+      const double t0 = Now(), c0 = ProcessCpuTime();
       auto out = m.Forward(seqs, model::LogitsMode::kLastPerSequence, **cache);
       times.push_back(Now() - t0);
+      cpu_times.push_back(ProcessCpuTime() - c0);
       bytes.push_back(static_cast<double>(backend.bytes()));
       if (!out.ok()) {
         std::fprintf(stderr, "%s\n", out.status().ToString().c_str());
@@ -315,10 +316,10 @@ int Run(const Options& o) {
     const double floor_time = floor_bytes / bandwidth;
     std::printf(
         "decode batch %2lld: %8.1f tokens/s  step %.2f ms (median of %lld), %.1f MB read/step, "
-        "floor %.2f ms -> %.0f%% of the bandwidth floor\n",
+        "floor %.2f ms -> %.0f%% of the bandwidth floor; process CPU time %.2f ms/step\n",
         static_cast<long long>(batch), static_cast<double>(batch) / t, 1e3 * t,
         static_cast<long long>(o.steps), floor_bytes / 1e6, 1e3 * floor_time,
-        100.0 * floor_time / t);
+        100.0 * floor_time / t, 1e3 * Median(cpu_times));
   }
   return 0;
 }
