@@ -102,6 +102,7 @@ absl::StatusOr<std::unique_ptr<ServedModel>> ServedModel::Create(
     int32_t max_model_len) {
   std::unique_ptr<ServedModel> m(new ServedModel());
   m->name_ = options.name;
+  m->model_dir_ = options.model_dir;
   m->tokenizer_ = tokenizer;
   m->vocab_size_ = vocab_size;
   m->max_model_len_ = max_model_len;

@@ -44,6 +44,9 @@ class ServedModel {
                                                              int32_t max_model_len);
 
   const std::string& name() const { return name_; }
+  // The checkpoint directory (GET /v1/models reports it as `root`, as vLLM does: load generators
+  // such as `vllm bench serve` load their tokenizer from it).
+  const std::string& model_dir() const { return model_dir_; }
   const tokenizer::Tokenizer* tokenizer() const { return tokenizer_; }
   const chat::ChatTemplate* chat_template() const { return chat_template_.get(); }
   int32_t vocab_size() const { return vocab_size_; }
@@ -54,6 +57,7 @@ class ServedModel {
  private:
   ServedModel() = default;
   std::string name_;
+  std::string model_dir_;
   const tokenizer::Tokenizer* tokenizer_ = nullptr;
   std::unique_ptr<chat::ChatTemplate> chat_template_;
   int32_t vocab_size_ = 0;

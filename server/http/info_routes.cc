@@ -20,10 +20,14 @@ void HandleHealth(const std::shared_ptr<HttpSession>& session) {
 
 void HandleModels(const std::shared_ptr<HttpSession>& session) {
   ServerContext& context = session->context();
-  Json model{{"id", context.model_name()},        {"object", "model"},
-             {"created", context.started_unix()}, {"owned_by", "r2serve"},
-             {"root", context.model_name()},      {"parent", nullptr}};
-  if (const ServedModel* m = context.model()) model["max_model_len"] = m->max_model_len();
+  const ServedModel* m = context.model();
+  // `root` is the checkpoint directory once loaded, as in vLLM: `vllm bench serve` without
+  // --model/--tokenizer loads its tokenizer from it.
+  const std::string& root =
+      m != nullptr && !m->model_dir().empty() ? m->model_dir() : context.model_name();
+  Json model{{"id", context.model_name()}, {"object", "model"}, {"created", context.started_unix()},
+             {"owned_by", "r2serve"},      {"root", root},      {"parent", nullptr}};
+  if (m != nullptr) model["max_model_len"] = m->max_model_len();
   session->ReplyJson(200, Json{{"object", "list"}, {"data", Json::array({model})}});
 }
 

@@ -7,6 +7,7 @@ import socket
 import struct
 import subprocess
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -92,6 +93,16 @@ def test_plot_beside_the_result_file_and_where_asked(binary, server, tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1
     assert "missing-dir/p.png" in proc.stderr
+
+
+def test_models_root_is_the_checkpoint_directory(server):
+    """`vllm bench serve` without --model/--tokenizer takes `id` and `root` from GET /v1/models
+    and loads its tokenizer from `root` (vLLM reports the checkpoint path there)."""
+    import httpx
+    model = httpx.get(server.base_url + "/v1/models", timeout=30).json()["data"][0]
+    assert model["id"] == MODEL_NAME
+    assert model["root"] == str(server.model_dir)
+    assert (Path(model["root"]) / "config.json").exists()
 
 
 def test_poisson_and_gamma_arrivals(binary, server, tmp_path):
