@@ -56,9 +56,12 @@ class ActiveRequest {
   sampling::SamplingState& sampling_state(int32_t choice) { return choices_[choice].sampling; }
 
   // Timings for Usage: the first scheduled step (kept from the first call) and the time tokens
-  // were sampled (first and last kept).
-  void MarkScheduled(absl::Time now) {
-    if (scheduled_at_ == absl::InfinitePast()) scheduled_at_ = now;
+  // were sampled (first and last kept). MarkScheduled is true on the first call (the prefill
+  // starts).
+  bool MarkScheduled(absl::Time now) {
+    if (scheduled_at_ != absl::InfinitePast()) return false;
+    scheduled_at_ = now;
+    return true;
   }
   void MarkTokenSampled(absl::Time now) {
     if (first_token_at_ == absl::InfinitePast()) first_token_at_ = now;

@@ -85,7 +85,6 @@ void EngineCore::Add(PendingRequest pending) {
   for (int32_t c = 0; c < request.params.n; ++c) {
     sequence_owner_[*first_seq + c] = {pending.request_id, c};
   }
-  stats_.prompt_tokens_total += request.prompt.size();
   requests_[pending.request_id] = *std::move(active);
 }
 
@@ -109,8 +108,13 @@ absl::Status EngineCore::Step() {
   EndAbortedSequences();
   for (const scheduler::ScheduledChunk& chunk : plan_.chunks) {
     if (chunk.is_decode) continue;  // a decoding request was scheduled before
-    if (ActiveRequest* request = Find(chunk.request_id)) request->MarkScheduled(start);
+    // Prompt tokens count when the prefill starts: a request aborted while queued has none.
+    ActiveRequest* request = Find(chunk.request_id);
+    if (request != nullptr && request->MarkScheduled(start)) {
+      stats_.prompt_tokens_total += request->num_prompt_tokens();
+    }
   }
+  if (on_scheduled_) on_scheduled_(scheduler_->num_waiting());
   timings_.schedule = SecondsSince(start);
   sampled_.clear();
   timings_.forward = timings_.sample = 0;

@@ -76,6 +76,12 @@ class EngineCore {
   // (counted in requests_finished_error like every other end).
   void FailUnstarted(const PendingRequest& pending, const std::string& message);
 
+  // Called in each Step right after scheduling (before the forward pass) with the number of
+  // requests still waiting, so admission control sees the queue as it is during the step.
+  void set_on_scheduled(std::function<void(int32_t num_waiting)> on_scheduled) {
+    on_scheduled_ = std::move(on_scheduled);
+  }
+
   bool idle() const { return scheduler_->idle(); }
   int32_t num_waiting() const { return scheduler_->num_waiting(); }
   absl::Status CheckIntegrity() const { return scheduler_->CheckIntegrity(); }
@@ -119,6 +125,7 @@ class EngineCore {
 
   EngineStats stats_;
   StepTimings timings_;
+  std::function<void(int32_t)> on_scheduled_;
 };
 
 }  // namespace r2::engine

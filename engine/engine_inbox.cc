@@ -64,6 +64,10 @@ void EngineInbox::Take(bool wait, InboxBatch* batch) {
     });
   }
   batch->requests.swap(requests_);
+  // Taken requests still count against max_queued_requests until the engine thread publishes
+  // the scheduler's count once the step has scheduled (SetNumWaiting): otherwise a burst
+  // arriving meanwhile would find them counted nowhere and more than the limit would be admitted.
+  num_waiting_ += static_cast<int32_t>(batch->requests.size());
   batch->aborts.swap(aborts_);
   batch->tasks.swap(tasks_);
   batch->draining = draining_;

@@ -69,6 +69,9 @@ ThreadedEngine::ThreadedEngine(const EngineConfig& config, const model::ModelCon
       inbox_(std::make_shared<EngineInbox>(config.max_queued_requests)),
       core_(std::move(core)),
       watchdog_enabled_(config.watchdog_timeout > absl::ZeroDuration()) {
+  // The queue admission counts against, published as soon as each step has scheduled.
+  core_->set_on_scheduled(
+      [inbox = inbox_.get()](int32_t num_waiting) { inbox->SetNumWaiting(num_waiting); });
   Publish();
   thread_ = std::thread([this] { Loop(); });
   if (watchdog_enabled_) watchdog_ = std::thread([this] { WatchdogLoop(); });
