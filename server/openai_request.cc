@@ -1,6 +1,10 @@
 #include "server/openai_request.h"
 
+#include <algorithm>
+#include <string>
+#include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "server/openai_error.h"
@@ -189,9 +193,47 @@ absl::StatusOr<Json> ParseJsonBody(std::string_view body) {
         "", absl::StrCat("JSON nesting deeper than ", kMaxJsonDepth, " levels is not accepted"),
         "invalid_json");
   }
-  Json parsed = Json::parse(body, nullptr, /*allow_exceptions=*/false);
+  // Duplicate keys are refused rather than resolved (last wins in most parsers, first in some):
+  // a proxy that checked one value must not see the server act on another.
+  std::vector<std::unordered_set<std::string>> keys;  // the keys of each open object
+  std::string duplicate;
+  bool duplicate_top_level = false;
+  const Json::parser_callback_t track_keys = [&](int, Json::parse_event_t event, Json& parsed) {
+    switch (event) {
+      case Json::parse_event_t::object_start:
+        keys.emplace_back();
+        break;
+      case Json::parse_event_t::object_end:
+        if (!keys.empty()) keys.pop_back();
+        break;
+      case Json::parse_event_t::key:
+        if (!keys.empty() && parsed.is_string()) {
+          const std::string& key = parsed.get_ref<const std::string&>();
+          if (!keys.back().insert(key).second && duplicate.empty()) {
+            duplicate = key;
+            duplicate_top_level = keys.size() == 1;
+          }
+        }
+        break;
+      default:
+        break;
+    }
+    return true;
+  };
+  Json parsed = Json::parse(body, track_keys, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) {
     return InvalidParam("", "the request body is not valid JSON", "invalid_json");
+  }
+  if (!duplicate.empty()) {
+    // At most 64 bytes of the key, cut on a UTF-8 character boundary.
+    size_t cut = std::min<size_t>(duplicate.size(), 64);
+    while (cut > 0 && cut < duplicate.size() && (duplicate[cut] & 0xC0) == 0x80) --cut;
+    const bool whole = cut == duplicate.size();
+    return InvalidParam(
+        duplicate_top_level && whole ? duplicate : "",
+        absl::StrCat("the request body repeats the key \"", duplicate.substr(0, cut),
+                     whole ? "" : "...", "\" in one object"),
+        "invalid_json");
   }
   if (!parsed.is_object()) {
     return InvalidParam(
