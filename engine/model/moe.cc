@@ -15,9 +15,9 @@
 namespace r2::model {
 namespace {
 
-// Above this many (token, expert) pairs the host path groups by expert here instead (the op's
-// scratch grows with the pairs: about 4 * (2 hidden + 2 width) bytes each).
-constexpr int64_t kHostExpertsMaxPairs = 4096;
+// The host MoeExperts call's scratch holds about 4 * (2 hidden + 2 width) bytes per (token,
+// expert) pair; above this many bytes (long prefills) the grouping path runs instead.
+constexpr int64_t kHostExpertsMaxScratchBytes = int64_t{64} << 20;
 
 }  // namespace
 
@@ -121,7 +121,9 @@ absl::Status DeepseekModel::Moe(const MoeWeights& w, const StepPlan& plan) {
   if (w.has_shared) {
     R2_RETURN_IF_ERROR(Mlp(w.shared, s.x.data(), rows, s.h.data(), nullptr, nullptr));
   }
-  if (backend_->host_memory() && moe_experts_on_host_ && rows * k <= kHostExpertsMaxPairs) {
+  const int64_t pair_bytes = 4 * (2 * c.hidden_size + 2 * c.moe_intermediate_size);
+  if (backend_->host_memory() && moe_experts_on_host_ &&
+      rows * k * pair_bytes <= kHostExpertsMaxScratchBytes) {
     bool ran = false;
     R2_RETURN_IF_ERROR(RoutedExpertsOnHost(w, rows, &ran));
     if (ran) return absl::OkStatus();
