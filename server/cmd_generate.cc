@@ -117,14 +117,18 @@ int RunGenerate(int argc, char** argv) {
   }
   auto kv_dtype = ParseKvCacheDType(absl::GetFlag(FLAGS_kv_cache_dtype));
   if (!kv_dtype.ok()) return Fail(kv_dtype.status());
-  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(absl::GetFlag(FLAGS_device));
-  if (!backend.ok()) return Fail(backend.status());
   const KvCacheDType dtype = kv_dtype->value_or(KvCacheDType::kFloat32);  // auto: float32
-  if (!(*backend)->SupportsKvCacheDType(dtype)) {
+  const std::string device = absl::GetFlag(FLAGS_device);
+  auto unsupported = [&] {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--kv-cache-dtype ", KvCacheDTypeName(dtype), " is not supported on --device ",
-                     absl::GetFlag(FLAGS_device), " (use auto or float32)")));
-  }
+                     device, " (use auto or float32)")));
+  };
+  // The CUDA decode kernels read float32 rows only: refused before the device is opened.
+  if (absl::StartsWith(device, "cuda") && dtype != KvCacheDType::kFloat32) return unsupported();
+  absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(device);
+  if (!backend.ok()) return Fail(backend.status());
+  if (!(*backend)->SupportsKvCacheDType(dtype)) return unsupported();
   auto model = model::DeepseekModel::Load(dir, backend->get());
   if (!model.ok()) return Fail(model.status());
   auto prompt = ParsePromptIds(absl::GetFlag(FLAGS_prompt_ids), (*model)->config().vocab_size);
