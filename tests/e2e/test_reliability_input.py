@@ -408,3 +408,26 @@ def test_corrupt_model_files_fail_cleanly_at_startup(binary, model_dir, tmp_path
         stderr = r.stderr.decode("utf-8", errors="replace")
         assert r.returncode == 1, (name, r.returncode, stderr[-2000:])  # not a signal
         assert "loading failed" in stderr and str(d) in stderr, (name, stderr[-2000:])
+
+
+# ---- row 15: output cut inside a multi-byte character ------------------------------------------
+
+def test_streamed_chunks_are_utf8_and_join_to_the_whole_text(server):  # RELIABILITY 15
+    if not server.has_tokenizer:
+        pytest.skip("the tiny model has no tokenizer.json")
+    for seed, max_tokens in ((1, 7), (2, 13), (3, 29), (4, 64), (5, 101)):
+        body = {"model": MODEL_NAME, "prompt": "Hello", "max_tokens": max_tokens,
+                "temperature": 1.0, "seed": seed, "ignore_eos": True}
+        whole = post(server, COMPLETIONS, body).json()["choices"][0]["text"]
+        streamed = ""
+        r = httpx.post(server.base_url + COMPLETIONS, json={**body, "stream": True}, timeout=60)
+        assert r.status_code == 200
+        for block in r.content.split(b"\n\n"):
+            if not block or block == b"data: [DONE]":
+                continue
+            text = block[len(b"data: "):].decode("utf-8")  # strict: every event is valid UTF-8
+            for choice in json.loads(text)["choices"]:
+                streamed += choice["text"]
+        # Bytes held back at a cut character are flushed (or replaced) at the end: the streamed
+        # text is exactly the non-streamed one.
+        assert streamed == whole, (seed, max_tokens)
