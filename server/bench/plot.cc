@@ -378,7 +378,7 @@ absl::Status WritePlot(const std::string& path, const std::vector<RequestResult>
   // Throughput over time across the bottom.
   const double th_y = top_y + panels_h + 84;
   const Box th{left, th_y, width - left - right_pad, height - th_y - 56};
-  ThroughputPanel(c, th, ThroughputOverTime(results, 60));
+  ThroughputPanel(c, th, ThroughputOverTime(results, 30));
 
   cairo_destroy(cr);
   cairo_surface_flush(surface);
