@@ -115,6 +115,20 @@ void DecodeRows(const SimdKernels& k, const WeightView& w, int64_t o0, int64_t n
   }
 }
 
+// Elements [begin, begin + n) of an F32/BF16/F16 scale tensor (possibly unaligned) as float.
+void LoadScales(const TensorView& t, int64_t begin, int64_t n, float* out) {
+  const auto* bytes = static_cast<const uint8_t*>(t.data);
+  if (t.dtype == DType::kF32) {
+    std::memcpy(out, bytes + 4 * begin, 4 * n);
+    return;
+  }
+  for (int64_t i = 0; i < n; ++i) {
+    uint16_t v;
+    std::memcpy(&v, bytes + 2 * (begin + i), 2);
+    out[i] = t.dtype == DType::kBF16 ? BF16ToFloat(v) : HalfToFloat(v);
+  }
+}
+
 PreparedRows Slice(const PreparedRows& x, int64_t r0, int64_t n) {
   PreparedRows s = x;
   s.rows = n;
@@ -237,7 +251,7 @@ void BlockLinear(const SimdKernels& k, const PreparedRows& x, const WeightView& 
   const auto* data = static_cast<const uint8_t*>(w.weight.data);
   if (dtype == DType::kI8) {
     float* scale = LocalBuffer(1, outs);
-    for (int64_t o = 0; o < outs; ++o) scale[o] = IntegerWeightScale(w, o0 + o, 0);
+    LoadScales(w.scale, o0, outs, scale);
     QuantKernelsFor(k.isa).int8_block({.x = x.q,
                                        .rows = x.rows,
                                        .w = reinterpret_cast<const int8_t*>(data) + o0 * in,
@@ -253,10 +267,18 @@ void BlockLinear(const SimdKernels& k, const PreparedRows& x, const WeightView& 
     const int64_t groups = QuantGroups(in, w.group_size), row_bytes = PackedU4RowBytes(in);
     float* scale = LocalBuffer(1, 2 * outs * groups);
     float* offset = scale + outs * groups;
+    LoadScales(w.scale, o0 * groups, outs * groups, scale);
+    const auto* zero = static_cast<const uint8_t*>(w.zero_point.data);
     for (int64_t o = 0; o < outs; ++o) {
+      const int64_t row = o0 + o, shift = 4 * (row % 8);
       for (int64_t g = 0; g < groups; ++g) {
-        scale[o * groups + g] = IntegerWeightScale(w, o0 + o, g);
-        offset[o * groups + g] = static_cast<float>(8 + U4ZeroPoint(w, o0 + o, g));
+        int32_t z = 0;
+        if (zero != nullptr) {
+          uint32_t word;
+          std::memcpy(&word, zero + 4 * ((row / 8) * groups + g), 4);
+          z = static_cast<int32_t>((word >> shift) & 0xf) - 8;
+        }
+        offset[o * groups + g] = static_cast<float>(8 + z);
       }
     }
     QuantKernelsFor(k.isa).int4_block({.xp = x.xp,

@@ -205,20 +205,21 @@ void Int4Tile(const Int4Block& b, int64_t r0, int64_t o0) {
 }
 
 // Runs tiles of up to TR rows x TO outputs over the block.
-#define R2_DRIVE(B, TILE, TR, TO)                                       \
-  void Drive##TILE(const B& b) {                                        \
-    static constexpr void (*kFns[4][4])(const B&, int64_t, int64_t) = { \
-        {TILE<1, 1>, TILE<1, 2>, TILE<1, 3>, TILE<1, 4>},               \
-        {TILE<2, 1>, TILE<2, 2>, TILE<2, 3>, TILE<2, 4>},               \
-        {TILE<3, 1>, TILE<3, 2>, TILE<3, 3>, TILE<3, 4>},               \
-        {TILE<4, 1>, TILE<4, 2>, TILE<4, 3>, TILE<4, 4>}};              \
-    for (int64_t r0 = 0; r0 < b.rows; r0 += TR) {                       \
-      const int64_t nr = std::min<int64_t>(TR, b.rows - r0);            \
-      for (int64_t o0 = 0; o0 < b.outs; o0 += TO) {                     \
-        const int64_t no = std::min<int64_t>(TO, b.outs - o0);          \
-        kFns[nr - 1][no - 1](b, r0, o0);                                \
-      }                                                                 \
-    }                                                                   \
+#define R2_DRIVE(B, TILE, TR, TO)                                          \
+  void Drive##TILE(const B& b) {                                           \
+    static constexpr void (*kFns[4][4])(const B&, int64_t, int64_t) = {    \
+        {TILE<1, 1>, TILE<1, 2>, TILE<1, 3>, TILE<1, 4>},                  \
+        {TILE<2, 1>, TILE<2, 2>, TILE<2, 3>, TILE<2, 4>},                  \
+        {TILE<3, 1>, TILE<3, 2>, TILE<3, 3>, TILE<3, 4>},                  \
+        {TILE<4, 1>, TILE<4, 2>, TILE<4, 3>, TILE<4, 4>}};                 \
+    for (int64_t r0 = 0; r0 < b.rows; r0 += TR) {                          \
+      const int64_t nr = std::min<int64_t>(TR, b.rows - r0);               \
+      const int64_t to = nr == 1 ? 4 : TO; /* one row: 4 weight streams */ \
+      for (int64_t o0 = 0; o0 < b.outs; o0 += to) {                        \
+        const int64_t no = std::min<int64_t>(to, b.outs - o0);             \
+        kFns[nr - 1][no - 1](b, r0, o0);                                   \
+      }                                                                    \
+    }                                                                      \
   }
 
 R2_DRIVE(Int8Block, Int8Tile, 3, 4)  // 12 accumulators: no spills (4 x 4 spills)
