@@ -245,6 +245,17 @@ void ThreadedEngine::FailStuckEngine(const std::string& message) {
     stalled_.store(true, std::memory_order_release);
   }
   watch_cv_.notify_all();  // Shutdown may be waiting; it joins this thread before returning
+  // The accounting the stuck engine thread cannot publish, before any client sees an error: every
+  // accepted request that had not ended ends with one (no Push succeeds after MarkFaulted, so
+  // the count is final).
+  EngineStats stats = inbox_->stats();
+  const uint64_t ended = stats.requests_finished_stop + stats.requests_finished_length +
+                         stats.requests_finished_abort + stats.requests_finished_error;
+  if (stats.requests_accepted > ended)
+    stats.requests_finished_error += stats.requests_accepted - ended;
+  stats.num_running = 0;
+  stats.num_waiting = 0;
+  inbox_->PublishStats(stats);
   std::vector<LiveRequest> live;
   {
     std::lock_guard<std::mutex> lock(live_mu_);

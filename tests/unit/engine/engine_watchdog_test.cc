@@ -88,6 +88,11 @@ TEST(EngineWatchdogTest, StuckStepEndsEveryRequestWithAnErrorAndTurnsUnhealthy) 
   EXPECT_EQ(engine->Submit(GreedyRequest({3, 4}, 1)).status().code(),
             absl::StatusCode::kUnavailable);
   EXPECT_EQ(engine->CheckIntegrity().code(), absl::StatusCode::kUnavailable);
+  // The verdict's accounting: all eight accepted requests ended with an error.
+  const EngineStats stats = engine->stats();
+  EXPECT_EQ(stats.requests_accepted, 8u);
+  EXPECT_EQ(stats.requests_finished_error, 8u);
+  EXPECT_EQ(stats.num_running, 0);
   // Shutdown does not wait for the stuck step.
   engine->Shutdown(absl::Seconds(1));
   // Once the step returns, the engine thread takes the fault path; destroying the engine joins.
