@@ -22,6 +22,7 @@
 #include "absl/flags/declare.h"
 #include "absl/flags/flag.h"
 #include "absl/flags/reflection.h"
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
@@ -84,10 +85,12 @@ ABSL_FLAG(std::string, grpc_max_message_bytes, "4M",
           "Largest gRPC request or response message; K/M suffixes.");
 ABSL_FLAG(int32_t, grpc_max_concurrent_streams, 1024,
           "Generate and Chat calls open at once over gRPC; more get RESOURCE_EXHAUSTED.");
-ABSL_FLAG(double, watchdog_timeout_s, 30,
+ABSL_FLAG(double, watchdog_timeout_s, -1,
           "Seconds one engine step may run before the engine is declared stuck: /health and gRPC "
           "health turn 503/NOT_SERVING, every in-flight request ends with an error and the "
-          "process exits with status 1. 0: no watchdog.");
+          "process exits with status 1. 0: no watchdog. -1: 30 on a GPU (--device cuda), 300 on "
+          "the CPU backend (one 2,048-token prefill step of a large model can take minutes "
+          "there).");
 ABSL_FLAG(std::string, inject_fault, "",
           "Testing only: faults in the engine step, comma-separated KIND@STEP[:DELAY] (steps "
           "count from 1): throw@N (step N throws: an engine fault), hang@N (step N never "
@@ -340,10 +343,12 @@ absl::StatusOr<engine::EngineConfig> EngineConfigFromFlags() {
         "--max-num-seqs and --max-num-batched-tokens must be >= 1, --max-model-len and "
         "--max-queued-requests >= 0");
   }
-  const double watchdog = absl::GetFlag(FLAGS_watchdog_timeout_s);
+  double watchdog = absl::GetFlag(FLAGS_watchdog_timeout_s);
+  if (watchdog == -1) watchdog = absl::StartsWith(c.device, "cuda") ? 30 : 300;
   if (!(watchdog >= 0) || watchdog > 1e6) {
-    return absl::InvalidArgumentError(
-        absl::StrCat("--watchdog-timeout-s must be in [0, 1e6] seconds (0: off), got ", watchdog));
+    return absl::InvalidArgumentError(absl::StrCat(
+        "--watchdog-timeout-s must be in [0, 1e6] seconds (0: off, -1: automatic), got ",
+        absl::GetFlag(FLAGS_watchdog_timeout_s)));
   }
   c.watchdog_timeout = absl::Seconds(watchdog);
   absl::StatusOr<std::vector<InjectedFault>> faults = FaultsFromFlags();

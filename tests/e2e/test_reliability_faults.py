@@ -82,7 +82,7 @@ def test_bad_inject_fault_is_a_startup_error_naming_the_flag(binary, model_dir, 
     assert "--inject-fault" in r.stderr and why in r.stderr, r.stderr
 
 
-@pytest.mark.parametrize("flag,value", [("--watchdog-timeout-s", "-1"),
+@pytest.mark.parametrize("flag,value", [("--watchdog-timeout-s", "-2"),
                                         ("--watchdog-timeout-s", "nan"),
                                         ("--write-timeout", "0"),
                                         ("--inject-step-delay-ms", "-5")])
