@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from conftest import MODEL_NAME, metric, wait_until
+from conftest import MODEL_NAME
 
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
