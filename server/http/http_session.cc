@@ -112,7 +112,12 @@ void HttpSession::AddCommonHeaders(bhttp::fields& fields) {
 }
 
 void HttpSession::CountRequest(int status) {
-  context_.metrics().CountHttpRequest(std::string(request_.method_string()), route_label_, status);
+  // Beast accepts any token as a method; the ones it does not know share one label, or a client
+  // could add a metrics series (memory, /metrics output) per method string it makes up.
+  const bool unknown =
+      request_.method() == bhttp::verb::unknown && !request_.method_string().empty();
+  context_.metrics().CountHttpRequest(unknown ? "OTHER" : std::string(request_.method_string()),
+                                      route_label_, status);
 }
 
 void HttpSession::Reply(HttpResponse response) {

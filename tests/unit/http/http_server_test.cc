@@ -250,6 +250,19 @@ TEST_F(HttpServerTest, CorsPreflight) {
   EXPECT_TRUE(other.headers[bhttp::field::access_control_allow_origin].empty());
 }
 
+TEST_F(HttpServerTest, UnknownMethodsShareOneMetricsLabel) {
+  StartServer();
+  for (const char* method : {"FROB1", "FROB2"}) {
+    tcp::socket socket = Connect();
+    net::write(socket, net::buffer(std::string(method) + " /health HTTP/1.1\r\nHost: x\r\n\r\n"));
+    EXPECT_EQ(Read(socket).status, 405) << method;
+  }
+  const Reply metrics = Send(bhttp::verb::get, "/metrics");
+  ASSERT_EQ(metrics.status, 200);
+  EXPECT_THAT(metrics.body, HasSubstr("method=\"OTHER\",route=\"/health\",status=\"405\"} 2"));
+  EXPECT_THAT(metrics.body, ::testing::Not(HasSubstr("FROB")));
+}
+
 TEST_F(HttpServerTest, KeepAliveServesSeveralRequests) {
   StartServer();
   tcp::socket socket = Connect();
