@@ -36,8 +36,9 @@ namespace r2::cpu {
 namespace avx512vnni {
 namespace {
 
-constexpr int64_t kPad = 64;    // int8 bytes per vector
-constexpr int64_t kChunk = 32;  // u4 elements per 16-byte load
+constexpr int64_t kPad = 64;         // int8 bytes per vector
+constexpr int64_t kChunk = 32;       // u4 elements per 16-byte load
+constexpr int64_t kPrefetch = 1024;  // bytes ahead in a weight row
 
 // Horizontal reductions through the zero-masked extracts (the unmasked ones trip GCC 12's
 // uninitialized-value warning on their placeholder operand).
@@ -181,7 +182,13 @@ void Int4Tile(const Int4Block& b, int64_t r0, int64_t o0) {
       }
       R2_UNROLL
       for (int o = 0; o < O; ++o) {
-        const __m128i packed = _mm_maskz_loadu_epi8(m, b.w + (o0 + o) * b.row_bytes + j / 2);
+        // Weight rows stream from memory: ask for the line 1 KiB ahead (prefetches never fault;
+        // measured: int4 GEMV faster, the int8 tiles slower with it).
+        const uint8_t* row = b.w + (o0 + o) * b.row_bytes;
+        if (((j / 2) & 63) == 0) {
+          _mm_prefetch(reinterpret_cast<const char*>(row + j / 2 + kPrefetch), _MM_HINT_T0);
+        }
+        const __m128i packed = _mm_maskz_loadu_epi8(m, row + j / 2);
         const __m512i wi = _mm512_cvtepu8_epi32(packed);
         const __m512 we = _mm512_permutexvar_ps(wi, table[o]);
         const __m512 wo = _mm512_permutexvar_ps(_mm512_srli_epi32(wi, 4), table[o]);
