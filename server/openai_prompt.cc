@@ -139,6 +139,9 @@ absl::StatusOr<std::string> RenderChatPrompt(const ServedModel& model,
   }
   chat::ChatRenderRequest render;
   render.messages = request.messages;
+  for (auto& message : render.messages) {
+    if (message["role"] == "developer") message["role"] = "system";
+  }
   render.tools = ToolsForTemplate(request);
   render.add_generation_prompt = request.add_generation_prompt;
   render.kwargs = request.chat_template_kwargs;

@@ -344,6 +344,16 @@ absl::Status CheckMessage(const Json& message, size_t i) {
   if (role == message.end() || !role->is_string() || role->get_ref<const std::string&>().empty()) {
     return InvalidParam("messages", name + ".role must be a non-empty string", "invalid_type");
   }
+  // The roles DeepSeek's chat template renders ("developer" is OpenAI's newer name for system
+  // and is rendered as one); any other role would be dropped from the prompt without a word.
+  const std::string& role_name = role->get_ref<const std::string&>();
+  if (role_name != "system" && role_name != "developer" && role_name != "user" &&
+      role_name != "assistant" && role_name != "tool") {
+    return InvalidParam("messages",
+                        absl::StrCat(name, ".role '", role_name,
+                                     "' is not one of system, developer, user, assistant, tool"),
+                        "invalid_value");
+  }
   auto content = message.find("content");
   const bool assistant = *role == "assistant";
   if (content == message.end() || content->is_null()) {

@@ -125,3 +125,18 @@ def test_reasoning_never_in_content(server, client):  # case 31
     out = client.chat.completions.create(model=MODEL_NAME, messages=HELLO, max_tokens=8)
     message = out.model_dump()["choices"][0]["message"]
     assert "<think>" not in (message["content"] or "")
+
+
+def test_roles(client):
+    """"developer" renders as "system"; a role the chat template cannot render is a 400, not a
+    message silently dropped from the prompt."""
+    def prompt_tokens(role):
+        out = client.chat.completions.create(
+            model=MODEL_NAME, max_tokens=1,
+            messages=[{"role": role, "content": "Be brief."}] + HELLO)
+        return out.usage.prompt_tokens
+    assert prompt_tokens("developer") == prompt_tokens("system")
+    with pytest.raises(openai.BadRequestError) as e:
+        prompt_tokens("wizard")
+    assert e.value.status_code == 400
+    assert "wizard" in e.value.body["message"] and e.value.body["param"] == "messages"

@@ -50,7 +50,8 @@ TEST(DecodeChat, MalformedMessagesName400WithParam) {
   for (const char* messages :
        {"null", "\"hi\"", "[]", "[123]", "[{}]", "[{\"role\": 1, \"content\": \"x\"}]",
         "[{\"role\": \"user\"}]", "[{\"role\": \"user\", \"content\": 5}]",
-        "[{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]"}) {
+        "[{\"role\": \"user\", \"content\": [{\"type\": \"image_url\"}]}]",
+        "[{\"role\": \"wizard\", \"content\": \"x\"}]"}) {
     ApiError e = ChatError(std::string("{\"messages\": ") + messages + "}");
     EXPECT_EQ(e.http_status, 400) << messages;
     EXPECT_EQ(e.param, "messages") << messages;
