@@ -6,6 +6,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
@@ -171,7 +172,8 @@ absl::StatusOr<std::map<std::string, std::string>> ParseIndex(const std::string&
   try {
     root = Json::parse(*text);
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(path, ": invalid JSON: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(path, ": invalid JSON: ", absl::CHexEscape(e.what())));
   }
   auto map_it = root.is_object() ? root.find("weight_map") : root.end();
   if (map_it == root.end() || !map_it->is_object()) {

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -381,9 +382,10 @@ absl::StatusOr<ModelConfig> ParseModelConfig(const std::string& json_text,
     root = Json::parse(json_text);
   } catch (const Json::parse_error& e) {
     return absl::InvalidArgumentError(
-        absl::StrCat(source, ": invalid JSON at byte ", e.byte, ": ", e.what()));
+        absl::StrCat(source, ": invalid JSON at byte ", e.byte, ": ", absl::CHexEscape(e.what())));
   } catch (const Json::exception& e) {  // e.g. a number out of double range
-    return absl::InvalidArgumentError(absl::StrCat(source, ": invalid JSON: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": invalid JSON: ", absl::CHexEscape(e.what())));
   }
   if (!root.is_object()) {
     return absl::InvalidArgumentError(

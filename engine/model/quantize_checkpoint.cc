@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "engine/model/checkpoint.h"
@@ -298,7 +299,7 @@ absl::StatusOr<std::vector<std::string>> ShardNames(const std::string& dir, bool
       names.insert(shard.get<std::string>());
     }
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(index, ": ", e.what()));
+    return absl::InvalidArgumentError(absl::StrCat(index, ": ", absl::CHexEscape(e.what())));
   }
   return std::vector<std::string>(names.begin(), names.end());
 }
@@ -391,7 +392,8 @@ absl::Status WriteConfig(const std::string& in_dir, const std::string& out_dir,
   try {
     config = Json::parse(*text);
   } catch (const Json::exception& e) {
-    return absl::InvalidArgumentError(absl::StrCat(in_dir, "/config.json: ", e.what()));
+    return absl::InvalidArgumentError(
+        absl::StrCat(in_dir, "/config.json: ", absl::CHexEscape(e.what())));
   }
   config["quantization_config"] = CompressedTensorsConfigJson(OutputScheme(o));
   return WriteText(out_dir + "/config.json", config.dump(2) + "\n");

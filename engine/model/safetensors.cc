@@ -12,6 +12,7 @@
 #include <utility>
 
 #include "absl/status/status.h"
+#include "absl/strings/escaping.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/string_view.h"
@@ -200,9 +201,10 @@ absl::StatusOr<std::map<std::string, SafetensorsEntry>> ParseSafetensors(
     root = Json::parse(header, header + header_len);
   } catch (const Json::parse_error& e) {
     return FileError(source, absl::StrCat("header is not valid JSON (at byte ", e.byte,
-                                          " of the header): ", e.what()));
+                                          " of the header): ", absl::CHexEscape(e.what())));
   } catch (const Json::exception& e) {
-    return FileError(source, absl::StrCat("header is not valid JSON: ", e.what()));
+    return FileError(source,
+                     absl::StrCat("header is not valid JSON: ", absl::CHexEscape(e.what())));
   }
   if (!root.is_object()) {
     return FileError(source,

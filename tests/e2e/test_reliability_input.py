@@ -408,6 +408,8 @@ def test_corrupt_model_files_fail_cleanly_at_startup(binary, model_dir, tmp_path
         stderr = r.stderr.decode("utf-8", errors="replace")
         assert r.returncode == 1, (name, r.returncode, stderr[-2000:])  # not a signal
         assert "loading failed" in stderr and str(d) in stderr, (name, stderr[-2000:])
+        # The file's own bytes are escaped, not copied into the log.
+        assert b"\xff" not in r.stderr, (name, stderr[-2000:])
 
 
 # ---- row 15: output cut inside a multi-byte character ------------------------------------------
