@@ -10,7 +10,10 @@
 // BF16 entropy (how flat the distributions are). Perplexity of each model on a fixed text.
 //
 //   build/<dir>/tests/r2_quant_quality_bench [--presets tiny,small] [--out FILE] [--no-write]
-//                                             [--by-part]
+//                                             [--by-part] [--kv-only] [--model DIR --name NAME]
+// --model runs an existing BF16 checkpoint directory (with its tokenizer.json) instead of the
+// presets, under the label NAME (default: the directory's name), e.g. the trained checkpoint of
+// tests/golden/train_tiny.py; its sections get their own markers (quant_quality_bench:NAME:...).
 // --by-part adds int8 checkpoints quantized in one part only (attention, routed experts, shared
 // experts, the dense MLP) to show where the divergence comes from. The noise floor row runs the
 // BF16 weights on the reference backend (float rounding differences only).
@@ -28,6 +31,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -44,6 +48,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "engine/model/config.h"
 #include "engine/model/deepseek_model.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/quantize_checkpoint.h"
@@ -63,10 +68,10 @@ using model::LogitsMode;
 using model::SequenceInput;
 
 constexpr int kDecodeSteps = 8;
-constexpr char kBegin[] = "<!-- quant_quality_bench:begin -->";
-constexpr char kEnd[] = "<!-- quant_quality_bench:end -->";
-constexpr char kKvBegin[] = "<!-- quant_quality_bench:kv:begin -->";
-constexpr char kKvEnd[] = "<!-- quant_quality_bench:kv:end -->";
+// Section markers; "tag" is empty for the presets and "NAME:" for --model (its own sections).
+std::string Marker(const std::string& tag, const char* what) {
+  return absl::StrCat("<!-- quant_quality_bench:", tag, what, " -->");
+}
 
 const char* const kPrompts[] = {
     "The quick brown fox jumps over the lazy dog while the farmer watches from the hill.",
@@ -288,14 +293,26 @@ absl::Status WriteUlpPerturbed(const std::string& src, const std::string& dst) {
   return absl::OkStatus();
 }
 
-absl::Status RunPreset(const std::string& preset, bool by_part, bool kv_only,
-                       std::vector<Comparison>& results, std::string& notes) {
-  auto options = model::TinyModelPreset(preset);
-  if (!options.ok()) return options.status();
+// `model_dir` empty: writes the random-weight checkpoint of `preset`; else runs that BF16
+// checkpoint directory under the label `preset`.
+absl::Status RunPreset(const std::string& preset, const std::string& model_dir, bool by_part,
+                       bool kv_only, std::vector<Comparison>& results, std::string& notes) {
   const std::string root = testing::MakeTempDir("quant_quality_" + preset);
-  const std::string bf16 = root + "/bf16";
-  std::fprintf(stderr, "%s: writing the bf16 checkpoint\n", preset.c_str());
-  if (absl::Status s = tokenizer::WriteTinyModelWithTokenizer(*options, bf16); !s.ok()) return s;
+  std::string bf16 = root + "/bf16";
+  model::ModelConfig config;
+  if (model_dir.empty()) {
+    auto options = model::TinyModelPreset(preset);
+    if (!options.ok()) return options.status();
+    std::fprintf(stderr, "%s: writing the bf16 checkpoint\n", preset.c_str());
+    if (absl::Status s = tokenizer::WriteTinyModelWithTokenizer(*options, bf16); !s.ok()) {
+      return s;
+    }
+  } else {
+    bf16 = model_dir;
+  }
+  auto loaded = model::LoadModelConfig(bf16);
+  if (!loaded.ok()) return loaded.status();
+  config = *loaded;
   struct Variant {
     std::string name, dir, backend = "cpu";
     KvCacheDType kv = KvCacheDType::kFloat32;
@@ -379,11 +396,11 @@ absl::Status RunPreset(const std::string& preset, bool by_part, bool kv_only,
     c.bytes = DirBytes(variants[v].dir);
     c.bytes_bf16 = DirBytes(bf16);
     if (variants[v].through_cache) {  // KV rows: bytes of one token's cache rows, all layers
-      const int64_t layers = options->num_hidden_layers + options->num_nextn_predict_layers;
-      c.kv_bytes = layers * KvCacheRowBytes(variants[v].kv, options->kv_lora_rank,
-                                            options->qk_rope_head_dim);
-      c.kv_bytes_f32 = layers * KvCacheRowBytes(KvCacheDType::kFloat32, options->kv_lora_rank,
-                                                options->qk_rope_head_dim);
+      const int64_t layers = config.num_hidden_layers + config.num_nextn_predict_layers;
+      c.kv_bytes =
+          layers * KvCacheRowBytes(variants[v].kv, config.kv_lora_rank, config.qk_rope_head_dim);
+      c.kv_bytes_f32 = layers * KvCacheRowBytes(KvCacheDType::kFloat32, config.kv_lora_rank,
+                                                config.qk_rope_head_dim);
     }
     results.push_back(c);
   }
@@ -392,8 +409,8 @@ absl::Status RunPreset(const std::string& preset, bool by_part, bool kv_only,
                         "tokens; vocab %d (uniform entropy ln V = %.2f nats); bf16 run %.1f s\n",
                         preset, static_cast<int>(prompts.size()),
                         static_cast<int>(prompts[0].size()), kDecodeSteps,
-                        static_cast<int>(text->size()), static_cast<int>(options->vocab_size),
-                        std::log(static_cast<double>(options->vocab_size)), seconds[0]);
+                        static_cast<int>(text->size()), static_cast<int>(config.vocab_size),
+                        std::log(static_cast<double>(config.vocab_size)), seconds[0]);
   std::filesystem::remove_all(root);
   return absl::OkStatus();
 }
@@ -421,12 +438,12 @@ std::string Date() {
 
 // The weight-format section (empty when no weight format ran).
 std::string Report(const std::vector<Comparison>& results, const std::string& notes,
-                   const std::string& command) {
+                   const std::string& command, const std::string& tag, const std::string& what) {
   if (std::none_of(results.begin(), results.end(),
                    [](const Comparison& c) { return !IsKvRow(c); })) {
     return "";
   }
-  std::string s = absl::StrCat(kBegin, "\n## Quality against BF16 (random-weight presets)\n\n",
+  std::string s = absl::StrCat(Marker(tag, "begin"), "\n## Quality against BF16 (", what, ")\n\n",
                                "Measured ", Date(), " on ", Machine(),
                                ", CPU backend (\"cpu\"; integer weights run the reference "
                                "quantized Linear). Command: `",
@@ -451,15 +468,15 @@ std::string Report(const std::vector<Comparison>& results, const std::string& no
               : absl::StrCat(met ? "yes" : "NO", " (top-1 >= ", int8 ? "99%" : "95%", ", KL < ",
                              int8 ? "1e-3" : "2e-2", ")"));
   }
-  s += "\n" + notes + kEnd + "\n";
+  s += "\n" + notes + Marker(tag, "end") + "\n";
   return s;
 }
 
 // The KV cache section: each format against the float32 cache, every position through the cache.
 std::string KvReport(const std::vector<Comparison>& results, const std::string& notes,
-                     const std::string& command) {
+                     const std::string& command, const std::string& tag, const std::string& what) {
   std::string s = absl::StrCat(
-      kKvBegin, "\n## KV cache formats against the float32 cache (random-weight presets)\n\n",
+      Marker(tag, "kv:begin"), "\n## KV cache formats against the float32 cache (", what, ")\n\n",
       "Measured ", Date(), " on ", Machine(),
       ", CPU backend (\"cpu\"), BF16 weights. Every prompt and text token is fed one at a time, "
       "so each position attends over cached rows (the plain prefill never reads the cache). "
@@ -479,13 +496,13 @@ std::string KvReport(const std::vector<Comparison>& results, const std::string& 
         kv ? absl::StrCat(c.kv_bytes, " / ", c.kv_bytes_f32) : "-",
         kv ? absl::StrFormat("%.2fx", double(c.kv_bytes_f32) / c.kv_bytes) : "-");
   }
-  s += "\n" + notes + kKvEnd + "\n";
+  s += "\n" + notes + Marker(tag, "kv:end") + "\n";
   return s;
 }
 
 // Replaces the text between `begin` and `end` in `path` with `section` (appends it when absent).
-absl::Status WriteSection(const std::string& path, const std::string& section, const char* begin,
-                          const char* end) {
+absl::Status WriteSection(const std::string& path, const std::string& section,
+                          const std::string& begin, const std::string& end) {
   std::string old;
   if (std::ifstream in(path); in) {
     std::ostringstream text;
@@ -495,7 +512,7 @@ absl::Status WriteSection(const std::string& path, const std::string& section, c
   std::string updated;
   const size_t b = old.find(begin), e = old.find(end);
   if (b != std::string::npos && e != std::string::npos && e > b) {
-    updated = old.substr(0, b) + section + old.substr(e + std::string(end).size() + 1);
+    updated = old.substr(0, b) + section + old.substr(e + end.size() + 1);
   } else {
     updated = old.empty() ? "# Quantization: measured quality and memory\n\n" + section
                           : old + "\n" + section;
@@ -511,6 +528,7 @@ int Main(int argc, char** argv) {
   std::string out = testing::SourceDir() + "/docs/perf/quantization.md";
   bool write = true, by_part = false, kv_only = false;
   std::string command = "r2_quant_quality_bench";
+  std::string model_dir, name;
   for (int i = 1; i < argc; ++i) {
     const std::string a = argv[i];
     command += " " + a;
@@ -519,6 +537,12 @@ int Main(int argc, char** argv) {
       command += std::string(" ") + argv[i];
     } else if (a == "--out" && i + 1 < argc) {
       out = argv[++i];
+      command += std::string(" ") + argv[i];
+    } else if (a == "--model" && i + 1 < argc) {
+      model_dir = argv[++i];
+      command += std::string(" ") + argv[i];
+    } else if (a == "--name" && i + 1 < argc) {
+      name = argv[++i];
       command += std::string(" ") + argv[i];
     } else if (a == "--no-write") {
       write = false;
@@ -529,25 +553,42 @@ int Main(int argc, char** argv) {
     } else {
       std::fprintf(stderr,
                    "usage: %s [--presets tiny,small] [--out FILE] [--no-write] [--by-part] "
-                   "[--kv-only]\n",
+                   "[--kv-only] [--model DIR [--name NAME]]\n",
                    argv[0]);
       return 2;
     }
   }
+  std::string tag, what = "random-weight presets";
+  if (!model_dir.empty()) {
+    if (name.empty()) name = std::filesystem::path(model_dir).lexically_normal().filename();
+    const bool valid =
+        !name.empty() && name[0] != '-' && std::all_of(name.begin(), name.end(), [](char ch) {
+          return std::isalnum(static_cast<unsigned char>(ch)) || ch == '-' || ch == '_' ||
+                 ch == '.';
+        });
+    if (!valid) {
+      std::fprintf(stderr, "--name %s: use letters, digits, '-', '_' or '.'\n", name.c_str());
+      return 2;
+    }
+    presets = {name};
+    tag = name + ":";
+    what = absl::StrCat("checkpoint ", name);
+  }
   std::vector<Comparison> results;
   std::string notes;
   for (const std::string& preset : presets) {
-    if (absl::Status s = RunPreset(preset, by_part, kv_only, results, notes); !s.ok()) {
+    if (absl::Status s = RunPreset(preset, model_dir, by_part, kv_only, results, notes); !s.ok()) {
       std::fprintf(stderr, "%s: %s\n", preset.c_str(), std::string(s.message()).c_str());
       return 1;
     }
   }
-  const std::string report = Report(results, notes, command);
-  const std::string kv_report = KvReport(results, notes, command);
+  const std::string report = Report(results, notes, command, tag, what);
+  const std::string kv_report = KvReport(results, notes, command, tag, what);
   std::printf("%s%s", report.c_str(), kv_report.c_str());
   if (write) {
     for (auto [section, begin, end] :
-         {std::tuple{&report, kBegin, kEnd}, std::tuple{&kv_report, kKvBegin, kKvEnd}}) {
+         {std::tuple{&report, Marker(tag, "begin"), Marker(tag, "end")},
+          std::tuple{&kv_report, Marker(tag, "kv:begin"), Marker(tag, "kv:end")}}) {
       if (section->empty()) continue;
       if (absl::Status s = WriteSection(out, *section, begin, end); !s.ok()) {
         std::fprintf(stderr, "%s\n", std::string(s.message()).c_str());
