@@ -4,9 +4,8 @@
 //    again for the weighted sum of latents. A bf16 or fp8 row is decoded to float32 once per
 //    read into a thread-local row, shared by as many heads as still leave work for every thread
 //    (at least kDecodedHeadGroup), so the decode is amortized over the heads.
-//  - Prefill (plain): tiles of consecutive queries of one sequence and head share each loaded key
-//    and value row.
-// Work items ((token, head group) or (head, query tile)) are spread over OpenMP threads.
+// Work items (token, head group) are spread over the backend's thread pool. Prefill attention is
+// opt_prefill_attention.cc (on the packed GEMM).
 #include <algorithm>
 #include <limits>
 
@@ -21,7 +20,6 @@ constexpr int64_t kHeadGroup = 4;  // decode heads sharing each cache row load
 // Fewest decode heads sharing each decoded row of a bf16 / fp8 cache.
 constexpr int64_t kDecodedHeadGroup = 16;
 constexpr int64_t kRowChunk = 32;  // cache rows loaded (decoded) at a time
-constexpr int64_t kQueryTile = 4;  // prefill queries sharing each key/value row load
 
 // cu starts at 0 and never decreases.
 bool CuSeqlensOk(const int32_t* cu, int64_t num_seqs) {
@@ -146,51 +144,6 @@ void DecodeItem(const SimdKernels& k, const MlaDecodeParams& p, const int32_t* s
   }
 }
 
-bool PrefillArgsOk(const MlaPrefillParams& p) {
-  if (p.heads <= 0 || p.nope_dim < 0 || p.rope_dim < 0 || p.v_dim <= 0) return false;
-  if (!CuSeqlensOk(p.cu_seqlens_q, p.num_seqs) || !CuSeqlensOk(p.cu_seqlens_k, p.num_seqs)) {
-    return false;
-  }
-  for (int64_t b = 0; b < p.num_seqs; ++b) {
-    if (p.cu_seqlens_q[b + 1] - p.cu_seqlens_q[b] > p.cu_seqlens_k[b + 1] - p.cu_seqlens_k[b]) {
-      return false;
-    }
-  }
-  const int64_t rows = p.num_seqs > 0 ? p.cu_seqlens_q[p.num_seqs] : 0;
-  return rows == 0 || (p.q && p.k_nope && p.k_pe && p.v && p.out);
-}
-
-// Queries [t0, t0 + n) of sequence b, head h.
-void PrefillTile(const SimdKernels& k, const MlaPrefillParams& p, int64_t b, int64_t h, int64_t t0,
-                 int64_t n) {
-  const int64_t q0 = p.cu_seqlens_q[b], q_len = p.cu_seqlens_q[b + 1] - q0;
-  const int64_t k0 = p.cu_seqlens_k[b], k_len = p.cu_seqlens_k[b + 1] - k0;
-  // Query t sees keys [0, k_len - q_len + (t - q0) + 1).
-  const int64_t first_visible = k_len - q_len + (t0 - q0) + 1;
-  const int64_t last_visible = first_visible + n - 1;
-  float* scores = ThreadScratch(0, n * last_visible);
-  for (int64_t s = 0; s < last_visible; ++s) {
-    const float* kn = p.k_nope + (k0 + s) * p.k_nope_token_stride + h * p.k_nope_head_stride;
-    const float* kp = p.k_pe + (k0 + s) * p.k_pe_token_stride;
-    const int64_t c0 = std::max<int64_t>(0, s - first_visible + 1);  // first query seeing s
-    const float* q = p.q + (t0 + c0) * p.q_token_stride + h * p.q_head_stride;
-    float pe[kQueryTile];
-    k.dot_many(kn, q, p.q_token_stride, n - c0, p.nope_dim, p.softmax_scale,
-               scores + c0 * last_visible + s, last_visible);
-    k.dot_many(kp, q + p.nope_dim, p.q_token_stride, n - c0, p.rope_dim, p.softmax_scale, pe, 1);
-    for (int64_t c = c0; c < n; ++c) scores[c * last_visible + s] += pe[c - c0];
-  }
-  for (int64_t c = 0; c < n; ++c) Softmax(k, scores + c * last_visible, first_visible + c);
-  float* out = p.out + t0 * p.out_token_stride + h * p.out_head_stride;
-  for (int64_t c = 0; c < n; ++c) std::fill_n(out + c * p.out_token_stride, p.v_dim, 0.0f);
-  for (int64_t s = 0; s < last_visible; ++s) {
-    const float* v = p.v + (k0 + s) * p.v_token_stride + h * p.v_head_stride;
-    const int64_t c0 = std::max<int64_t>(0, s - first_visible + 1);
-    k.axpy_many(v, scores + c0 * last_visible + s, last_visible, n - c0, p.v_dim,
-                out + c0 * p.out_token_stride, p.out_token_stride);
-  }
-}
-
 }  // namespace
 
 absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& p) {
@@ -208,36 +161,6 @@ absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& 
       rows * groups,
       [&](int64_t item) {
         DecodeItem(k, p, seq_of_row, item / groups, (item % groups) * group, group);
-      },
-      work >= kOptParallelWork);
-  return absl::OkStatus();
-}
-
-absl::Status OptMlaPrefillAttention(const SimdKernels& k, const MlaPrefillParams& p) {
-  if (!PrefillArgsOk(p)) return MlaPrefillAttention(p);
-  const int64_t rows = p.num_seqs > 0 ? p.cu_seqlens_q[p.num_seqs] : 0;
-  if (rows == 0) return absl::OkStatus();
-  // Items: (sequence, query tile) pairs times heads, tiles never crossing a sequence.
-  thread_local std::vector<int64_t> tiles;  // (sequence, first query) pairs
-  tiles.clear();
-  for (int64_t b = 0; b < p.num_seqs; ++b) {
-    for (int64_t t = p.cu_seqlens_q[b]; t < p.cu_seqlens_q[b + 1]; t += kQueryTile) {
-      tiles.push_back(b);
-      tiles.push_back(t);
-    }
-  }
-  const int64_t num_tiles = static_cast<int64_t>(tiles.size()) / 2;
-  const int64_t* tile_data = tiles.data();
-  const int64_t work = rows * p.heads *
-                       (p.cu_seqlens_k[p.num_seqs] / std::max<int64_t>(p.num_seqs, 1)) *
-                       (p.nope_dim + p.rope_dim + p.v_dim);
-  CpuThreadPool::Get().ParallelFor(
-      num_tiles * p.heads,
-      [&](int64_t item) {
-        const int64_t tile = item / p.heads, h = item % p.heads;
-        const int64_t b = tile_data[2 * tile], t0 = tile_data[2 * tile + 1];
-        const int64_t n = std::min<int64_t>(kQueryTile, p.cu_seqlens_q[b + 1] - t0);
-        PrefillTile(k, p, b, h, t0, n);
       },
       work >= kOptParallelWork);
   return absl::OkStatus();

@@ -17,7 +17,6 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p);
 absl::Status OptRmsNorm(const SimdKernels& k, const RmsNormParams& p);
 absl::Status OptSiluMul(const SimdKernels& k, const SiluMulParams& p);
 absl::Status OptMoeRoute(const MoeRouteParams& p);
-absl::Status OptMlaPrefillAttention(const SimdKernels& k, const MlaPrefillParams& p);
 absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& p);
 
 // Below this many multiply-adds an optimized op runs on one thread.

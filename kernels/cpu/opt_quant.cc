@@ -8,6 +8,7 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_ops.h"
 #include "kernels/cpu/opt_thread_pool.h"
 #include "kernels/cpu/reference_ops.h"
@@ -295,6 +296,10 @@ void BlockLinear(const SimdKernels& k, const PreparedRows& x, const WeightView& 
                                        .y = y,
                                        .y_stride = ys,
                                        .accumulate = accumulate});
+    return;
+  }
+  if (x.rows >= kGemmMinRows && GemmSupports(w)) {  // many rows: the packed GEMM, as Linear does
+    GemmBlock(k, x.x, x.x_stride, x.rows, w, o0, o1, y, ys, accumulate);
     return;
   }
   LinearBlock block{.x = x.x,
