@@ -92,6 +92,7 @@ def main():
     args = parser.parse_args()
 
     torch.set_num_threads(args.threads)
+    torch.use_deterministic_algorithms(True)
     torch.manual_seed(args.seed)
     base = os.path.join(args.out, "base")
     if os.path.exists(base):
@@ -166,8 +167,9 @@ def main():
     with torch.no_grad():
         probe = torch.tensor([[bos] + tok.encode(PROBE, add_special_tokens=False).ids])
         probe_loss = model(probe, labels=probe).loss.item()
-    print(f"train loss: first 10 steps {sum(curve[:10]) / 10:.3f}, last 10 steps "
-          f"{sum(curve[-10:]) / 10:.3f}; held-out loss {v0:.3f} -> {v1:.3f} "
+    first, last = curve[:10], curve[-10:]
+    print(f"train loss: first {len(first)} steps {sum(first) / len(first):.3f}, last "
+          f"{len(last)} steps {sum(last) / len(last):.3f}; held-out loss {v0:.3f} -> {v1:.3f} "
           f"(ppl {math.exp(v0):.1f} -> {math.exp(v1):.1f}); probe sentence ppl "
           f"{math.exp(probe_loss):.1f}; {time.time() - start:.0f} s", flush=True)
 
@@ -200,8 +202,8 @@ def main():
         json.dump({"seed": args.seed, "steps": args.steps, "batch": args.batch,
                    "seq_len": args.seq_len, "lr": args.lr, "threads": args.threads,
                    "text": [os.path.join(TEXT_DIR, n) for n in names],
-                   "train_loss_first10": sum(curve[:10]) / 10,
-                   "train_loss_last10": sum(curve[-10:]) / 10,
+                   "train_loss_first10": sum(first) / len(first),
+                   "train_loss_last10": sum(last) / len(last),
                    "heldout_loss_start": v0, "heldout_loss_end": v1,
                    "train_curve": curve}, f, indent=1)
     print(f"wrote {args.out}")
