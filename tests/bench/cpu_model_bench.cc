@@ -1,5 +1,6 @@
 // The "small" DeepSeek-shaped model (make-tiny-model preset, ~0.4 B bf16 parameters: DRAM
-// resident) through the forward pass the engine runs each step, on the "cpu" backend: prefill
+// resident; or its int8/int4 conversion by `r2serve quantize`, or any checkpoint given as
+// model=DIR) through the forward pass the engine runs each step, on the "cpu" backend: prefill
 // tokens/s and decode tokens/s at batch 1, 8 and 32, each decode step with its fraction of the
 // memory-bandwidth floor.
 //
@@ -35,6 +36,7 @@
 #include "engine/model/deepseek_model.h"
 #include "engine/model/tiny_model.h"
 #include "kernels/backend.h"
+#include "kernels/quant_format.h"
 
 namespace r2 {
 namespace {
@@ -58,6 +60,17 @@ double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// Bytes of a weight in memory: its values (int4 packed rows), block scales, scales, zero points.
+int64_t WeightBytes(const WeightView& w) {
+  const TensorView& t = w.weight;
+  int64_t bytes = t.dtype == DType::kU4 ? t.shape[0] * PackedU4RowBytes(t.shape[1])
+                                        : t.numel() * static_cast<int64_t>(DTypeSize(t.dtype));
+  if (w.block_scaled()) bytes += w.scale_inv.numel() * 4;
+  if (!w.scale.empty()) bytes += w.scale.numel() * static_cast<int64_t>(DTypeSize(w.scale.dtype));
+  if (!w.zero_point.empty()) bytes += w.zero_point.numel() * 4;
+  return bytes;
+}
+
 // Forwards every op to `inner`, adding up the bytes of weights and KV rows the op reads.
 class CountingBackend final : public Backend {
  public:
@@ -79,8 +92,7 @@ class CountingBackend final : public Backend {
   absl::Status RmsNorm(const RmsNormParams& p) override { return inner_->RmsNorm(p); }
   absl::Status Linear(const LinearParams& p) override {
     const WeightView& w = p.weight;
-    bytes_ += p.batch * w.weight.numel() * static_cast<int64_t>(DTypeSize(w.weight.dtype));
-    if (w.block_scaled()) bytes_ += w.scale_inv.numel() * 4;
+    bytes_ += p.batch * WeightBytes(w);
     macs_ += p.batch * p.rows * w.weight.numel();
     return inner_->Linear(p);
   }
@@ -99,8 +111,7 @@ class CountingBackend final : public Backend {
     return inner_->KvCacheWrite(p);
   }
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
-    for (int64_t b = 0; b < p.num_seqs; ++b)
-      bytes_ += int64_t{p.kv_lens[b]} * p.cache.row_width() * 4;
+    for (int64_t b = 0; b < p.num_seqs; ++b) bytes_ += int64_t{p.kv_lens[b]} * p.cache.row_bytes();
     return inner_->MlaDecodeAttention(p);
   }
   // The routed experts as one op (the host path of the model): the weights of every distinct
@@ -115,9 +126,7 @@ class CountingBackend final : public Backend {
         seen[e] = true;
         for (int m = 0; m < 3; ++m) {
           if (p.expert_views != nullptr) {
-            const WeightView& w = p.expert_views[m * p.num_experts + e];
-            bytes_ += w.weight.numel() * static_cast<int64_t>(DTypeSize(w.weight.dtype));
-            if (w.block_scaled()) bytes_ += w.scale_inv.numel() * 4;
+            bytes_ += WeightBytes(p.expert_views[m * p.num_experts + e]);
           } else {
             bytes_ += p.hidden * p.width * static_cast<int64_t>(DTypeSize(p.dtype));
           }
