@@ -99,11 +99,13 @@ class HttpServerTest : public ::testing::Test {
   }
 
   net::io_context io_;
-  testing::FakeEngine engine_;
   std::unique_ptr<ServedModel> model_;
   std::unique_ptr<ServerContext> context_;
   Router router_;
   std::unique_ptr<HttpServer> server_;
+  // Destroyed first: its thread drops the streams' notifiers, which hold executors of the
+  // server's io_context, so it must be joined while that io_context exists (as `serve` does).
+  testing::FakeEngine engine_;
 };
 
 TEST_F(HttpServerTest, HealthModelsAndMetrics) {
