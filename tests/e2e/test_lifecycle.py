@@ -177,11 +177,11 @@ def test_sigterm_drains_in_flight_and_exits_zero(start_server):  # RELIABILITY 2
 
 
 def test_sigterm_lets_short_requests_finish(start_server):
-    drain = start_server("--shutdown-timeout", "30")
+    # Slow steps keep the stream in flight when the signal arrives (the tiny model is fast).
+    drain = start_server("--shutdown-timeout", "30", "--inject-step-delay-ms", "20")
     s = start_raw_stream(drain, max_tokens=20)
-    read_data_lines(s, 1)
+    buf = read_data_lines(s, 1)
     drain.proc.send_signal(signal.SIGTERM)
-    buf = b""
     s.settimeout(30)
     while b"data: [DONE]" not in buf:
         chunk = s.recv(65536)
