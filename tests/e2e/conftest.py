@@ -188,3 +188,19 @@ def needs_chat(server):
         pytest.skip("the tiny model has no tokenizer.json/tokenizer_config.json with a chat "
                     "template yet (make-tiny-model does not write one), so chat requests "
                     "cannot be rendered")
+
+
+# A request through httpx with the server's headers (API key when set).
+def post(server, path, body=None, content=None, headers=None):
+    return httpx.post(server.base_url + path, json=body, content=content,
+                      headers={**server.headers(), **(headers or {})}, timeout=30)
+
+
+# Reads a raw SSE stream until it holds k `data:` lines; returns everything read.
+def read_data_lines(s, k):
+    buf = b""
+    while buf.count(b"data: ") < k:
+        chunk = s.recv(65536)
+        assert chunk, "server closed early"
+        buf += chunk
+    return buf

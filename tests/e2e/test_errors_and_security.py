@@ -5,16 +5,11 @@ import time
 import httpx
 import pytest
 
-from conftest import MODEL_NAME
+from conftest import MODEL_NAME, post
 
 CHAT = "/v1/chat/completions"
 COMPLETIONS = "/v1/completions"
 HELLO = [{"role": "user", "content": "hi"}]
-
-
-def post(server, path, body=None, content=None, headers=None):
-    return httpx.post(server.base_url + path, json=body, content=content,
-                      headers={**server.headers(), **(headers or {})}, timeout=30)
 
 
 def assert_error(r, status, param=None):

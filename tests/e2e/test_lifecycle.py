@@ -11,7 +11,7 @@ import time
 import httpx
 import pytest
 
-from conftest import MODEL_NAME, metric, wait_until
+from conftest import MODEL_NAME, metric, read_data_lines, wait_until
 
 PROMPT = [11, 22, 33, 44]
 
@@ -89,15 +89,6 @@ def start_raw_stream(server, max_tokens=1000):
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body)
     return s
-
-
-def read_data_lines(s, k):
-    buf = b""
-    while buf.count(b"data: ") < k:
-        chunk = s.recv(65536)
-        assert chunk, "server closed early"
-        buf += chunk
-    return buf
 
 
 def test_disconnect_mid_stream_frees_kv_within_a_second(server):  # RELIABILITY 1

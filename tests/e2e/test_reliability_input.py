@@ -15,17 +15,12 @@ import time
 import httpx
 import pytest
 
-from conftest import MODEL_NAME
+from conftest import MODEL_NAME, post
 
 COMPLETIONS = "/v1/completions"
 CHAT = "/v1/chat/completions"
 PROMPT = [11, 22, 33, 44]
 HELLO = [{"role": "user", "content": "hi"}]
-
-
-def post(server, path, body=None, content=None, headers=None):
-    return httpx.post(server.base_url + path, json=body, content=content,
-                      headers={**server.headers(), **(headers or {})}, timeout=30)
 
 
 def assert_error(r, status, param=None):

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from conftest import MODEL_NAME, metric, wait_until
+from conftest import MODEL_NAME, metric, read_data_lines, wait_until
 
 PROMPT = [11, 22, 33, 44]
 
@@ -40,15 +40,6 @@ def send_request(server, body, rcvbuf=None):
     s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
               b"Content-Length: " + str(len(data)).encode() + b"\r\n\r\n" + data)
     return s
-
-
-def read_data_lines(s, k):
-    buf = b""
-    while buf.count(b"data: ") < k:
-        chunk = s.recv(65536)
-        assert chunk, "server closed early"
-        buf += chunk
-    return buf
 
 
 # ---- one running sequence, a queue of four, 10 ms steps -----------------------------------------
