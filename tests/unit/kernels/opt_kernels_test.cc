@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <memory>
 #include <numeric>
 #include <random>
 #include <string>
@@ -372,6 +373,39 @@ TEST(CpuThreadPoolTest, RunsEveryItemExactlyOnceAcrossManyLoops) {
       for (int64_t i = 0; i < items; ++i) ASSERT_EQ(hits[i].load(), 1) << items << " " << i;
     }
   }
+}
+
+// A worker that read the item counter of one loop and then slept could wake while the next loop
+// was being published, read that loop's (larger) item count and claim an index of the finished
+// loop: it then ran the new loop's function on a stale index and counted it as done, so the
+// caller could return while an item was still running (a closure used after its scope ended).
+// Oversubscribed workers and alternating small and large loops make that interleaving likely;
+// every item must run exactly once and never after its ParallelFor returned.
+TEST(CpuThreadPoolTest, NoItemRunsTwiceOrAfterItsLoopReturned) {
+  CpuThreadPool pool(8);
+  struct Job {
+    std::vector<std::atomic<int>> hits;
+    std::atomic<bool> returned{false};
+    explicit Job(int64_t n) : hits(n) {}
+  };
+  std::atomic<int64_t> late{0};
+  std::vector<std::unique_ptr<Job>> jobs;  // kept alive so a late item is counted, not a crash
+  constexpr int kLoops = 100000;
+  jobs.reserve(kLoops);
+  for (int k = 0; k < kLoops; ++k) {
+    const int64_t items = (k % 2 == 0) ? 2 : 33;
+    jobs.push_back(std::make_unique<Job>(items));
+    Job* job = jobs.back().get();
+    pool.ParallelFor(items, [job, &late](int64_t i) {
+      if (job->returned.load()) late.fetch_add(1);
+      job->hits[i].fetch_add(1);
+    });
+    job->returned.store(true);
+    for (int64_t i = 0; i < items; ++i) {
+      ASSERT_EQ(job->hits[i].load(), 1) << "loop " << k << " item " << i;
+    }
+  }
+  EXPECT_EQ(late.load(), 0);
 }
 
 TEST(CpuThreadPoolTest, ConcurrentCallersBothFinishAndSerialFlagRunsInline) {
