@@ -24,6 +24,7 @@
 //
 // Not thread-safe: one forward at a time (scratch buffers are reused between calls).
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -96,6 +97,9 @@ class DeepseekModel {
   absl::Status Mlp(const MlpWeights& w, const float* x, int64_t rows, float* h,
                    const int32_t* out_index, const float* out_scale);
   absl::Status Moe(const MoeWeights& w, const StepPlan& plan);
+  // Host backends: the routed experts in one Backend::MoeExperts call on the layer's expert
+  // views (moe.cc). Sets *ran to false (and remembers it) when the backend answers Unimplemented.
+  absl::Status RoutedExpertsOnHost(const MoeWeights& w, int64_t rows, bool* ran);
   // norm(h) -> out.hidden (batch order) and the requested logits through `head`.
   absl::Status Finish(const TensorView& norm, const WeightView& head, const StepPlan& plan,
                       ForwardOutput& out);
@@ -108,6 +112,11 @@ class DeepseekModel {
   BackendBuffer weight_arena_;      // device backends: every uploaded tensor
   float softmax_scale_ = 1.0f;
   std::unique_ptr<Scratch> scratch_;
+  // Per MoE layer: its experts' weight views (gate of each expert, then up, then down), the
+  // table MoeExperts reads on host backends; built on the layer's first call.
+  std::map<const MoeWeights*, std::vector<WeightView>> moe_expert_views_;
+  bool moe_experts_on_host_ = true;       // false once the backend answered Unimplemented
+  std::vector<uint8_t> moe_expert_seen_;  // distinct experts of a step (experts_run)
 };
 
 }  // namespace r2::model

@@ -1,6 +1,10 @@
 // The MLP blocks (spec 2.5-2.6): the SwiGLU MLP, and the MoE layer with router, routed experts
 // (tokens grouped by expert; only selected experts run) and shared experts. Outputs are added
-// into the float32 residual stream.
+// into the float32 residual stream. On host backends the routed experts go to one
+// Backend::MoeExperts call with the layer's expert views (the optimized CPU backend groups the
+// tokens and spreads the experts' feature blocks over its threads; with decode batches of a few
+// rows that beats one Linear call per expert); backends that answer Unimplemented (the reference)
+// and device backends keep the grouping below, one Linear per selected expert.
 #include <cstring>
 #include <vector>
 
@@ -9,6 +13,13 @@
 #include "engine/model/forward_scratch.h"
 
 namespace r2::model {
+namespace {
+
+// The host MoeExperts call's scratch holds about 4 * (2 hidden + 2 width) bytes per (token,
+// expert) pair; above this many bytes (long prefills) the grouping path runs instead.
+constexpr int64_t kHostExpertsMaxScratchBytes = int64_t{64} << 20;
+
+}  // namespace
 
 // h += down(silu(gate x) * up x) on `rows` rows of x. With out_index, row i of the result is
 // instead added to h[out_index[i]] scaled by out_scale[i] (routed experts).
@@ -43,6 +54,48 @@ absl::Status DeepseekModel::Mlp(const MlpWeights& w, const float* x, int64_t row
                                    .out_rows = s.rows});
 }
 
+absl::Status DeepseekModel::RoutedExpertsOnHost(const MoeWeights& w, int64_t rows, bool* ran) {
+  const ModelConfig& c = config();
+  Scratch& s = *scratch_;
+  *ran = false;
+  const int64_t experts = static_cast<int64_t>(w.experts.size()), k = c.num_experts_per_tok;
+  if (experts == 0) return absl::OkStatus();
+  auto it = moe_expert_views_.find(&w);
+  if (it == moe_expert_views_.end()) {
+    std::vector<WeightView> views(3 * experts);
+    for (int64_t e = 0; e < experts; ++e) {
+      views[e] = w.experts[e].gate;
+      views[experts + e] = w.experts[e].up;
+      views[2 * experts + e] = w.experts[e].down;
+    }
+    it = moe_expert_views_.emplace(&w, std::move(views)).first;
+  }
+  const absl::Status status = backend_->MoeExperts({.x = s.x.data(),
+                                                    .rows = rows,
+                                                    .hidden = c.hidden_size,
+                                                    .width = w.experts[0].width(),
+                                                    .num_experts = experts,
+                                                    .top_k = k,
+                                                    .expert_ids = s.expert_ids(),
+                                                    .expert_weights = s.expert_weights(c),
+                                                    .h = s.h.data(),
+                                                    .expert_views = it->second.data()});
+  if (absl::IsUnimplemented(status)) {
+    moe_experts_on_host_ = false;
+    return absl::OkStatus();
+  }
+  R2_RETURN_IF_ERROR(status);
+  *ran = true;
+  // Distinct experts selected this step (the op checked the ids).
+  moe_expert_seen_.assign(experts, 0);
+  const int32_t* ids = s.expert_ids();
+  for (int64_t i = 0; i < rows * k; ++i) {
+    s.experts_run += moe_expert_seen_[ids[i]] == 0 ? 1 : 0;
+    moe_expert_seen_[ids[i]] = 1;
+  }
+  return absl::OkStatus();
+}
+
 absl::Status DeepseekModel::Moe(const MoeWeights& w, const StepPlan& plan) {
   const ModelConfig& c = config();
   Scratch& s = *scratch_;
@@ -67,6 +120,13 @@ absl::Status DeepseekModel::Moe(const MoeWeights& w, const StepPlan& plan) {
        .expert_weights = s.expert_weights(c)}));
   if (w.has_shared) {
     R2_RETURN_IF_ERROR(Mlp(w.shared, s.x.data(), rows, s.h.data(), nullptr, nullptr));
+  }
+  const int64_t pair_bytes = 4 * (2 * c.hidden_size + 2 * c.moe_intermediate_size);
+  if (backend_->host_memory() && moe_experts_on_host_ &&
+      rows * k * pair_bytes <= kHostExpertsMaxScratchBytes) {
+    bool ran = false;
+    R2_RETURN_IF_ERROR(RoutedExpertsOnHost(w, rows, &ran));
+    if (ran) return absl::OkStatus();
   }
   // Group the (token, weight) pairs by expert, tokens in order within each expert, on the host.
   // A device backend copies the router's ids and weights back first (one copy, and so one
