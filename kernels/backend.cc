@@ -5,6 +5,7 @@
 #include <cstring>
 #include <fstream>
 #include <string>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 
@@ -59,6 +60,28 @@ absl::StatusOr<MemoryInfo> Backend::QueryMemory() {
 absl::Status Backend::MoeExperts(const MoeExpertsParams&) {
   return absl::UnimplementedError(
       absl::StrCat("MoeExperts: not implemented by ", std::string(name())));
+}
+
+absl::Status Backend::SampleRows(const SampleRowsParams& p) {
+  if (host_memory()) return SampleRowsOnHost(p);
+  if (absl::Status s = CheckSampleRows(p); !s.ok()) return s;
+  // Each named row is copied to the host once; the reference samples the copies in spec order.
+  const int64_t stride = p.row_stride == 0 ? p.vocab_size : p.row_stride;
+  std::vector<float> rows(static_cast<size_t>(p.num_specs * p.vocab_size));
+  std::vector<SampleRowSpec> specs(p.specs, p.specs + p.num_specs);
+  for (int64_t i = 0; i < p.num_specs; ++i) {
+    float* dst = rows.data() + i * p.vocab_size;
+    absl::Status s = CopyToHost(dst, p.logits + specs[i].row * stride,
+                                static_cast<size_t>(p.vocab_size) * sizeof(float));
+    if (!s.ok()) return s;
+    specs[i].row = i;
+  }
+  SampleRowsParams host = p;
+  host.logits = rows.data();
+  host.num_rows = p.num_specs;
+  host.row_stride = 0;
+  host.specs = specs.data();
+  return SampleRowsOnHost(host);
 }
 
 }  // namespace r2

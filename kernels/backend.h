@@ -28,6 +28,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "kernels/kv_cache_format.h"
+#include "kernels/sample_rows.h"
 #include "kernels/tensor.h"
 
 namespace r2 {
@@ -351,6 +352,13 @@ class Backend {
   // The default is Unimplemented (the caller falls back to Linear/SiluMul/ScatterAddRows per
   // expert); the reference, checked-memory, optimized CPU and CUDA backends implement it.
   virtual absl::Status MoeExperts(const MoeExpertsParams& p);
+
+  // One token per spec from rows of logits in backend memory (kernels/sample_rows.h): results
+  // on the host, rows unchanged afterwards. The default runs the reference (SampleRowsOnHost) on
+  // the rows where they are for a host-memory backend, and on host copies of the named rows
+  // otherwise (a device backend without a sampler of its own: correct, but every row crosses);
+  // the CUDA backend samples on the device and copies back only the results.
+  virtual absl::Status SampleRows(const SampleRowsParams& p);
 
   // Whether KvCacheWrite and MlaDecodeAttention handle a cache in `dtype`'s format. Every CPU
   // backend reads every format; the CUDA backend reads float32 only (kernels/cuda/mla_decode.cu).
