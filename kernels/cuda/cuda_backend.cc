@@ -289,6 +289,9 @@ class CudaBackend final : public Backend {
   absl::Status MoeExperts(const MoeExpertsParams& p) override {
     return Run([&] { return cuda::MoeExperts(ctx_, p); });
   }
+  absl::Status SampleRows(const SampleRowsParams& p) override {
+    return Run([&] { return cuda::SampleRows(ctx_, p); });
+  }
 
  private:
   template <typename F>

@@ -12,6 +12,7 @@
 //   mla_prefill.cu        MlaPrefillAttention
 //   mla_decode.cu         MlaDecodeAttention (split over the KV length), KvCacheWrite
 //   moe_experts.cu        MoeExperts (the routed experts of a decode step, no host round trip)
+//   sampling.cu           SampleRows (sampling where the logits are; results to the host)
 // Argument checks on shapes, dtypes and strides happen on the host in each launcher (they return
 // InvalidArgument naming the op and field); index arrays live on the device and are guarded in
 // the kernels (an out-of-range index skips its row, never faults).
@@ -104,5 +105,7 @@ absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p);
 // experts; Unimplemented otherwise (the caller runs the experts one by one).
 inline constexpr int64_t kMoeExpertsMaxPairs = 64;
 absl::Status MoeExperts(const Context& ctx, const MoeExpertsParams& p);
+// sampling.cu: one block per row, only specs up and results down.
+absl::Status SampleRows(const Context& ctx, const SampleRowsParams& p);
 
 }  // namespace r2::cuda

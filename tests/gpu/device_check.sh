@@ -167,6 +167,11 @@ for bench in "$BUILD"/tests/r2_cuda_*_bench; do
   BENCH_LINES+=("-- $name" "$table")
 done
 
+# The device sampler's lines from r2_cuda_tests (tests/unit/cuda/sampling_test.cc): rows compared
+# with the host reference, and one call's time at 256 rows x 129,280 (goal: well under 0.2 ms).
+SAMPLE_LINES=$(grep -h '^SampleRows' "$OUT/cuda_tests.log" 2>/dev/null)
+[[ -n "$SAMPLE_LINES" ]] && BENCH_LINES+=("-- SampleRows (r2_cuda_tests)" "$SAMPLE_LINES")
+
 # ---- summary ------------------------------------------------------------------------------------
 COPY=$(grep -hoE 'copy bandwidth[^0-9]*[0-9.]+ GB/s' "$OUT"/*.log 2>/dev/null | head -1)
 {
