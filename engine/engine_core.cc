@@ -51,6 +51,9 @@ EngineCore::EngineCore(EngineCoreOptions options, std::unique_ptr<scheduler::Sch
     : options_(std::move(options)),
       scheduler_(std::move(scheduler)),
       sampler_(std::move(sampler)),
+      device_sampler_(sampling::SamplerOptions{.vocab_size = options_.output.vocab_size,
+                                               .eos_token_ids = options_.output.eos_token_ids,
+                                               .seed = options_.seed}),
       runner_(std::move(runner)) {
   stats_.kv_blocks_total = scheduler_->pool().num_blocks();
   UpdateStats();
@@ -160,6 +163,7 @@ absl::Status EngineCore::SampleChunks() {
   // Gather every row with its state first, so the sampler can take the rows in parallel; then
   // feed the tokens to the detokenizers and stop checkers in chunk order.
   batch_rows_.clear();
+  batch_row_ids_.clear();
   batch_states_.clear();
   batch_chunks_.clear();
   batch_requests_.clear();
@@ -176,17 +180,23 @@ absl::Status EngineCore::SampleChunks() {
         request->SetCachedTokens(std::max(seq->num_cached_tokens, 0));
       }
     }
-    batch_rows_.push_back(logits_.row(row++));
+    if (logits_.device != nullptr) {
+      batch_row_ids_.push_back(logits_.rows[row++]);
+    } else {
+      batch_rows_.push_back(logits_.row(row++));
+    }
     batch_states_.push_back(&request->sampling_state(chunk.choice_index));
     batch_chunks_.push_back(&chunk);
     batch_requests_.push_back(request);
   }
-  batch_results_.resize(batch_rows_.size());
-  if (absl::Status s =
-          sampler_.SampleRows(batch_rows_, batch_states_, absl::MakeSpan(batch_results_));
-      !s.ok()) {
-    return s;
-  }
+  batch_results_.resize(batch_states_.size());
+  const absl::Status sampled =
+      logits_.device != nullptr
+          ? device_sampler_.SampleRows(*logits_.backend, logits_.device, logits_.device_rows,
+                                       batch_row_ids_, batch_states_,
+                                       absl::MakeSpan(batch_results_))
+          : sampler_.SampleRows(batch_rows_, batch_states_, absl::MakeSpan(batch_results_));
+  if (!sampled.ok()) return sampled;
   const absl::Time sampled_at = absl::Now();
   for (size_t i = 0; i < batch_chunks_.size(); ++i) {
     const scheduler::ScheduledChunk& chunk = *batch_chunks_[i];

@@ -9,8 +9,10 @@
 //   2. the before_forward hook, then ModelRunner::Run (block copies + one forward pass; one
 //      logits row per needs_logits chunk);
 //   3. Sampler::SampleRows over every needs_logits chunk's row with its choice's own state (rows
-//      in parallel; see sampler.h for why the tokens do not depend on the threads), then, in
-//      chunk order, the detokenizer and stop checker (ActiveRequest::AddToken);
+//      in parallel; see sampler.h for why the tokens do not depend on the threads), or, when the
+//      runner left the logits in device memory, DeviceSampler (Backend::SampleRows: the same
+//      tokens, only ids and logprobs cross to the host); then, in chunk order, the detokenizer
+//      and stop checker (ActiveRequest::AddToken);
 //   4. Scheduler::Postprocess with the stop flags -> finished choices get their terminal event;
 //   5. every request touched in the step gets its deltas (and, when it has ended, its usage).
 // Preempted sequences keep their output tokens in the scheduler and their states here; their
@@ -30,6 +32,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 #include "engine/active_request.h"
+#include "engine/device_sampler.h"
 #include "engine/engine.h"
 #include "engine/engine_inbox.h"
 #include "engine/model_runner.h"
@@ -104,6 +107,7 @@ class EngineCore {
   EngineCoreOptions options_;
   std::unique_ptr<scheduler::Scheduler> scheduler_;
   sampling::Sampler sampler_;
+  DeviceSampler device_sampler_;  // for logits the runner leaves in device memory
   std::unique_ptr<ModelRunner> runner_;
 
   std::unordered_map<uint64_t, std::unique_ptr<ActiveRequest>> requests_;
@@ -115,6 +119,7 @@ class EngineCore {
   StepLogits logits_;
   std::vector<scheduler::SampledToken> sampled_;
   std::vector<absl::Span<float>> batch_rows_;  // the step's sampling batch, in chunk order
+  std::vector<int64_t> batch_row_ids_;         // the same rows as indices (device path)
   std::vector<sampling::SamplingState*> batch_states_;
   std::vector<const scheduler::ScheduledChunk*> batch_chunks_;
   std::vector<ActiveRequest*> batch_requests_;

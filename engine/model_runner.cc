@@ -18,6 +18,7 @@ absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> DeepseekModelRunner::Create
   auto cache = model::PagedKvCache::Create(model->CacheShape(num_blocks, block_size, kv_dtype),
                                            backend.get());
   if (!cache.ok()) return cache.status();
+  model->set_outputs_stay_on_device(!backend->host_memory());
   return std::unique_ptr<DeepseekModelRunner>(
       new DeepseekModelRunner(std::move(backend), std::move(model), *std::move(cache)));
 }
@@ -55,6 +56,14 @@ absl::Status DeepseekModelRunner::Run(const scheduler::SchedulerOutput& plan, St
                                             " logits rows for ", plan.chunks.size(), " chunks"));
   }
   logits->vocab_size = out->vocab_size;
+  if (out->device_logits != nullptr) {
+    logits->device = out->device_logits;
+    logits->device_rows = out->device_logit_rows;
+    logits->backend = backend_.get();
+    return absl::OkStatus();
+  }
+  logits->device = nullptr;
+  logits->backend = nullptr;
   logits->logits = std::move(out->logits);
   return absl::OkStatus();
 }

@@ -22,10 +22,16 @@ namespace r2::engine {
 
 // The logits of one step: rows[i] is the row of the i-th needs_logits chunk (chunk order) in
 // `logits` ([num_rows, vocab_size]); other rows may exist and are ignored. Reused across steps.
+// On a device backend the rows stay where the forward pass wrote them: `device` is set (backend
+// memory, [device_rows, vocab_size], valid until the next Run), `logits` is unused, and the
+// engine samples them with backend->SampleRows (engine/device_sampler.h).
 struct StepLogits {
   int64_t vocab_size = 0;
   std::vector<float> logits;
   std::vector<int64_t> rows;
+  float* device = nullptr;
+  int64_t device_rows = 0;
+  Backend* backend = nullptr;  // owns `device`; null on the host path
 
   absl::Span<float> row(size_t i) {
     return absl::MakeSpan(logits.data() + rows[i] * vocab_size, vocab_size);
@@ -43,7 +49,8 @@ class ModelRunner {
 class DeepseekModelRunner final : public ModelRunner {
  public:
   // `model` runs on `backend`; the cache holds `num_blocks` blocks of `block_size` tokens in
-  // `kv_dtype`'s format.
+  // `kv_dtype`'s format. On a backend whose memory is not host memory, the logits stay there
+  // (StepLogits::device) and are sampled where they are.
   static absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> Create(
       std::unique_ptr<Backend> backend, std::unique_ptr<model::DeepseekModel> model,
       int32_t num_blocks, int32_t block_size, KvCacheDType kv_dtype = KvCacheDType::kFloat32);

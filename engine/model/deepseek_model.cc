@@ -158,8 +158,40 @@ absl::StatusOr<ForwardOutput> DeepseekModel::Forward(absl::Span<const SequenceIn
     R2_RETURN_IF_ERROR(DecoderLayer(l, weights_->layers[l], *plan, cache));
   }
   ForwardOutput out;
+  if (outputs_stay_on_device_ && !backend_->host_memory()) {
+    R2_RETURN_IF_ERROR(FinishOnDevice(weights_->final_norm, weights_->lm_head, *plan, out));
+    return out;
+  }
   R2_RETURN_IF_ERROR(Finish(weights_->final_norm, weights_->lm_head, *plan, out));
   return out;
+}
+
+absl::Status DeepseekModel::FinishOnDevice(const TensorView& norm, const WeightView& head,
+                                           const StepPlan& plan, ForwardOutput& out) {
+  const ModelConfig& c = config();
+  Scratch& s = *scratch_;
+  out.vocab_size = c.vocab_size;
+  out.hidden_size = c.hidden_size;
+  const int64_t n = static_cast<int64_t>(plan.logit_rows.size());
+  if (n == 0) return absl::OkStatus();
+  R2_RETURN_IF_ERROR(backend_->RmsNorm({.x = s.h.data(),
+                                        .y = s.x.data(),
+                                        .rows = plan.rows,
+                                        .dim = c.hidden_size,
+                                        .weight = norm,
+                                        .eps = static_cast<float>(c.rms_norm_eps)}));
+  R2_RETURN_IF_ERROR(backend_->GatherRows({.x = s.x.data(),
+                                           .x_rows = plan.rows,
+                                           .index = s.plan.logit_rows,
+                                           .rows = n,
+                                           .dim = c.hidden_size,
+                                           .out = s.head_in.data()}));
+  R2_RETURN_IF_ERROR(s.logits.Grow(backend_, n * c.vocab_size));
+  R2_RETURN_IF_ERROR(
+      backend_->Linear({.x = s.head_in.data(), .rows = n, .weight = head, .y = s.logits.data()}));
+  out.device_logits = s.logits.data();
+  out.device_logit_rows = n;
+  return absl::OkStatus();
 }
 
 absl::Status DeepseekModel::DecoderLayer(int64_t layer, const LayerWeights& w, const StepPlan& plan,

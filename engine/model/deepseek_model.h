@@ -64,6 +64,11 @@ class DeepseekModel {
   KvCacheShape CacheShape(int64_t num_blocks, int64_t block_size = 64,
                           KvCacheDType dtype = KvCacheDType::kFloat32) const;
 
+  // On a device backend: leave Forward's logits in backend memory (ForwardOutput::device_logits)
+  // and return no hidden states, so a step copies nothing back (the engine samples on the
+  // device). Ignored on host-memory backends. Off by default.
+  void set_outputs_stay_on_device(bool on) { outputs_stay_on_device_ = on; }
+
   // The main model over `batch`. Logits per `logits`; hidden = post-final-norm states.
   absl::StatusOr<ForwardOutput> Forward(absl::Span<const SequenceInput> batch, LogitsMode logits,
                                         PagedKvCache& cache);
@@ -103,6 +108,9 @@ class DeepseekModel {
   // norm(h) -> out.hidden (batch order) and the requested logits through `head`.
   absl::Status Finish(const TensorView& norm, const WeightView& head, const StepPlan& plan,
                       ForwardOutput& out);
+  // Finish without copies: the logits stay in scratch (set_outputs_stay_on_device).
+  absl::Status FinishOnDevice(const TensorView& norm, const WeightView& head, const StepPlan& plan,
+                              ForwardOutput& out);
 
   std::unique_ptr<Checkpoint> checkpoint_;
   Backend* backend_;
@@ -115,6 +123,7 @@ class DeepseekModel {
   // Per MoE layer: its experts' weight views (gate of each expert, then up, then down), the
   // table MoeExperts reads on host backends; built on the layer's first call.
   std::map<const MoeWeights*, std::vector<WeightView>> moe_expert_views_;
+  bool outputs_stay_on_device_ = false;
   bool moe_experts_on_host_ = true;       // false once the backend answered Unimplemented
   std::vector<uint8_t> moe_expert_seen_;  // distinct experts of a step (experts_run)
 };

@@ -32,7 +32,16 @@ struct ForwardOutput {
   // MTP after shared_head.norm), in batch order.
   std::vector<float> hidden;
 
-  int64_t logit_rows() const { return vocab_size ? logits.size() / vocab_size : 0; }
+  // Device backends with DeepseekModel::set_outputs_stay_on_device(true): the logits stay in
+  // backend memory ([device_logit_rows, vocab_size], valid until the next forward), `logits`
+  // and `hidden` are left empty and nothing is copied to the host.
+  float* device_logits = nullptr;
+  int64_t device_logit_rows = 0;
+
+  int64_t logit_rows() const {
+    if (device_logits != nullptr) return device_logit_rows;
+    return vocab_size ? logits.size() / vocab_size : 0;
+  }
   absl::Span<const float> logits_row(int64_t i) const {
     return absl::MakeConstSpan(logits.data() + i * vocab_size, vocab_size);
   }
