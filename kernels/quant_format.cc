@@ -161,4 +161,112 @@ Int4Group QuantizeInt4Group(const float* x, int64_t n, bool symmetric, int32_t* 
   return g;
 }
 
+namespace {
+
+// Squared error of x quantized symmetrically to [-127, 127] with scale s, writing q.
+double QuantizeInt8WithScale(const float* x, int64_t n, float s, int8_t* q) {
+  double err = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = std::clamp(std::nearbyint(x[j] / s), -127.0f, 127.0f);
+    q[j] = static_cast<int8_t>(v);
+    const double d = double{x[j]} - double{v} * s;
+    err += d * d;
+  }
+  return err;
+}
+
+// The least-squares scale for fixed integers: sum x (q - z) / sum (q - z)^2 (0 if all q == z).
+template <typename Int>
+float LeastSquaresScale(const float* x, int64_t n, const Int* q, int32_t z) {
+  double xq = 0.0, qq = 0.0;
+  for (int64_t j = 0; j < n; ++j) {
+    const double v = static_cast<double>(q[j]) - z;
+    xq += double{x[j]} * v;
+    qq += v * v;
+  }
+  return qq > 0.0 && xq > 0.0 ? static_cast<float>(xq / qq) : 0.0f;
+}
+
+// The nearest BF16 value to s.
+float NearestBF16(float s) { return BF16ToFloat(FloatToBF16(s)); }
+
+int NumClipCandidates() {
+  return static_cast<int>(std::lround((1.0f - kMinClipRatio) / kClipRatioStep));
+}
+
+}  // namespace
+
+double QuantizeInt4WithScale(const float* x, int64_t n, float s, int32_t z, int32_t* q) {
+  double err = 0.0;
+  const auto zf = static_cast<float>(z);
+  for (int64_t j = 0; j < n; ++j) {
+    const float v = std::clamp(std::nearbyint(x[j] / s) + zf, -8.0f, 7.0f);
+    q[j] = static_cast<int32_t>(v);
+    const double d = double{x[j]} - (double{v} - z) * s;
+    err += d * d;
+  }
+  return err;
+}
+
+float QuantizeInt8WeightRow(const float* x, int64_t n, int8_t* q) {
+  const float s0 = QuantizeInt8Row(x, n, q);  // r = 1: max-abs
+  if (!(s0 > 0.0f)) return s0;
+  std::vector<int8_t> trial(n);
+  float best_s = s0;
+  double best = QuantizeInt8WithScale(x, n, s0, trial.data());
+  const float amax = s0 * 127.0f;
+  auto consider = [&](float s) {
+    if (!(s > 0.0f) || !std::isfinite(s)) return;
+    const double err = QuantizeInt8WithScale(x, n, s, trial.data());
+    if (err < best) {
+      best = err;
+      best_s = s;
+    }
+  };
+  for (int k = 1; k <= NumClipCandidates(); ++k) {
+    consider((1.0f - kClipRatioStep * static_cast<float>(k)) * amax / 127.0f);
+  }
+  QuantizeInt8WithScale(x, n, best_s, trial.data());
+  consider(LeastSquaresScale(x, n, trial.data(), 0));
+  QuantizeInt8WithScale(x, n, best_s, q);
+  return best_s;
+}
+
+Int4Group QuantizeInt4GroupMinError(const float* x, int64_t n, bool symmetric, int32_t* q) {
+  Int4Group best = QuantizeInt4Group(x, n, symmetric, q);  // r = 1: max-abs
+  if (!(best.scale > 0.0f)) return best;
+  float lo = 0.0f, hi = 0.0f;
+  for (int64_t j = 0; j < n; ++j) {
+    lo = std::min(lo, x[j]);
+    hi = std::max(hi, x[j]);
+  }
+  std::vector<int32_t> trial(n);
+  double best_err = QuantizeInt4WithScale(x, n, best.scale, best.zero, trial.data());
+  auto consider = [&](float s, int32_t z) {
+    if (!(s > 0.0f) || !std::isfinite(s)) return;
+    const double err = QuantizeInt4WithScale(x, n, s, z, trial.data());
+    if (err < best_err) {
+      best_err = err;
+      best = {s, z};
+    }
+  };
+  // The zero point that puts the clipped range's low end at -8 (asymmetric).
+  auto zero_for = [](float low, float s) {
+    return static_cast<int32_t>(std::clamp(std::nearbyint(-8.0f - low / s), -8.0f, 7.0f));
+  };
+  for (int k = 1; k <= NumClipCandidates(); ++k) {
+    const float r = 1.0f - kClipRatioStep * static_cast<float>(k);
+    if (symmetric) {
+      consider(NearestBF16(r * std::max(-lo, hi) / 7.5f), 0);
+    } else {
+      const float s = NearestBF16(r * (hi - lo) / 15.0f);
+      if (s > 0.0f) consider(s, zero_for(r * lo, s));
+    }
+  }
+  QuantizeInt4WithScale(x, n, best.scale, best.zero, trial.data());
+  consider(NearestBF16(LeastSquaresScale(x, n, trial.data(), best.zero)), best.zero);
+  QuantizeInt4WithScale(x, n, best.scale, best.zero, q);
+  return best;
+}
+
 }  // namespace r2

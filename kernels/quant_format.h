@@ -63,4 +63,31 @@ struct Int4Group {
 };
 Int4Group QuantizeInt4Group(const float* x, int64_t n, bool symmetric, int32_t* q);
 
+// ---- the converter's weight quantizers: scales searched for the least squared error ----------
+//
+// Plain max-abs scaling spends the whole integer range on the largest |w| of a row or group.
+// These choose the scale (and, for asymmetric int4, the zero point) that minimizes the squared
+// rounding error sum_j (w_j - dequantized_j)^2 of the row or group instead: candidates are the
+// max-abs scale times a clip ratio r from 1 down to kMinClipRatio in steps of kClipRatioStep
+// (values beyond the clipped range saturate at the end of the integer range), then a least-squares
+// rescale of the best candidate's integers (s = sum w (q - z) / sum (q - z)^2). Every candidate's
+// error is measured with the exact stored scale, and the max-abs scale itself (r = 1, the
+// quantizers above) is a candidate, so the result is never worse than max-abs scaling in squared
+// error. Elements inside the chosen range are within s / 2 of w; a saturated element is off by at
+// most its distance to the range's end plus s / 2.
+inline constexpr float kMinClipRatio = 0.70f;
+inline constexpr float kClipRatioStep = 0.01f;
+
+// Squared error sum_j (x_j - (q_j - z) s)^2 of one int4 group quantized with (s, z), writing q
+// (q = clamp(round(x / s) + z, -8, 7)); s > 0.
+double QuantizeInt4WithScale(const float* x, int64_t n, float s, int32_t z, int32_t* q);
+
+// Int8 weight row (per output channel, symmetric, q in [-127, 127], F32 scale): the searched
+// scale. Returns s (0 for an all-zero row).
+float QuantizeInt8WeightRow(const float* x, int64_t n, int8_t* q);
+
+// Int4 group, symmetric or asymmetric, with a BF16-representable scale: the searched scale (and
+// zero point).
+Int4Group QuantizeInt4GroupMinError(const float* x, int64_t n, bool symmetric, int32_t* q);
+
 }  // namespace r2

@@ -21,6 +21,12 @@ ABSL_FLAG(std::string, format, "", "int8 (W8A8, per-channel) or int4 (W4A16, gro
 ABSL_FLAG(int64_t, group_size, 128, "int4: input columns per scale.");
 ABSL_FLAG(bool, asymmetric, false, "int4: write zero points (asymmetric groups).");
 ABSL_FLAG(bool, quantize_lm_head, false, "Quantize lm_head too (kept BF16 by default).");
+ABSL_FLAG(bool, quantize_dense_mlp, false,
+          "Quantize the dense MLPs of the first first_k_dense_replace layers too (kept BF16 by "
+          "default and listed in the config's ignore list).");
+ABSL_FLAG(bool, max_abs_scales, false,
+          "Plain max-abs weight scales instead of the scales searched for the least squared "
+          "rounding error.");
 
 namespace r2::server {
 namespace {
@@ -51,13 +57,15 @@ class ProgressBar {
 int RunQuantize(int argc, char** argv) {
   constexpr absl::string_view kUsage =
       "r2serve quantize --in DIR --out DIR --format int8|int4 [--group-size 128] [--asymmetric]\n"
-      "  [--quantize-lm-head]\n"
+      "  [--quantize-lm-head] [--quantize-dense-mlp] [--max-abs-scales]\n"
       "Converts a BF16 or FP8 DeepSeek checkpoint into compressed-tensors integer weights:\n"
       "int8 = \"int-quantized\" W8A8 (per-channel weight scales, per-token activations at run\n"
       "time), int4 = \"pack-quantized\" W4A16 (groups of --group-size columns). Embeddings, "
       "norms,\n"
-      "the MoE router, MTP eh_proj and lm_head stay BF16. Streams tensor by tensor (bounded\n"
-      "memory) and copies the tokenizer files. --out DIR: output directory (required).";
+      "the MoE router, MTP eh_proj, the dense (first_k_dense_replace) MLPs and lm_head stay BF16.\n"
+      "Each weight row's (int8) or group's (int4) scale is chosen to minimize its squared\n"
+      "rounding error. Streams tensor by tensor (bounded memory) and copies the tokenizer files.\n"
+      "--out DIR: output directory (required).";
   if (WantsHelp(argc, argv)) return PrintFlagHelp(kUsage, "cmd_quantize");
   std::vector<std::string> positional = ParseCommandFlags(argc, argv);
   if (!positional.empty()) {
@@ -83,6 +91,8 @@ int RunQuantize(int argc, char** argv) {
   options.group_size = absl::GetFlag(FLAGS_group_size);
   options.symmetric = !absl::GetFlag(FLAGS_asymmetric);
   options.quantize_lm_head = absl::GetFlag(FLAGS_quantize_lm_head);
+  options.quantize_dense_mlp = absl::GetFlag(FLAGS_quantize_dense_mlp);
+  options.search_scales = !absl::GetFlag(FLAGS_max_abs_scales);
   ProgressBar bar;
   const bool tty = isatty(fileno(stderr)) != 0;
   if (tty) {

@@ -50,9 +50,10 @@ int64_t LoadInt(const TensorView& t, int64_t i) {
   return v;
 }
 
-// The scheme of config.json, or an error saying the file has integer weights without one.
+// The scheme of config.json, or an error saying the file has integer weights without one, or
+// that its ignore list leaves `module` unquantized.
 absl::StatusOr<CompressedTensorsScheme> Scheme(const Checkpoint& c, const std::string& tensor,
-                                               int64_t bits) {
+                                               const std::string& module, int64_t bits) {
   const auto& q = c.config().quantization;
   if (!q.has_value() || q->quant_method != "compressed-tensors") {
     return TensorError(c, tensor,
@@ -65,6 +66,14 @@ absl::StatusOr<CompressedTensorsScheme> Scheme(const Checkpoint& c, const std::s
         c, tensor,
         absl::StrCat("holds int", bits, " weights but config.json's ", q->compressed.format,
                      " scheme has num_bits ", q->compressed.num_bits));
+  }
+  if (IgnoresModule(q->compressed, module)) {
+    return TensorError(
+        c, tensor,
+        absl::StrCat("holds int", bits,
+                     " weights but config.json's "
+                     "quantization_config.ignore leaves module '",
+                     module, "' unquantized (expected a float '", module, ".weight')"));
   }
   return q->compressed;
 }
@@ -89,7 +98,7 @@ absl::Status CheckScale(const Checkpoint& c, const std::string& name, const Tens
 
 absl::StatusOr<WeightView> BindInt4(const Checkpoint& c, const std::string& base) {
   const std::string packed_name = base + ".weight_packed";
-  auto scheme = Scheme(c, packed_name, 4);
+  auto scheme = Scheme(c, packed_name, base, 4);
   if (!scheme.ok()) return scheme.status();
   auto packed = c.Tensor(packed_name);
   if (!packed.ok()) return packed.status();
@@ -145,7 +154,7 @@ absl::StatusOr<WeightView> BindInt4(const Checkpoint& c, const std::string& base
 }
 
 absl::StatusOr<WeightView> BindInt8(const Checkpoint& c, const std::string& weight_name) {
-  auto scheme = Scheme(c, weight_name, 8);
+  auto scheme = Scheme(c, weight_name, Base(weight_name), 8);
   if (!scheme.ok()) return scheme.status();
   auto q = c.Tensor(weight_name);
   if (!q.ok()) return q.status();

@@ -226,12 +226,40 @@ absl::StatusOr<CompressedTensorsScheme> ParseCompressedTensorsConfig(const Json&
       scheme->ignore.push_back(name.get<std::string>());
     }
   }
+  if (absl::Status s = CompileIgnorePatterns(*scheme); !s.ok()) {
+    return f.Error("ignore", std::string(s.message()));
+  }
   return *scheme;
+}
+
+absl::Status CompileIgnorePatterns(CompressedTensorsScheme& scheme) {
+  scheme.ignore_patterns.clear();
+  for (const std::string& entry : scheme.ignore) {
+    if (entry.rfind("re:", 0) != 0) continue;
+    try {
+      scheme.ignore_patterns.push_back(std::make_shared<const std::regex>(
+          entry.substr(3), std::regex::ECMAScript | std::regex::optimize));
+    } catch (const std::regex_error& e) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("'", entry, "' is not a valid regular expression: ", e.what()));
+    }
+  }
+  return absl::OkStatus();
+}
+
+bool IgnoresModule(const CompressedTensorsScheme& scheme, const std::string& module) {
+  for (const std::string& entry : scheme.ignore) {
+    if (entry == module) return true;
+  }
+  for (const auto& pattern : scheme.ignore_patterns) {
+    if (std::regex_search(module, *pattern, std::regex_constants::match_continuous)) return true;
+  }
+  return false;
 }
 
 Json CompressedTensorsConfigJson(const CompressedTensorsScheme& s) {
   Json weights = {{"num_bits", s.num_bits},    {"type", "int"},       {"symmetric", s.symmetric},
-                  {"dynamic", false},          {"actorder", nullptr}, {"observer", "minmax"},
+                  {"dynamic", false},          {"actorder", nullptr}, {"observer", s.observer},
                   {"block_structure", nullptr}};
   Json activations = nullptr;
   if (s.num_bits == 8) {

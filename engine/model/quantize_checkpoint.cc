@@ -214,7 +214,8 @@ class Converter {
     std::vector<float> scales(out);
     for (int64_t o = 0; o < out && ok_; ++o) {
       DecodeRow(job, o, row.data());
-      scales[o] = QuantizeInt8Row(row.data(), in, q.data());
+      scales[o] = options_.search_scales ? QuantizeInt8WeightRow(row.data(), in, q.data())
+                                         : QuantizeInt8Row(row.data(), in, q.data());
       Write(q.data(), q.size());
       Consumed(job, src + (o + 1) * src_row_bytes, o + 1 == out);
     }
@@ -235,7 +236,9 @@ class Converter {
       for (int64_t g = 0; g < groups; ++g) {
         const int64_t begin = g * group, n = std::min(group, in - begin);
         const Int4Group result =
-            QuantizeInt4Group(row.data() + begin, n, options_.symmetric, q.data());
+            options_.search_scales
+                ? QuantizeInt4GroupMinError(row.data() + begin, n, options_.symmetric, q.data())
+                : QuantizeInt4Group(row.data() + begin, n, options_.symmetric, q.data());
         for (int64_t j = 0; j < n; ++j) PackU4(packed.data(), begin + j, q[j]);
         scales[o * groups + g] = FloatToBF16(result.scale);
         zeros[(o / 8) * groups + g] |= static_cast<uint32_t>((result.zero + 8) & 0xf)
@@ -304,12 +307,29 @@ absl::StatusOr<std::vector<std::string>> ShardNames(const std::string& dir, bool
   return std::vector<std::string>(names.begin(), names.end());
 }
 
-// Which weights become integers: the linear layers the forward pass reads (MTP eh_proj stays).
+// The modules ("model.layers.L.mlp.X_proj") of the dense (non-MoE) MLP layers, in order.
+std::vector<std::string> DenseMlpModules(const ModelConfig& config) {
+  std::vector<std::string> modules;
+  for (int64_t l = 0; l < config.num_hidden_layers + config.num_nextn_predict_layers; ++l) {
+    if (config.is_moe_layer(l)) continue;
+    for (const char* proj : {"gate_proj", "up_proj", "down_proj"}) {
+      modules.push_back(absl::StrCat("model.layers.", l, ".mlp.", proj));
+    }
+  }
+  return modules;
+}
+
+// Which weights become integers: the linear layers the forward pass reads (MTP eh_proj stays,
+// and the dense MLPs unless asked).
 std::set<std::string> QuantizedNames(const ModelConfig& config, const QuantizeOptions& o) {
+  std::set<std::string> kept;
+  if (!o.quantize_dense_mlp) {
+    for (const std::string& m : DenseMlpModules(config)) kept.insert(m + ".weight");
+  }
   std::set<std::string> names;
   for (const ExpectedTensor& t : ExpectedTensors(config)) {
     if (t.kind == TensorKind::kLinear && !absl::EndsWith(t.name, ".eh_proj.weight") &&
-        (!o.filter || o.filter(t.name))) {
+        !kept.count(t.name) && (!o.filter || o.filter(t.name))) {
       names.insert(t.name);
     }
   }
@@ -317,7 +337,7 @@ std::set<std::string> QuantizedNames(const ModelConfig& config, const QuantizeOp
   return names;
 }
 
-CompressedTensorsScheme OutputScheme(const QuantizeOptions& o) {
+CompressedTensorsScheme OutputScheme(const ModelConfig& config, const QuantizeOptions& o) {
   CompressedTensorsScheme s;
   s.format = o.format == QuantFormat::kInt8 ? "int-quantized" : "pack-quantized";
   s.num_bits = o.format == QuantFormat::kInt8 ? 8 : 4;
@@ -326,6 +346,10 @@ CompressedTensorsScheme OutputScheme(const QuantizeOptions& o) {
   if (!o.quantize_lm_head) s.ignore.push_back("lm_head");
   s.ignore.push_back("re:.*mlp\\.gate$");
   s.ignore.push_back("re:.*eh_proj$");
+  if (!o.quantize_dense_mlp) {
+    for (const std::string& m : DenseMlpModules(config)) s.ignore.push_back(m);
+  }
+  s.observer = o.search_scales ? "mse" : "minmax";
   return s;
 }
 
@@ -385,7 +409,7 @@ absl::Status PlanShards(const std::string& in_dir, const ModelConfig& config,
 }
 
 absl::Status WriteConfig(const std::string& in_dir, const std::string& out_dir,
-                         const QuantizeOptions& o) {
+                         const ModelConfig& model_config, const QuantizeOptions& o) {
   auto text = ReadText(in_dir + "/config.json");
   if (!text.ok()) return text.status();
   Json config;
@@ -395,7 +419,7 @@ absl::Status WriteConfig(const std::string& in_dir, const std::string& out_dir,
     return absl::InvalidArgumentError(
         absl::StrCat(in_dir, "/config.json: ", absl::CHexEscape(e.what())));
   }
-  config["quantization_config"] = CompressedTensorsConfigJson(OutputScheme(o));
+  config["quantization_config"] = CompressedTensorsConfigJson(OutputScheme(model_config, o));
   return WriteText(out_dir + "/config.json", config.dump(2) + "\n");
 }
 
@@ -477,7 +501,7 @@ absl::StatusOr<QuantizeSummary> QuantizeCheckpoint(const std::string& in_dir,
       return s;
     }
   }
-  if (absl::Status s = WriteConfig(in_dir, out_dir, options); !s.ok()) return s;
+  if (absl::Status s = WriteConfig(in_dir, out_dir, config, options); !s.ok()) return s;
   if (absl::Status s = CopyOtherFiles(in_dir, out_dir); !s.ok()) return s;
   return summary;
 }

@@ -4,10 +4,10 @@
 //   int8: "int-quantized" W8A8, X.weight I8 [out, in] + X.weight_scale F32 [out, 1];
 //   int4: "pack-quantized" W4A16, X.weight_packed I32 [out, ceil(in/8)] + X.weight_scale BF16
 //         [out, ceil(in/group)] + X.weight_shape I64 [2] (+ X.weight_zero_point when asymmetric).
-// Quantized: every linear layer of attention and of the dense and expert MLPs (q_a/q_b/q,
-// kv_a, kv_b, o, gate/up/down), and lm_head only when asked. Kept as they are (FP8 ones
+// Quantized: every linear layer of attention and of the expert MLPs (q_a/q_b/q, kv_a, kv_b, o,
+// gate/up/down), and the dense MLPs and lm_head only when asked. Kept as they are (FP8 ones
 // dequantized to BF16): embeddings, norms, the MoE router and its bias, the MTP eh_proj and any
-// tensor the forward pass does not read.
+// tensor the forward pass does not read. The config's ignore list names the kept linear layers.
 //
 // Streaming: the output shards mirror the input shards; each output header is computed from the
 // input headers before any data is read, then every tensor is converted row by row straight into
@@ -28,6 +28,14 @@ struct QuantizeOptions {
   int64_t group_size = 128;  // int4: input columns per scale
   bool symmetric = true;     // int4: false writes zero points
   bool quantize_lm_head = false;
+  // false: the dense MLPs (gate/up/down_proj of the first first_k_dense_replace layers, three of
+  // DeepSeek-V3's 61, ~0.2% of its weights) stay BF16 and are named in the config's ignore list.
+  // In a trained model the input of their down_proj (the SwiGLU product) has outlier channels
+  // that int8's per-token activation rounding handles badly (docs/perf/quantization.md).
+  bool quantize_dense_mlp = false;
+  // true: each int8 row's / int4 group's scale (and zero point) minimizes its squared rounding
+  // error (QuantizeInt8WeightRow, QuantizeInt4GroupMinError); false: plain max-abs scales.
+  bool search_scales = true;
   // When set, only the weights it accepts (by full tensor name) among those above are quantized.
   std::function<bool(const std::string& tensor)> filter;
   // Called after each tensor with the input bytes converted so far, the total, and the tensor.

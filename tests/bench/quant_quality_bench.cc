@@ -2,12 +2,15 @@
 // float32 cache (docs/perf/quantization.md).
 //
 // For each preset (tiny, small): writes the random-weight BF16 checkpoint with its tokenizer,
-// converts it with QuantizeCheckpoint to int8 (W8A8) and int4 (W4A16, group 128), and runs all
-// three on the CPU backend over a fixed prompt set: every prompt position (prefill) plus eight
-// greedy BF16 continuation tokens fed back one at a time (decode through the paged cache, the
-// quantized models teacher-forced on the BF16 tokens). At every position it compares the
-// next-token distributions: KL(p_bf16 || p_quant) (mean and p99, nats), top-1 agreement, and the
-// BF16 entropy (how flat the distributions are). Perplexity of each model on a fixed text.
+// converts it with QuantizeCheckpoint to int8 (W8A8) and int4 (W4A16, group 128) with the
+// converter's defaults, and with its other choices (asymmetric int4, the dense MLPs quantized
+// too, plain max-abs scales), and runs them all on the CPU backend over a fixed prompt set: every
+// prompt position (prefill) plus eight greedy BF16 continuation tokens fed back one at a time
+// (decode through the paged cache, the quantized models teacher-forced on the BF16 tokens). At
+// every position it compares the next-token distributions: KL(p_bf16 || p_quant) (mean and p99,
+// nats), top-1 agreement (and how many of the misses were near ties: BF16's top two logits within
+// kNearTie), and the BF16 entropy (how flat the distributions are). Perplexity of each model on a
+// fixed text.
 //
 //   build/<dir>/tests/r2_quant_quality_bench [--presets tiny,small] [--out FILE] [--no-write]
 //                                             [--by-part] [--kv-only] [--model DIR --name NAME]
@@ -15,8 +18,10 @@
 // presets, under the label NAME (default: the directory's name), e.g. the trained checkpoint of
 // tests/golden/train_tiny.py; its sections get their own markers (quant_quality_bench:NAME:...).
 // --by-part adds int8 checkpoints quantized in one part only (attention, routed experts, shared
-// experts, the dense MLP) to show where the divergence comes from. The noise floor row runs the
-// BF16 weights on the reference backend (float rounding differences only).
+// experts, the dense MLP) to show where the divergence comes from, each also as "weights only":
+// the same int8 weights dequantized to F32 and run with float activations, which separates the
+// weight rounding from W8A8's per-token activation rounding. The noise floor row runs the BF16
+// weights on the reference backend (float rounding differences only).
 //
 // KV cache rows ("KV bf16", "KV fp8"; --kv-only runs just these): the BF16 weights with the
 // cache in that format, against the same weights with the float32 cache. The plain prefill
@@ -35,6 +40,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
@@ -48,9 +54,11 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "absl/strings/str_split.h"
+#include "engine/model/checkpoint.h"
 #include "engine/model/config.h"
 #include "engine/model/deepseek_model.h"
 #include "engine/model/kv_cache.h"
+#include "engine/model/quantization.h"
 #include "engine/model/quantize_checkpoint.h"
 #include "engine/model/safetensors.h"
 #include "engine/model/tiny_model.h"
@@ -203,10 +211,15 @@ struct Comparison {
   int64_t positions = 0;
   double mean_kl = 0, p99_kl = 0, top1 = 0, mean_entropy = 0, ppl = 0, ppl_bf16 = 0;
   double logit_err = 0;  // RMS(logits_quant - logits_bf16) / RMS(logits_bf16)
+  // Positions whose top-1 token differs, and those of them where the baseline's top two logits
+  // were within kNearTie (near ties that almost any perturbation flips).
+  int64_t misses = 0, near_tie_misses = 0;
   double seconds = 0;
   double bytes = 0, bytes_bf16 = 0;
   int64_t kv_bytes = 0, kv_bytes_f32 = 0;  // KV rows: cache bytes per token (format / float32)
 };
+
+constexpr double kNearTie = 0.01;
 
 Comparison Compare(const std::vector<Positions>& ref, const std::vector<Positions>& quant) {
   Comparison c;
@@ -230,7 +243,12 @@ Comparison Compare(const std::vector<Positions>& ref, const std::vector<Position
       }
       kls.push_back(std::max(kl, 0.0));
       entropy += h;
-      agree += ArgMax(ref[p].logits[i]) == ArgMax(quant[p].logits[i]);
+      const int64_t a = ArgMax(ref[p].logits[i]), b = ArgMax(quant[p].logits[i]);
+      agree += a == b;
+      if (a != b) {
+        ++c.misses;
+        c.near_tie_misses += ref[p].logits[i][a] - ref[p].logits[i][b] < kNearTie;
+      }
     }
   }
   c.positions = static_cast<int64_t>(kls.size());
@@ -293,6 +311,47 @@ absl::Status WriteUlpPerturbed(const std::string& src, const std::string& dst) {
   return absl::OkStatus();
 }
 
+// A copy of the BF16 checkpoint `src` whose linear weights that `quantized` stores as integers
+// are replaced by their dequantized values in F32: the quantized weights with float activations
+// (for int8, the weight rounding of W8A8 without its per-token activation rounding).
+absl::Status WriteDequantized(const std::string& src, const std::string& quantized,
+                              const std::string& dst) {
+  auto q = model::Checkpoint::Open(quantized);
+  if (!q.ok()) return q.status();
+  std::filesystem::create_directories(dst);
+  for (const auto& e : std::filesystem::directory_iterator(src)) {
+    if (e.path().extension() != ".safetensors") {
+      std::filesystem::copy_file(e.path(), dst + "/" + e.path().filename().string(),
+                                 std::filesystem::copy_options::overwrite_existing);
+      continue;
+    }
+    auto file = model::SafetensorsFile::Open(e.path().string());
+    if (!file.ok()) return file.status();
+    model::SafetensorsWriter writer;
+    for (const auto& [name, entry] : (*file)->entries()) {
+      if (model::StoredAsIntegerWeight(**q, name)) {
+        auto w = (*q)->Linear(name);
+        if (!w.ok()) return w.status();
+        auto f = model::DequantizeIntegerToFloat(*w);
+        if (!f.ok()) return f.status();
+        std::vector<uint8_t> bytes(f->size() * sizeof(float));
+        std::memcpy(bytes.data(), f->data(), bytes.size());
+        writer.Add(name, DType::kF32, entry.shape, std::move(bytes));
+        continue;
+      }
+      auto view = (*file)->Get(name);
+      if (!view.ok()) return view.status();
+      const auto* data = static_cast<const uint8_t*>(view->data);
+      writer.Add(name, entry.dtype, entry.shape,
+                 std::vector<uint8_t>(data, data + (entry.end - entry.begin)));
+    }
+    if (absl::Status s = writer.Write(dst + "/" + e.path().filename().string()); !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 // `model_dir` empty: writes the random-weight checkpoint of `preset`; else runs that BF16
 // checkpoint directory under the label `preset`.
 absl::Status RunPreset(const std::string& preset, const std::string& model_dir, bool by_part,
@@ -332,12 +391,33 @@ absl::Status RunPreset(const std::string& preset, const std::string& model_dir, 
   variants.push_back({"KV float32, token by token", bf16, "cpu", KvCacheDType::kFloat32, true});
   variants.push_back({"KV bf16", bf16, "cpu", KvCacheDType::kBF16, true, kv_f32});
   variants.push_back({"KV fp8", bf16, "cpu", KvCacheDType::kFp8E4M3, true, kv_f32});
-  for (auto [name, format] : {std::pair{"int8", model::QuantFormat::kInt8},
-                              std::pair{"int4", model::QuantFormat::kInt4}}) {
+  // The converter's defaults ("int8", "int4"), then the other choices it offers: asymmetric
+  // int4, the dense MLPs quantized too, plain max-abs scales (what it did before the search).
+  struct Converted {
+    const char* name;
+    model::QuantFormat format;
+    bool symmetric = true, dense_mlp = false, search_scales = true;
+  };
+  constexpr auto kInt8 = model::QuantFormat::kInt8;
+  constexpr auto kInt4 = model::QuantFormat::kInt4;
+  for (const Converted& c :
+       {Converted{"int8", kInt8}, Converted{"int4", kInt4},
+        Converted{"int4 asymmetric", kInt4, false},
+        Converted{"int8, dense MLP quantized", kInt8, true, true},
+        Converted{"int4, dense MLP quantized", kInt4, true, true},
+        Converted{"int8, dense MLP quantized, max-abs scales", kInt8, true, true, false},
+        Converted{"int4, dense MLP quantized, max-abs scales", kInt4, true, true, false}}) {
     if (kv_only) break;
+    const std::string name = c.name;
     model::QuantizeOptions q;
-    q.format = format;
-    const std::string dir = root + "/" + name;
+    q.format = c.format;
+    q.symmetric = c.symmetric;
+    q.quantize_dense_mlp = c.dense_mlp;
+    q.search_scales = c.search_scales;
+    std::string dir = root + "/" + name;
+    for (char& ch : dir) {
+      if (ch == ' ' || ch == ',') ch = '_';
+    }
     auto summary = model::QuantizeCheckpoint(bf16, dir, q);
     if (!summary.ok()) return summary.status();
     variants.push_back({name, dir});
@@ -347,12 +427,20 @@ absl::Status RunPreset(const std::string& preset, const std::string& model_dir, 
          {"self_attn.", "mlp.experts.", "mlp.shared_experts.", "layers.0.mlp."}) {
       model::QuantizeOptions q;
       q.format = model::QuantFormat::kInt8;
+      q.quantize_dense_mlp = true;
       q.filter = [part](const std::string& t) { return t.find(part) != std::string::npos; };
       const std::string dir = root + "/int8-" + part;
       auto summary = model::QuantizeCheckpoint(bf16, dir, q);
       if (!summary.ok()) return summary.status();
       variants.push_back({"int8, only " + part + "*", dir});
+      // The same int8 weights with float activations: weight rounding alone.
+      if (absl::Status s = WriteDequantized(bf16, dir, dir + "-w"); !s.ok()) return s;
+      variants.push_back({"int8 weights only (f32 activations), only " + part + "*", dir + "-w"});
     }
+    if (absl::Status s = WriteDequantized(bf16, root + "/int8", root + "/int8-w"); !s.ok()) {
+      return s;
+    }
+    variants.push_back({"int8 weights only (f32 activations)", root + "/int8-w"});
   }
   auto tok = tokenizer::Tokenizer::FromFile(bf16 + "/tokenizer.json");
   if (!tok.ok()) return tok.status();
@@ -449,9 +537,9 @@ std::string Report(const std::vector<Comparison>& results, const std::string& no
                                "quantized Linear). Command: `",
                                command, "`.\n\n");
   s += "| preset | format | positions | mean KL (nats) | p99 KL | top-1 agreement | "
-       "logit RMS err | mean bf16 entropy | ppl (quant / bf16) | weights (GB, quant / bf16) | "
-       "goal met |\n";
-  s += "|---|---|---|---|---|---|---|---|---|---|---|\n";
+       "top-1 misses (near ties) | logit RMS err | mean bf16 entropy | ppl (quant / bf16) | "
+       "weights (GB, quant / bf16) | goal met |\n";
+  s += "|---|---|---|---|---|---|---|---|---|---|---|---|\n";
   for (const Comparison& c : results) {
     if (IsKvRow(c)) continue;
     const bool int8 = c.format == "int8";
@@ -460,10 +548,11 @@ std::string Report(const std::vector<Comparison>& results, const std::string& no
     const bool goal = c.format == "int8" || c.format == "int4";
     absl::StrAppendFormat(
         &s,
-        "| %s | %s | %d | %.2e | %.2e | %.2f%% | %.2e | %.2f | %.4g / %.4g | "
+        "| %s | %s | %d | %.2e | %.2e | %.2f%% | %d (%d) | %.2e | %.2f | %.4g / %.4g | "
         "%.3f / %.3f | %s |\n",
         c.preset, c.format, static_cast<int>(c.positions), c.mean_kl, c.p99_kl, 100 * c.top1,
-        c.logit_err, c.mean_entropy, c.ppl, c.ppl_bf16, c.bytes / 1e9, c.bytes_bf16 / 1e9,
+        static_cast<int>(c.misses), static_cast<int>(c.near_tie_misses), c.logit_err,
+        c.mean_entropy, c.ppl, c.ppl_bf16, c.bytes / 1e9, c.bytes_bf16 / 1e9,
         !goal ? "-"
               : absl::StrCat(met ? "yes" : "NO", " (top-1 >= ", int8 ? "99%" : "95%", ", KL < ",
                              int8 ? "1e-3" : "2e-2", ")"));

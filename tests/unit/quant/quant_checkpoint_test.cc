@@ -5,6 +5,7 @@
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -21,11 +22,13 @@
 #include "engine/model/deepseek_model.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/model_weights.h"
+#include "engine/model/quantization_config.h"
 #include "engine/model/quantize_checkpoint.h"
 #include "engine/model/safetensors.h"
 #include "engine/model/tiny_model.h"
 #include "engine/tokenizer/tiny_tokenizer.h"
 #include "kernels/backend.h"
+#include "kernels/numeric.h"
 #include "kernels/quant_format.h"
 #include "nlohmann/json.hpp"
 #include "tests/unit/test_paths.h"
@@ -111,16 +114,20 @@ std::string MakeTiny(const std::string& preset, bool tokenizer = false) {
   return dir;
 }
 
+std::string ConvertWith(const std::string& src, const QuantizeOptions& o) {
+  const std::string out = TempDir("quant_out");
+  auto summary = QuantizeCheckpoint(src, out, o);
+  EXPECT_TRUE(summary.ok()) << summary.status();
+  return out;
+}
+
 std::string Convert(const std::string& src, QuantFormat format, bool symmetric = true,
                     bool lm_head = false) {
-  const std::string out = TempDir("quant_out");
   QuantizeOptions o;
   o.format = format;
   o.symmetric = symmetric;
   o.quantize_lm_head = lm_head;
-  auto summary = QuantizeCheckpoint(src, out, o);
-  EXPECT_TRUE(summary.ok()) << summary.status();
-  return out;
+  return ConvertWith(src, o);
 }
 
 absl::Status OpenError(const std::string& dir) {
@@ -130,11 +137,19 @@ absl::Status OpenError(const std::string& dir) {
 
 const char kQa[] = "model.layers.0.self_attn.q_a_proj.weight";
 const char kExpertDown[] = "model.layers.1.mlp.experts.3.down_proj.weight";
+const char kSharedDown[] = "model.layers.1.mlp.shared_experts.down_proj.weight";
 
-// Every quantized weight of layers 0 and 1 dequantizes to within the format's bound of the source.
-void ExpectRoundTrip(const Checkpoint& src, const Checkpoint& dst, QuantFormat format,
-                     bool symmetric) {
-  int64_t checked = 0;
+// Every linear weight of layers 0 and 1 that the converted config's ignore list does not name is
+// an integer weight that dequantizes to the source rounded to the nearest step of its row's
+// (int8) or group's (int4) range [(-8 - z) s, (7 - z) s] / [-127 s, 127 s]: within s / 2 inside
+// the range, plus the distance to the range's end for values beyond it. (The converter chooses
+// each scale for the least squared error, so the range may clip the largest values; with plain
+// max-abs scales nothing is beyond it and the bound is s / 2, or s for asymmetric int4 whose
+// rounded zero point can leave the lowest value half a step outside.) Ignored weights (the dense
+// MLP) are the source's values in BF16.
+void ExpectRoundTrip(const Checkpoint& src, const Checkpoint& dst, QuantFormat format) {
+  int64_t checked = 0, ignored = 0;
+  const CompressedTensorsScheme& scheme = dst.config().quantization->compressed;
   for (const ExpectedTensor& t : ExpectedTensors(src.config())) {
     if (t.kind != TensorKind::kLinear || !(absl::StartsWith(t.name, "model.layers.0.") ||
                                            absl::StartsWith(t.name, "model.layers.1."))) {
@@ -143,22 +158,37 @@ void ExpectRoundTrip(const Checkpoint& src, const Checkpoint& dst, QuantFormat f
     auto a = src.Linear(t.name);
     auto b = dst.Linear(t.name);
     ASSERT_TRUE(a.ok() && b.ok()) << t.name;
-    ASSERT_EQ(b->weight.dtype, format == QuantFormat::kInt8 ? DType::kI8 : DType::kU4) << t.name;
     auto fa = DequantizeToFloat(*a);
     auto fb = DequantizeToFloat(*b);
     ASSERT_TRUE(fa.ok() && fb.ok());
+    if (IgnoresModule(scheme, t.name.substr(0, t.name.size() - 7))) {
+      ASSERT_EQ(b->weight.dtype, DType::kBF16) << t.name;
+      for (size_t i = 0; i < fa->size(); ++i) {
+        ASSERT_EQ((*fb)[i], BF16ToFloat(FloatToBF16((*fa)[i]))) << t.name << " " << i;
+      }
+      ++ignored;
+      continue;
+    }
+    ASSERT_EQ(b->weight.dtype, format == QuantFormat::kInt8 ? DType::kI8 : DType::kU4) << t.name;
     const int64_t in = b->in_features();
     for (int64_t o = 0; o < b->out_features(); ++o) {
       for (int64_t j = 0; j < in; ++j) {
-        const float s = IntegerWeightScale(*b, o, j / b->group_size);
-        const float bound = (symmetric ? 0.5f : 1.0f) * s * 1.001f + 1e-7f;
-        ASSERT_LE(std::fabs((*fa)[o * in + j] - (*fb)[o * in + j]), bound)
+        const int64_t g = j / b->group_size;
+        const double s = IntegerWeightScale(*b, o, g);
+        const double z = format == QuantFormat::kInt4 ? U4ZeroPoint(*b, o, g) : 0;
+        const double lo = format == QuantFormat::kInt4 ? (-8 - z) * s : -127 * s;
+        const double hi = format == QuantFormat::kInt4 ? (7 - z) * s : 127 * s;
+        const double x = (*fa)[o * in + j];
+        const double beyond = std::max({0.0, x - hi, lo - x});
+        const double bound = 0.5 * s * 1.001 + beyond + 1e-7;
+        ASSERT_LE(std::fabs(x - (*fb)[o * in + j]), bound)
             << t.name << " [" << o << ", " << j << "]";
       }
     }
     ++checked;
   }
   EXPECT_GT(checked, 10);
+  EXPECT_EQ(ignored, IgnoresModule(scheme, "model.layers.0.mlp.down_proj") ? 3 : 0);
 }
 
 TEST(QuantCheckpointTest, Int8FromBf16LoadsWithPerChannelScalesAndRoundTrips) {
@@ -184,7 +214,7 @@ TEST(QuantCheckpointTest, Int8FromBf16LoadsWithPerChannelScalesAndRoundTrips) {
   EXPECT_TRUE(std::filesystem::exists(dst + "/tokenizer.json"));
   EXPECT_TRUE(std::filesystem::exists(dst + "/tokenizer_config.json"));
   EXPECT_TRUE(std::filesystem::exists(dst + "/generation_config.json"));
-  ExpectRoundTrip(**a, **b, QuantFormat::kInt8, true);
+  ExpectRoundTrip(**a, **b, QuantFormat::kInt8);
 }
 
 TEST(QuantCheckpointTest, Int4FromBf16SymmetricAndAsymmetric) {
@@ -206,7 +236,7 @@ TEST(QuantCheckpointTest, Int4FromBf16SymmetricAndAsymmetric) {
     EXPECT_EQ(w->scale.shape, (std::vector<int64_t>{256, 1}));
     EXPECT_EQ(w->scale.dtype, DType::kBF16);
     EXPECT_EQ(w->zero_point.empty(), symmetric);
-    ExpectRoundTrip(**a, **b, QuantFormat::kInt4, symmetric);
+    ExpectRoundTrip(**a, **b, QuantFormat::kInt4);
   }
 }
 
@@ -218,7 +248,7 @@ TEST(QuantCheckpointTest, Fp8ShardedAndLmHeadSources) {
   for (QuantFormat f : {QuantFormat::kInt4, QuantFormat::kInt8}) {
     auto b = Checkpoint::Open(Convert(fp8, f));
     ASSERT_TRUE(b.ok()) << b.status();
-    ExpectRoundTrip(**a, **b, f, true);
+    ExpectRoundTrip(**a, **b, f);
     // FP8 weights that stay unquantized are written as BF16 (no scale_inv left behind).
     auto eh = b.value()->Linear("model.layers.4.eh_proj.weight");
     ASSERT_TRUE(eh.ok());
@@ -351,9 +381,9 @@ TEST_F(CorruptCheckpointTest, MissingScaleZeroPointOrShape) {
   }
   const std::string dir8 = Copy(*int8_);
   Edit(dir8 + "/model.safetensors",
-       [](std::vector<Tensor>& t) { Erase(t, "model.layers.0.mlp.down_proj.weight_scale"); });
+       [](std::vector<Tensor>& t) { Erase(t, kSharedDown + std::string("_scale")); });
   EXPECT_THAT(OpenError(dir8).message(),
-              AllOf(HasSubstr("'model.layers.0.mlp.down_proj.weight_scale' is missing")));
+              AllOf(HasSubstr(absl::StrCat("'", kSharedDown, "_scale' is missing"))));
 }
 
 TEST_F(CorruptCheckpointTest, PackedShapeAndZeroPointInconsistencies) {
@@ -377,16 +407,16 @@ TEST_F(CorruptCheckpointTest, PackedShapeAndZeroPointInconsistencies) {
 
   const std::string dir3 = Copy(*int8_);
   Edit(dir3 + "/model.safetensors", [](std::vector<Tensor>& t) {
-    t.push_back({"model.layers.0.mlp.up_proj.weight_zero_point",
+    t.push_back({"model.layers.1.mlp.shared_experts.up_proj.weight_zero_point",
                  DType::kI8,
-                 {512, 1},
-                 std::vector<uint8_t>(512, 3)});
+                 {64, 1},
+                 std::vector<uint8_t>(64, 3)});
   });
   EXPECT_THAT(OpenError(dir3).message(), HasSubstr("asymmetric int8 weights are not supported"));
 
   const std::string dir4 = Copy(*int4_);
   Edit(dir4 + "/model.safetensors", [](std::vector<Tensor>& t) {
-    t.push_back({"model.layers.0.mlp.up_proj.weight_g_idx",
+    t.push_back({"model.layers.1.mlp.shared_experts.up_proj.weight_g_idx",
                  DType::kI32,
                  {256},
                  std::vector<uint8_t>(1024, 0)});
@@ -503,6 +533,155 @@ TEST(QuantConverterTest, RejectsQuantizedInputAndSameDirectory) {
   o.group_size = 0;
   EXPECT_THAT(QuantizeCheckpoint(src, TempDir("quant_g0"), o).status().message(),
               HasSubstr("group size must be positive"));
+}
+
+// ---- converter choices: the dense MLPs, searched scales, and the ignore list on loading ------
+
+std::vector<std::string> IgnoreList(const std::string& dir) {
+  std::ifstream in(dir + "/config.json");
+  return Json::parse(in)["quantization_config"]["ignore"].get<std::vector<std::string>>();
+}
+
+TEST(QuantConverterTest, DenseMlpStaysBf16AndIsListedInIgnoreUnlessAsked) {
+  const std::string src = MakeTiny("tiny");  // layer 0 dense, layers 1-3 MoE, MTP layer 4
+  const char* const kDense[] = {"model.layers.0.mlp.gate_proj", "model.layers.0.mlp.up_proj",
+                                "model.layers.0.mlp.down_proj"};
+  for (QuantFormat f : {QuantFormat::kInt8, QuantFormat::kInt4}) {
+    QuantizeOptions o;
+    o.format = f;
+    const std::string kept = ConvertWith(src, o);
+    std::vector<std::string> ignore = IgnoreList(kept);
+    for (const char* m : kDense) {
+      EXPECT_NE(std::find(ignore.begin(), ignore.end(), m), ignore.end()) << m;
+    }
+    EXPECT_EQ(ignore.size(), 6u);  // lm_head, the router, eh_proj and the three above
+    auto c = Checkpoint::Open(kept);
+    ASSERT_TRUE(c.ok()) << c.status();
+    EXPECT_EQ(c.value()->Linear("model.layers.0.mlp.down_proj.weight")->weight.dtype, DType::kBF16);
+    EXPECT_NE(c.value()->Linear(kSharedDown)->weight.dtype, DType::kBF16);
+    std::ifstream in(kept + "/config.json");
+    const Json q = Json::parse(in)["quantization_config"];
+    EXPECT_EQ(q["config_groups"]["group_0"]["weights"]["observer"], "mse");
+
+    o.quantize_dense_mlp = true;
+    o.search_scales = false;
+    const std::string all = ConvertWith(src, o);
+    ignore = IgnoreList(all);
+    EXPECT_EQ(std::find(ignore.begin(), ignore.end(), kDense[2]), ignore.end());
+    auto d = Checkpoint::Open(all);
+    ASSERT_TRUE(d.ok()) << d.status();
+    EXPECT_EQ(d.value()->Linear("model.layers.0.mlp.down_proj.weight")->weight.dtype,
+              f == QuantFormat::kInt8 ? DType::kI8 : DType::kU4);
+    std::ifstream in2(all + "/config.json");
+    EXPECT_EQ(
+        Json::parse(in2)["quantization_config"]["config_groups"]["group_0"]["weights"]["observer"],
+        "minmax");
+  }
+}
+
+// Sum over rows (int8) or groups (int4) of the squared error of every quantized weight of layer 1.
+std::vector<double> SquaredErrors(const Checkpoint& src, const Checkpoint& dst) {
+  std::vector<double> errors;
+  for (const ExpectedTensor& t : ExpectedTensors(src.config())) {
+    if (t.kind != TensorKind::kLinear || !absl::StartsWith(t.name, "model.layers.1.")) continue;
+    auto a = DequantizeToFloat(*src.Linear(t.name));
+    auto wb = dst.Linear(t.name);
+    auto b = DequantizeToFloat(*wb);
+    const int64_t in = wb->in_features(), group = wb->group_size;
+    for (int64_t o = 0; o < wb->out_features(); ++o) {
+      for (int64_t g = 0; g * group < in; ++g) {
+        double e = 0.0;
+        for (int64_t j = g * group; j < std::min(in, (g + 1) * group); ++j) {
+          e += std::pow(double{(*a)[o * in + j]} - (*b)[o * in + j], 2);
+        }
+        errors.push_back(e);
+      }
+    }
+  }
+  return errors;
+}
+
+TEST(QuantConverterTest, SearchedScalesAreNeverWorseThanMaxAbs) {
+  const std::string src = MakeTiny("tiny-fp8");
+  auto a = Checkpoint::Open(src);
+  ASSERT_TRUE(a.ok());
+  for (QuantFormat f : {QuantFormat::kInt8, QuantFormat::kInt4}) {
+    for (bool symmetric : {true, false}) {
+      if (f == QuantFormat::kInt8 && !symmetric) continue;
+      QuantizeOptions o;
+      o.format = f;
+      o.symmetric = symmetric;
+      auto searched = Checkpoint::Open(ConvertWith(src, o));
+      o.search_scales = false;
+      auto max_abs = Checkpoint::Open(ConvertWith(src, o));
+      ASSERT_TRUE(searched.ok() && max_abs.ok());
+      const std::vector<double> es = SquaredErrors(**a, **searched);
+      const std::vector<double> em = SquaredErrors(**a, **max_abs);
+      ASSERT_EQ(es.size(), em.size());
+      double sum_s = 0.0, sum_m = 0.0;
+      for (size_t i = 0; i < es.size(); ++i) {
+        ASSERT_LE(es[i], em[i] * (1 + 1e-5) + 1e-12) << i;
+        sum_s += es[i];
+        sum_m += em[i];
+      }
+      EXPECT_LT(sum_s, 0.98 * sum_m) << (f == QuantFormat::kInt8 ? "int8" : "int4");
+    }
+  }
+}
+
+constexpr auto kCopyAll =
+    std::filesystem::copy_options::overwrite_existing | std::filesystem::copy_options::recursive;
+
+TEST(QuantConverterTest, LoaderRefusesIntegerWeightsOfIgnoredModules) {
+  QuantizeOptions o;
+  o.format = QuantFormat::kInt8;
+  o.quantize_dense_mlp = true;
+  const std::string src = ConvertWith(MakeTiny("tiny"), o);
+  ASSERT_TRUE(Checkpoint::Open(src).ok());
+  const std::string by_name = TempDir("quant_ignore");
+  std::filesystem::copy(src, by_name, kCopyAll);
+  EditConfig(by_name, [](Json& c) {
+    c["quantization_config"]["ignore"].push_back("model.layers.0.mlp.down_proj");
+  });
+  absl::Status s = OpenError(by_name);
+  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_THAT(s.message(),
+              AllOf(HasSubstr("'model.layers.0.mlp.down_proj.weight'"),
+                    HasSubstr("quantization_config.ignore"), HasSubstr("holds int8 weights")));
+  // A "re:" pattern matches from the start of the module name (as compressed-tensors does).
+  const std::string by_pattern = TempDir("quant_ignore_re");
+  std::filesystem::copy(src, by_pattern, kCopyAll);
+  EditConfig(by_pattern, [](Json& c) {
+    c["quantization_config"]["ignore"].push_back("re:.*shared_experts\\.up_proj$");
+  });
+  EXPECT_THAT(OpenError(by_pattern).message(),
+              HasSubstr("leaves module 'model.layers.1.mlp.shared_experts.up_proj' unquantized"));
+  // Patterns that match nothing quantized, or only a suffix of a name, change nothing.
+  EditConfig(by_pattern, [](Json& c) {
+    c["quantization_config"]["ignore"] = {"lm_head", "re:shared_experts", "model.layers.0.mlp"};
+  });
+  EXPECT_TRUE(Checkpoint::Open(by_pattern).ok());
+  // An invalid pattern is a config error naming the entry.
+  EditConfig(by_pattern, [](Json& c) {
+    c["quantization_config"]["ignore"] = {"lm_head", "re:(unclosed"};
+  });
+  EXPECT_THAT(OpenError(by_pattern).message(),
+              AllOf(HasSubstr("quantization_config.ignore"), HasSubstr("re:(unclosed")));
+}
+
+TEST(QuantConfigTest, IgnoresModuleMatchesNamesAndPatternsFromTheStart) {
+  CompressedTensorsScheme s;
+  s.ignore = {"lm_head", "re:.*mlp\\.gate$", "re:model\\.layers\\.[0-2]\\.mlp\\."};
+  ASSERT_TRUE(CompileIgnorePatterns(s).ok());
+  EXPECT_TRUE(IgnoresModule(s, "lm_head"));
+  EXPECT_TRUE(IgnoresModule(s, "model.layers.7.mlp.gate"));
+  EXPECT_FALSE(IgnoresModule(s, "model.layers.7.mlp.gate_proj"));  // "$" anchors the end
+  EXPECT_TRUE(IgnoresModule(s, "model.layers.2.mlp.down_proj"));
+  EXPECT_FALSE(IgnoresModule(s, "model.layers.12.mlp.down_proj"));
+  EXPECT_FALSE(IgnoresModule(s, "x.model.layers.2.mlp.down_proj"));  // matched from the start
+  EXPECT_FALSE(IgnoresModule(s, "model.lm_head"));                   // names match whole
+  s.ignore.push_back("re:[");
+  EXPECT_THAT(CompileIgnorePatterns(s).message(), HasSubstr("'re:['"));
 }
 
 }  // namespace
