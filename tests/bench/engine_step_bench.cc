@@ -7,13 +7,17 @@
 // schedule / forward / sample / postprocess. A reader drains every stream between steps, outside
 // the timed step, as a front end would on its own thread.
 //
-//   build/<dir>/tests/r2_engine_step_bench [scale=1]   (scale multiplies the timed steps)
+//   build/<dir>/tests/r2_engine_step_bench [scale=1] [host|device]
+//   (scale multiplies the timed steps; the second argument runs only those cases)
 //
 // Cases: greedy and seeded top-p sampling at the DeepSeek-V3 vocabulary (129280), and greedy at a
 // 1024 vocabulary, where sampling is nearly free and the rest of the step shows; each with the
 // sampler on one thread and on OpenMP's default number of threads. Peer measured in the same run:
 // one read pass over the step's 256 logits rows (simd::Max per row, 132 MB at V = 129280), on one
 // thread and on the default threads: the memory floor of any sampler that reads every logit.
+// Device cases: the same steps on the engine's device path (logits left in a checked-memory
+// backend, sampled by Backend::SampleRows); the line reports the step's host-side share without
+// the time inside SampleRows, which is what remains on the host when a GPU samples.
 // The "cpu" column is the engine thread's CPU time, "all" the process's (every sampler thread):
 // on a shared machine they show the work where wall time also counts waiting for a core; on an
 // idle one the parallel step's wall time is the figure that counts.
@@ -26,12 +30,14 @@
 #include <cstdlib>
 #include <memory>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "absl/time/clock.h"
 #include "engine/engine_core.h"
 #include "engine/request_stream.h"
 #include "engine/sampling/simd_math.h"
+#include "kernels/backend.h"
 
 namespace r2::engine {
 namespace {
@@ -65,12 +71,108 @@ class FixedLogitsRunner final : public ModelRunner {
   std::vector<float> table_;
 };
 
+// The checked-memory backend (host_memory() false: the engine takes its device path) with the
+// time spent inside SampleRows measured, so the step's host-side share can be told from the
+// sampling itself, which a GPU does on the device (here the reference does it on the CPU, on host
+// copies of the rows).
+class TimedSamplingBackend final : public Backend {
+ public:
+  TimedSamplingBackend() : inner_(MakeCheckedMemoryBackend()) {}
+  double sample_seconds() const { return sample_seconds_; }
+
+  std::string_view name() const override { return "timed-checked-memory"; }
+  bool host_memory() const override { return false; }
+  absl::StatusOr<void*> Allocate(size_t bytes) override { return inner_->Allocate(bytes); }
+  void Free(void* ptr) override { inner_->Free(ptr); }
+  absl::Status CopyToBackend(void* dst, const void* src, size_t bytes) override {
+    return inner_->CopyToBackend(dst, src, bytes);
+  }
+  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
+    return inner_->CopyToHost(dst, src, bytes);
+  }
+  // The host-side checks every implementation makes (CheckSampleRows; the CUDA launcher then
+  // packs the specs) are timed apart from the sampling: they stay on the host with a GPU.
+  absl::Status SampleRows(const SampleRowsParams& p) override {
+    const absl::Time start = absl::Now();
+    if (absl::Status s = CheckSampleRows(p); !s.ok()) return s;
+    const absl::Time checked = absl::Now();
+    absl::Status s = inner_->SampleRows(p);
+    check_seconds_ = absl::ToDoubleSeconds(checked - start);
+    sample_seconds_ = absl::ToDoubleSeconds(absl::Now() - checked);
+    return s;
+  }
+  double check_seconds() const { return check_seconds_; }
+  absl::Status Embedding(const EmbeddingParams& p) override { return inner_->Embedding(p); }
+  absl::Status RmsNorm(const RmsNormParams& p) override { return inner_->RmsNorm(p); }
+  absl::Status Linear(const LinearParams& p) override { return inner_->Linear(p); }
+  absl::Status Rope(const RopeParams& p) override { return inner_->Rope(p); }
+  absl::Status SiluMul(const SiluMulParams& p) override { return inner_->SiluMul(p); }
+  absl::Status Add(const AddParams& p) override { return inner_->Add(p); }
+  absl::Status GatherRows(const GatherRowsParams& p) override { return inner_->GatherRows(p); }
+  absl::Status ScatterAddRows(const ScatterAddRowsParams& p) override {
+    return inner_->ScatterAddRows(p);
+  }
+  absl::Status MoeRoute(const MoeRouteParams& p) override { return inner_->MoeRoute(p); }
+  absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
+    return inner_->MlaPrefillAttention(p);
+  }
+  absl::Status KvCacheWrite(const KvCacheWriteParams& p) override {
+    return inner_->KvCacheWrite(p);
+  }
+  absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
+    return inner_->MlaDecodeAttention(p);
+  }
+
+ private:
+  std::unique_ptr<Backend> inner_;
+  double sample_seconds_ = 0.0;
+  double check_seconds_ = 0.0;
+};
+
+// FixedLogitsRunner's rows, uploaded once into the backend's memory and left there: the engine
+// samples them with Backend::SampleRows (its device path).
+class DeviceLogitsRunner final : public ModelRunner {
+ public:
+  DeviceLogitsRunner(int32_t vocab, int32_t rows, TimedSamplingBackend* backend)
+      : vocab_(vocab), rows_(rows), backend_(backend) {
+    std::mt19937 rng(1);
+    std::normal_distribution<float> normal(0.0f, 3.0f);
+    std::vector<float> table(static_cast<size_t>(vocab) * rows);
+    for (float& x : table) x = normal(rng);
+    absl::StatusOr<void*> mem = backend->Allocate(table.size() * sizeof(float));
+    if (!mem.ok() || !backend->CopyToBackend(*mem, table.data(), table.size() * 4).ok()) {
+      std::fprintf(stderr, "cannot upload the logits table\n");
+      std::exit(1);
+    }
+    device_ = static_cast<float*>(*mem);
+  }
+  absl::Status Run(const scheduler::SchedulerOutput& plan, StepLogits* logits) override {
+    logits->vocab_size = vocab_;
+    logits->device = device_;
+    logits->device_rows = rows_;
+    logits->backend = backend_;
+    logits->rows.clear();
+    int64_t next = 0;
+    for (const scheduler::ScheduledChunk& chunk : plan.chunks) {
+      if (chunk.needs_logits) logits->rows.push_back(next++ % rows_);
+    }
+    return absl::OkStatus();
+  }
+
+ private:
+  int32_t vocab_;
+  int32_t rows_;
+  TimedSamplingBackend* backend_;
+  float* device_ = nullptr;
+};
+
 struct Case {
   const char* name;
   int32_t vocab;
   bool greedy;
-  int steps;        // timed decode steps
-  int32_t threads;  // sampler threads (0: OpenMP's default)
+  int steps;            // timed decode steps
+  int32_t threads;      // sampler threads (0: OpenMP's default)
+  bool device = false;  // the device path (DeviceSampler over TimedSamplingBackend)
 };
 
 // CPU time of the calling thread: on a shared machine it shows the step's own work where wall
@@ -105,7 +207,14 @@ void RunCase(const Case& c, int scale) {
       .sampler_threads = c.threads,
       .before_forward = nullptr,
   };
-  auto core = EngineCore::Create(options, std::make_unique<FixedLogitsRunner>(c.vocab, kRunning));
+  TimedSamplingBackend backend;
+  std::unique_ptr<ModelRunner> runner;
+  if (c.device) {
+    runner = std::make_unique<DeviceLogitsRunner>(c.vocab, kRunning, &backend);
+  } else {
+    runner = std::make_unique<FixedLogitsRunner>(c.vocab, kRunning);
+  }
+  auto core = EngineCore::Create(options, std::move(runner));
   if (!core.ok()) {
     std::fprintf(stderr, "%s\n", core.status().ToString().c_str());
     std::exit(1);
@@ -133,7 +242,7 @@ void RunCase(const Case& c, int scale) {
   for (int i = 0; i < 8; ++i) {
     if (absl::Status s = (*core)->Step(); !s.ok()) std::exit(2);
   }
-  std::vector<double> schedule, forward, sample, postprocess, total, cpu, all_cpu;
+  std::vector<double> schedule, forward, sample, postprocess, total, cpu, all_cpu, device, checks;
   for (int i = 0; i < steps; ++i) {
     const double cpu_start = CpuSeconds(CLOCK_THREAD_CPUTIME_ID);
     const double all_start = CpuSeconds(CLOCK_PROCESS_CPUTIME_ID);
@@ -150,10 +259,30 @@ void RunCase(const Case& c, int scale) {
     sample.push_back(t.sample);
     postprocess.push_back(t.postprocess);
     total.push_back(t.total);
+    device.push_back(c.device ? backend.sample_seconds() : 0.0);
+    checks.push_back(c.device ? backend.check_seconds() : 0.0);
     for (auto& stream : streams) stream->TryNext(&out);
   }
   const EngineStats& stats = (*core)->stats();
   const double ms = 1e3;
+  if (c.device) {
+    // What stays on the host when a GPU samples: the step minus the (fake) forward and minus the
+    // time inside Backend::SampleRows; per step, medians of the per-step differences.
+    std::vector<double> host_side, sample_host;
+    for (size_t i = 0; i < total.size(); ++i) {
+      host_side.push_back(total[i] - forward[i] - device[i]);
+      sample_host.push_back(sample[i] - device[i]);
+    }
+    std::printf(
+        "%-24s device %3d seqs %4d steps | wall %8.3f ms = schedule %6.3f + forward(fake) %6.3f "
+        "+ sample %8.3f (sampling inside SampleRows %8.3f; host side %6.3f, of which its checks "
+        "%6.3f) + postprocess %6.3f | host-side step excl. forward and device sampling %6.3f "
+        "ms\n",
+        c.name, stats.num_running, steps, Median(total) * ms, Median(schedule) * ms,
+        Median(forward) * ms, Median(sample) * ms, Median(device) * ms, Median(sample_host) * ms,
+        Median(checks) * ms, Median(postprocess) * ms, Median(host_side) * ms);
+    return;
+  }
   const double host = Median(total) - Median(forward);
   const double rest = Median(schedule) + Median(postprocess);
   std::printf(
@@ -198,16 +327,24 @@ void RunReadPass(int32_t vocab, int32_t rows, int32_t threads, int steps) {
 
 int main(int argc, char** argv) {
   const int scale = argc > 1 ? std::max(1, std::atoi(argv[1])) : 1;
+  // Optional second argument: "host" or "device" runs only those cases.
+  const std::string only = argc > 2 ? argv[2] : "";
   std::printf("engine step at 256 decoding sequences, medians per step\n");
   using r2::engine::Case;
   const int32_t threads = omp_get_max_threads();
-  for (int32_t t : {1, threads}) r2::engine::RunReadPass(129280, 256, t, 40 * scale);
+  if (only != "device") {
+    for (int32_t t : {1, threads}) r2::engine::RunReadPass(129280, 256, t, 40 * scale);
+  }
   for (const Case& c : {Case{"greedy, vocab 129280", 129280, true, 40, 1},
                         Case{"greedy, vocab 129280", 129280, true, 40, 0},
                         Case{"top-p 0.95, vocab 129280", 129280, false, 10, 1},
                         Case{"top-p 0.95, vocab 129280", 129280, false, 10, 0},
                         Case{"greedy, vocab 1024", 1024, true, 400, 1},
-                        Case{"greedy, vocab 1024", 1024, true, 400, 0}}) {
+                        Case{"greedy, vocab 1024", 1024, true, 400, 0},
+                        Case{"greedy, vocab 129280", 129280, true, 10, 1, true},
+                        Case{"top-p 0.95, vocab 129280", 129280, false, 4, 1, true},
+                        Case{"greedy, vocab 1024", 1024, true, 400, 1, true}}) {
+    if ((only == "device" && !c.device) || (only == "host" && c.device)) continue;
     r2::engine::RunCase(c, scale);
   }
   return 0;
