@@ -55,7 +55,10 @@ struct SampleRowSpec {
   float top_p = 1.0f;        // (0, 1]
   float min_p = 0.0f;        // [0, 1]
   double uniform = 0.0;      // [0, 1): the draw's u (ignored when greedy)
-  // Each token at most once in logit_bias and at most once in history (banned may repeat).
+  // Each token at most once in logit_bias and at most once in history (banned may repeat). Not
+  // checked (it would cost a sort per row per step): with a repeated token the reference applies
+  // the entries in order and the CUDA kernel's result for that token is unspecified (the row is
+  // still restored exactly).
   const SampleLogitBias* logit_bias = nullptr;
   int32_t num_logit_bias = 0;
   const int32_t* banned = nullptr;

@@ -293,7 +293,9 @@ __device__ int Draw(const float* l, int V, const DeviceSpec& s, Reductions& r, d
   if (threadIdx.x == 0) {
     double kept = 0.0;
     for (int w = 0; w < kWarps; ++w) kept += ds.warp_sum[w];
-    const double target = s.uniform * (threshold == 0.0f ? z : kept);
+    // The kept mass as these chunk sums give it (with no threshold it is Z in another order),
+    // so the walk below crosses the target unless u * kept rounds past the last kept weight.
+    const double target = s.uniform * kept;
     double cumulative = 0.0;
     int crossing = -1, last_kept = -1;
     for (int w = 0; w < kWarps; ++w) {
