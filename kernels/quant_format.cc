@@ -163,11 +163,43 @@ Int4Group QuantizeInt4Group(const float* x, int64_t n, bool symmetric, int32_t* 
 
 namespace {
 
+// std::nearbyint in the default rounding mode (to nearest, ties to even) for |v| < 2^22, in a form
+// that vectorizes without SSE4.1; larger |v| come back as large values of the same sign, which
+// the callers' clamps saturate. (Needs IEEE float arithmetic: no -ffast-math.)
+inline float RoundToNearestEven(float v) {
+  constexpr float kMagic = 12582912.0f;  // 1.5 * 2^23: v + kMagic has no fraction bits
+  return (v + kMagic) - kMagic;
+}
+
+// v limited to [lo, hi], written as the compare-and-select that maps to min/max instructions.
+inline float ClampTo(float v, float lo, float hi) {
+  v = v > hi ? hi : v;
+  return v < lo ? lo : v;
+}
+
+// Squared error of x rounded to the grid (q - z) s with q limited to [lo, hi], in float (summed
+// in blocks of 256 into a double): the fast, vectorized measure that ranks candidate scales.
+double GridError(const float* x, int64_t n, float s, float z, float lo, float hi) {
+  double err = 0.0;
+  for (int64_t b = 0; b < n; b += 256) {
+    const int64_t e = std::min(n, b + 256);
+    float block = 0.0f;
+#pragma omp simd reduction(+ : block)
+    for (int64_t j = b; j < e; ++j) {
+      const float v = ClampTo(RoundToNearestEven(x[j] / s) + z, lo, hi);
+      const float d = x[j] - (v - z) * s;
+      block += d * d;
+    }
+    err += block;
+  }
+  return err;
+}
+
 // Squared error of x quantized symmetrically to [-127, 127] with scale s, writing q.
 double QuantizeInt8WithScale(const float* x, int64_t n, float s, int8_t* q) {
   double err = 0.0;
   for (int64_t j = 0; j < n; ++j) {
-    const float v = std::clamp(std::nearbyint(x[j] / s), -127.0f, 127.0f);
+    const float v = ClampTo(RoundToNearestEven(x[j] / s), -127.0f, 127.0f);
     q[j] = static_cast<int8_t>(v);
     const double d = double{x[j]} - double{v} * s;
     err += d * d;
@@ -200,7 +232,7 @@ double QuantizeInt4WithScale(const float* x, int64_t n, float s, int32_t z, int3
   double err = 0.0;
   const auto zf = static_cast<float>(z);
   for (int64_t j = 0; j < n; ++j) {
-    const float v = std::clamp(std::nearbyint(x[j] / s) + zf, -8.0f, 7.0f);
+    const float v = ClampTo(RoundToNearestEven(x[j] / s) + zf, -8.0f, 7.0f);
     q[j] = static_cast<int32_t>(v);
     const double d = double{x[j]} - (double{v} - z) * s;
     err += d * d;
@@ -211,13 +243,14 @@ double QuantizeInt4WithScale(const float* x, int64_t n, float s, int32_t z, int3
 float QuantizeInt8WeightRow(const float* x, int64_t n, int8_t* q) {
   const float s0 = QuantizeInt8Row(x, n, q);  // r = 1: max-abs
   if (!(s0 > 0.0f)) return s0;
-  std::vector<int8_t> trial(n);
+  // Rank the candidates with the fast float measure, then check the winner against max-abs in
+  // double (the exact comparison the guarantee is about).
   float best_s = s0;
-  double best = QuantizeInt8WithScale(x, n, s0, trial.data());
+  double best = GridError(x, n, s0, 0.0f, -127.0f, 127.0f);
   const float amax = s0 * 127.0f;
   auto consider = [&](float s) {
     if (!(s > 0.0f) || !std::isfinite(s)) return;
-    const double err = QuantizeInt8WithScale(x, n, s, trial.data());
+    const double err = GridError(x, n, s, 0.0f, -127.0f, 127.0f);
     if (err < best) {
       best = err;
       best_s = s;
@@ -226,25 +259,31 @@ float QuantizeInt8WeightRow(const float* x, int64_t n, int8_t* q) {
   for (int k = 1; k <= NumClipCandidates(); ++k) {
     consider((1.0f - kClipRatioStep * static_cast<float>(k)) * amax / 127.0f);
   }
+  std::vector<int8_t> trial(n);
   QuantizeInt8WithScale(x, n, best_s, trial.data());
   consider(LeastSquaresScale(x, n, trial.data(), 0));
-  QuantizeInt8WithScale(x, n, best_s, q);
+  if (best_s == s0) return s0;
+  const double err0 = QuantizeInt8WithScale(x, n, s0, trial.data());
+  if (QuantizeInt8WithScale(x, n, best_s, trial.data()) > err0) return s0;
+  std::copy(trial.begin(), trial.end(), q);
   return best_s;
 }
 
 Int4Group QuantizeInt4GroupMinError(const float* x, int64_t n, bool symmetric, int32_t* q) {
-  Int4Group best = QuantizeInt4Group(x, n, symmetric, q);  // r = 1: max-abs
-  if (!(best.scale > 0.0f)) return best;
+  const Int4Group plain = QuantizeInt4Group(x, n, symmetric, q);  // r = 1: max-abs
+  if (!(plain.scale > 0.0f)) return plain;
   float lo = 0.0f, hi = 0.0f;
   for (int64_t j = 0; j < n; ++j) {
     lo = std::min(lo, x[j]);
     hi = std::max(hi, x[j]);
   }
-  std::vector<int32_t> trial(n);
-  double best_err = QuantizeInt4WithScale(x, n, best.scale, best.zero, trial.data());
+  // Rank the candidates with the fast float measure, then check the winner against max-abs in
+  // double (the exact comparison the guarantee is about).
+  Int4Group best = plain;
+  double best_err = GridError(x, n, plain.scale, static_cast<float>(plain.zero), -8.0f, 7.0f);
   auto consider = [&](float s, int32_t z) {
     if (!(s > 0.0f) || !std::isfinite(s)) return;
-    const double err = QuantizeInt4WithScale(x, n, s, z, trial.data());
+    const double err = GridError(x, n, s, static_cast<float>(z), -8.0f, 7.0f);
     if (err < best_err) {
       best_err = err;
       best = {s, z};
@@ -263,9 +302,13 @@ Int4Group QuantizeInt4GroupMinError(const float* x, int64_t n, bool symmetric, i
       if (s > 0.0f) consider(s, zero_for(r * lo, s));
     }
   }
+  std::vector<int32_t> trial(n);
   QuantizeInt4WithScale(x, n, best.scale, best.zero, trial.data());
   consider(NearestBF16(LeastSquaresScale(x, n, trial.data(), best.zero)), best.zero);
-  QuantizeInt4WithScale(x, n, best.scale, best.zero, q);
+  if (best.scale == plain.scale && best.zero == plain.zero) return plain;
+  const double err0 = QuantizeInt4WithScale(x, n, plain.scale, plain.zero, trial.data());
+  if (QuantizeInt4WithScale(x, n, best.scale, best.zero, trial.data()) > err0) return plain;
+  std::copy(trial.begin(), trial.end(), q);
   return best;
 }
 

@@ -189,8 +189,8 @@ class Converter {
     const int64_t out = job.src.shape[0], in = job.src.shape[1];
     const size_t src_row_bytes = static_cast<size_t>(in) * DTypeSize(job.src.dtype);
     const auto* src = static_cast<const uint8_t*>(job.src.data);
-    std::vector<float> row(in);
     if (job.action == Action::kDequantizeToBF16) {
+      std::vector<float> row(in);
       std::vector<uint16_t> bf16(in);
       for (int64_t o = 0; o < out && ok_; ++o) {
         DecodeRow(job, o, row.data());
@@ -201,56 +201,83 @@ class Converter {
       return;
     }
     if (options_.format == QuantFormat::kInt8) {
-      QuantizeInt8(job, row, src, src_row_bytes);
+      QuantizeInt8(job, src, src_row_bytes);
     } else {
-      QuantizeInt4(job, row, src, src_row_bytes);
+      QuantizeInt4(job, src, src_row_bytes);
     }
   }
 
-  void QuantizeInt8(const Job& job, std::vector<float>& row, const uint8_t* src,
-                    size_t src_row_bytes) {
-    const int64_t out = job.src.shape[0], in = job.src.shape[1];
-    std::vector<int8_t> q(in);
+  // Rows per chunk: each chunk's rows are decoded and quantized in parallel (the scale search
+  // costs ~30 passes over each row), then written in order.
+  static int64_t RowChunk(int64_t in) {
+    return std::clamp<int64_t>((int64_t{4} << 20) / std::max<int64_t>(in, 1), 8, 256);
+  }
+
+  void QuantizeInt8(const Job& job, const uint8_t* src, size_t src_row_bytes) {
+    const int64_t out = job.src.shape[0], in = job.src.shape[1], chunk = RowChunk(in);
+    std::vector<float> rows(chunk * in);
+    std::vector<int8_t> q(chunk * in);
     std::vector<float> scales(out);
-    for (int64_t o = 0; o < out && ok_; ++o) {
-      DecodeRow(job, o, row.data());
-      scales[o] = options_.search_scales ? QuantizeInt8WeightRow(row.data(), in, q.data())
-                                         : QuantizeInt8Row(row.data(), in, q.data());
-      Write(q.data(), q.size());
-      Consumed(job, src + (o + 1) * src_row_bytes, o + 1 == out);
+    for (int64_t o0 = 0; o0 < out && ok_; o0 += chunk) {
+      const int64_t n = std::min(chunk, out - o0);
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t r = 0; r < n; ++r) {
+        float* row = rows.data() + r * in;
+        DecodeRow(job, o0 + r, row);
+        scales[o0 + r] = options_.search_scales ? QuantizeInt8WeightRow(row, in, q.data() + r * in)
+                                                : QuantizeInt8Row(row, in, q.data() + r * in);
+      }
+      Write(q.data(), static_cast<size_t>(n * in));
+      Consumed(job, src + (o0 + n) * src_row_bytes, o0 + n == out);
     }
     Write(scales.data(), scales.size() * sizeof(float));
   }
 
-  void QuantizeInt4(const Job& job, std::vector<float>& row, const uint8_t* src,
-                    size_t src_row_bytes) {
-    const int64_t out = job.src.shape[0], in = job.src.shape[1];
+  void QuantizeInt4(const Job& job, const uint8_t* src, size_t src_row_bytes) {
+    const int64_t out = job.src.shape[0], in = job.src.shape[1], chunk = RowChunk(in);
     const int64_t group = options_.group_size, groups = QuantGroups(in, group);
-    std::vector<uint8_t> packed(PackedU4RowBytes(in));
-    std::vector<int32_t> q(group);
+    const int64_t row_bytes = PackedU4RowBytes(in);
+    std::vector<float> rows(chunk * in);
+    std::vector<uint8_t> packed(chunk * row_bytes);
     std::vector<uint16_t> scales(out * groups);
-    std::vector<uint32_t> zeros(((out + 7) / 8) * groups, 0);
-    for (int64_t o = 0; o < out && ok_; ++o) {
-      DecodeRow(job, o, row.data());
+    std::vector<int8_t> row_zeros(out * groups);
+    for (int64_t o0 = 0; o0 < out && ok_; o0 += chunk) {
+      const int64_t n = std::min(chunk, out - o0);
       std::fill(packed.begin(), packed.end(), 0);
-      for (int64_t g = 0; g < groups; ++g) {
-        const int64_t begin = g * group, n = std::min(group, in - begin);
-        const Int4Group result =
-            options_.search_scales
-                ? QuantizeInt4GroupMinError(row.data() + begin, n, options_.symmetric, q.data())
-                : QuantizeInt4Group(row.data() + begin, n, options_.symmetric, q.data());
-        for (int64_t j = 0; j < n; ++j) PackU4(packed.data(), begin + j, q[j]);
-        scales[o * groups + g] = FloatToBF16(result.scale);
-        zeros[(o / 8) * groups + g] |= static_cast<uint32_t>((result.zero + 8) & 0xf)
-                                       << (4 * (o % 8));
+#pragma omp parallel for schedule(dynamic)
+      for (int64_t r = 0; r < n; ++r) {
+        const int64_t o = o0 + r;
+        float* row = rows.data() + r * in;
+        uint8_t* packed_row = packed.data() + r * row_bytes;
+        std::vector<int32_t> q(group);
+        DecodeRow(job, o, row);
+        for (int64_t g = 0; g < groups; ++g) {
+          const int64_t begin = g * group, m = std::min(group, in - begin);
+          const Int4Group result =
+              options_.search_scales
+                  ? QuantizeInt4GroupMinError(row + begin, m, options_.symmetric, q.data())
+                  : QuantizeInt4Group(row + begin, m, options_.symmetric, q.data());
+          for (int64_t j = 0; j < m; ++j) PackU4(packed_row, begin + j, q[j]);
+          scales[o * groups + g] = FloatToBF16(result.scale);
+          row_zeros[o * groups + g] = static_cast<int8_t>(result.zero);
+        }
       }
-      Write(packed.data(), packed.size());
-      Consumed(job, src + (o + 1) * src_row_bytes, o + 1 == out);
+      Write(packed.data(), static_cast<size_t>(n * row_bytes));
+      Consumed(job, src + (o0 + n) * src_row_bytes, o0 + n == out);
     }
     Write(scales.data(), scales.size() * 2);
     const int64_t shape[2] = {out, in};
     Write(shape, sizeof shape);
-    if (!options_.symmetric) Write(zeros.data(), zeros.size() * 4);
+    if (!options_.symmetric) {  // packed eight rows per word, down the output dimension
+      std::vector<uint32_t> zeros(((out + 7) / 8) * groups, 0);
+      for (int64_t o = 0; o < out; ++o) {
+        for (int64_t g = 0; g < groups; ++g) {
+          zeros[(o / 8) * groups + g] |=
+              static_cast<uint32_t>((row_zeros[o * groups + g] + 8) & 0xf) << (4 * (o % 8));
+        }
+      }
+      Write(zeros.data(), zeros.size() * 4);
+    }
   }
 
   const QuantizeOptions& options_;
