@@ -10,9 +10,10 @@
 // tensor the forward pass does not read. The config's ignore list names the kept linear layers.
 //
 // Streaming: the output shards mirror the input shards; each output header is computed from the
-// input headers before any data is read, then every tensor is converted row by row straight into
-// the file, and the input pages already read are released (madvise), so peak memory stays about
-// one row of buffers plus a bounded window of mapped input, whatever the checkpoint's size.
+// input headers before any data is read, then every tensor is converted in chunks of rows (the
+// rows of a chunk in parallel) straight into the file, and the input pages already read are
+// released (madvise), so peak memory stays about one chunk of buffers (a few MB) plus a bounded
+// window of mapped input, whatever the checkpoint's size.
 #include <cstdint>
 #include <functional>
 #include <string>
