@@ -7,7 +7,7 @@
 //               within logit_bias and within history, as the op's contract says)
 //   greedy      a block arg-max (largest value, lowest id; NaN never wins)
 //   sampling    max; top_k as the k-th largest order key by a radix select over the float bits
-//               (4 passes of 8-bit digits, counts in shared memory), never a sort; weights
+//               (4 passes of 8-bit digits, integer counts in shared memory), never a sort; weights
 //               w = ExpNonPositive((l - max) / T) with the host reference's polynomial and no
 //               fused multiply-adds, so every weight has the reference's bits; Z in double;
 //               top_p as a mass-weighted radix search over the weights' bits (the largest
@@ -160,18 +160,19 @@ __device__ int RowArgMax(const float* l, int V, Reductions& r) {
 
 // The largest key t such that the weight of {i : included(i), key(i) >= t} reaches `target`
 // (MSB-first over 8-bit digits; when rounding leaves no digit reaching it, everything is kept).
-// key_weight(i, &key, &weight) returns whether i takes part.
-template <typename F>
-__device__ uint32_t RadixSearch(int V, double target, F key_weight, double* hist, SharedState& sh) {
+// key_weight(i, &key, &weight) returns whether i takes part. W: unsigned for counts (native
+// integer atomics), double for the top_p mass.
+template <typename W, typename F>
+__device__ uint32_t RadixSearch(int V, double target, F key_weight, W* hist, SharedState& sh) {
   uint32_t prefix = 0;
   double above = 0.0;
   for (int shift = 24; shift >= 0; shift -= 8) {
-    for (int d = threadIdx.x; d < 256; d += kThreads) hist[d] = 0.0;
+    for (int d = threadIdx.x; d < 256; d += kThreads) hist[d] = W{0};
     __syncthreads();
     const uint32_t high_mask = shift == 24 ? 0u : (0xFFFFFFFFu << (shift + 8));
     for (int i = threadIdx.x; i < V; i += kThreads) {
       uint32_t key;
-      double weight;
+      W weight;
       if (!key_weight(i, key, weight) || (key & high_mask) != prefix) continue;
       atomicAdd(&hist[(key >> shift) & 0xFFu], weight);
     }
@@ -180,17 +181,18 @@ __device__ uint32_t RadixSearch(int V, double target, F key_weight, double* hist
       double cumulative = above;
       int digit = -1, lowest = 0;
       for (int d = 255; d >= 0; --d) {
-        if (hist[d] == 0.0) continue;
+        const double mass = static_cast<double>(hist[d]);
+        if (mass == 0.0) continue;
         lowest = d;
-        if (cumulative + hist[d] >= target) {
+        if (cumulative + mass >= target) {
           digit = d;
           break;
         }
-        cumulative += hist[d];
+        cumulative += mass;
       }
       if (digit < 0) {
         digit = lowest;
-        cumulative -= hist[lowest];
+        cumulative -= static_cast<double>(hist[lowest]);
       }
       sh.prefix = prefix | (static_cast<uint32_t>(digit) << shift);
       sh.above = cumulative;
@@ -220,12 +222,12 @@ __device__ int Draw(const float* l, int V, const DeviceSpec& s, Reductions& r, d
   if (top_k) {
     kth_key = RadixSearch(
         V, static_cast<double>(s.top_k),
-        [&](int i, uint32_t& key, double& weight) {
+        [&](int i, uint32_t& key, unsigned& weight) {
           key = OrderKey(l[i]);
-          weight = 1.0;
+          weight = 1u;
           return l[i] == l[i];
         },
-        hist, sh);
+        reinterpret_cast<unsigned*>(hist), sh);
   }
   auto candidate = [&](int i) { return !top_k || OrderKey(l[i]) >= kth_key; };
   const float temperature = s.temperature;
@@ -365,12 +367,12 @@ __device__ void Logprobs(const float* l, int V, int token, int top_n, DeviceResu
   if (n == 0) return;
   const uint32_t kth_key = RadixSearch(
       V, static_cast<double>(n),
-      [&](int i, uint32_t& key, double& weight) {
+      [&](int i, uint32_t& key, unsigned& weight) {
         key = OrderKey(l[i]);
-        weight = 1.0;
+        weight = 1u;
         return true;
       },
-      hist, sh);
+      reinterpret_cast<unsigned*>(hist), sh);
   if (threadIdx.x == 0) sh.count = 0;
   __syncthreads();
   for (int i = threadIdx.x; i < V; i += kThreads) {
