@@ -9,6 +9,7 @@
 #include <string>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/opt_amx.h"
 #include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_ops.h"
 #include "kernels/cpu/opt_quant.h"
@@ -57,8 +58,11 @@ std::unique_ptr<Backend> MakeCpuOptimizedBackend() {
   const CpuIsa isa = DetectCpuIsa();
   static std::once_flag logged;
   std::call_once(logged, [isa] {
-    std::fprintf(stderr, "r2serve: cpu backend: %s kernels, %d threads\n",
-                 std::string(CpuIsaName(isa)).c_str(), cpu::CpuThreadPool::Get().threads());
+    const bool amx = isa == CpuIsa::kAvx512 && cpu::AmxBf16Usable();
+    std::fprintf(stderr, "r2serve: cpu backend: %s kernels%s, %d threads\n",
+                 std::string(CpuIsaName(isa)).c_str(),
+                 amx ? " (AMX-BF16 tiles for bf16 Linear on 5-15 rows)" : "",
+                 cpu::CpuThreadPool::Get().threads());
   });
   return std::make_unique<CpuOptimizedBackend>(isa);
 }

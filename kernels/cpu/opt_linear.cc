@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <array>
 
+#include "kernels/cpu/opt_amx.h"
 #include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_ops.h"
 #include "kernels/cpu/opt_thread_pool.h"
@@ -94,10 +95,23 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p) {
   // Rows per pass: the pass's x stays in L2 (about 256 KiB) while the weights stream by.
   const int64_t row_chunk = std::max<int64_t>(16, (int64_t{64} << 10) / std::max<int64_t>(in, 1));
   const auto* weights = static_cast<const uint8_t*>(w.weight.data);
-  // bf16: every product's x rows split into even/odd groups once, shared by the threads.
+  // bf16 on 5-15 rows where the machine has AMX: every product's x rows prepared for the tiles
+  // once, shared by the threads; each unit's whole groups of 16 outputs run on the tiles.
+  const bool amx =
+      dtype == DType::kBF16 && k.isa == CpuIsa::kAvx512 && AmxTakes(p.rows, in) && AmxBf16Usable();
+  const int64_t amx_elems = AmxPreparedElems(p.rows, in);
+  uint16_t* xa = nullptr;
+  if (amx) {
+    xa = reinterpret_cast<uint16_t*>(ThreadScratch(2, CeilDiv(p.batch * amx_elems, 2)));
+    for (int64_t b = 0; b < p.batch; ++b) {
+      AmxPrepareRows(p.x + b * p.x_batch_stride, xs, p.rows, in, xa + b * amx_elems);
+    }
+  }
+  // bf16: every product's x rows split into even/odd groups once, shared by the threads (with
+  // AMX, only for the outputs after the last whole group of 16).
   const int64_t in_main = in / k.bf16_group * k.bf16_group;
   float* xp = nullptr;
-  if (dtype == DType::kBF16 && in_main > 0) {
+  if (dtype == DType::kBF16 && in_main > 0 && (!amx || out % 16 != 0)) {
     xp = ThreadScratch(3, p.batch * p.rows * in_main);
     for (int64_t b = 0; b < p.batch; ++b) {
       k.pair_split(p.x + b * p.x_batch_stride, xs, p.rows, in, xp + b * p.rows * in_main);
@@ -118,6 +132,20 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p) {
                           .in = in,
                           .y_stride = ys,
                           .accumulate = p.accumulate};
+        if (amx) {
+          const int64_t tiled = (o_end - o_begin) / 16 * 16;
+          AmxLinearBlock(xa + b * amx_elems, p.rows, in, wb + o_begin * in * elem, in * elem, tiled,
+                         y + o_begin, ys, p.accumulate);
+          if (o_begin + tiled == o_end) return;
+          block.x = x;
+          block.xp = xp + b * p.rows * in_main;
+          block.rows = p.rows;
+          block.w = wb + (o_begin + tiled) * in * elem;
+          block.outs = o_end - o_begin - tiled;
+          block.y = y + o_begin + tiled;
+          k.linear_block(block);
+          return;
+        }
         if (direct) {
           for (int64_t r0 = 0; r0 < p.rows; r0 += row_chunk) {
             block.x = x + r0 * xs;

@@ -5,7 +5,7 @@
 // memory-bandwidth floor.
 //
 //   build/<dir>/tests/r2_cpu_model_bench [model=DIR] [prompt=512] [context=64] [steps=24]
-//                                       [backend=cpu] [batches=1,8,32] [moe_op=1]
+//                                       [backend=cpu] [batches=1,8,32] [moe_op=1] [profile=0]
 //
 // model: a checkpoint dir (written with the "small" preset, seed 0, when it has no config.json;
 // default $TMPDIR/r2-small-model). Decode runs `batch` sequences of `context` prompt tokens
@@ -17,6 +17,11 @@
 // (two threads, 256 MiB buffers, read + write bytes counted, median of 5). A counting wrapper
 // around the backend tallies the bytes from each op's arguments; its cost is a few compares per
 // op. Times are medians over steps (the machine is shared: noisy).
+//
+// profile=1: after each decode batch, the timed steps' wall time per op and weight shape (mean ms
+// per step, share of the step, the process's CPU time in it (all threads, spinning included),
+// calls per step, bytes the tally counts for it and the wall-clock rate it read them at), so
+// one sees where a step's time goes. Each op is timed on its own (the ops run one after another).
 #include <omp.h>
 #include <time.h>
 
@@ -33,6 +38,7 @@
 #include <string>
 #include <vector>
 
+#include "absl/strings/str_cat.h"
 #include "engine/model/deepseek_model.h"
 #include "engine/model/tiny_model.h"
 #include "kernels/backend.h"
@@ -82,42 +88,70 @@ class CountingBackend final : public Backend {
   int64_t linear_macs() const { return macs_; }
   void Reset() { bytes_ = macs_ = 0; }
 
+  // Per-op timing (profile=1): off by default; ClearProfile() forgets what was recorded.
+  struct OpTime {
+    double seconds = 0, cpu_seconds = 0;  // wall; CPU time of the process (every thread)
+    int64_t calls = 0, bytes = 0;
+  };
+  void set_profile(bool on) { profile_ = on; }
+  void ClearProfile() { ops_.clear(); }
+  const std::map<std::string, OpTime>& profile() const { return ops_; }
+
   std::string_view name() const override { return inner_->name(); }
   absl::Status Embedding(const EmbeddingParams& p) override {
+    int64_t bytes = 0;
     if (p.table.shape.size() == 2) {
-      bytes_ += p.rows * p.table.shape[1] * static_cast<int64_t>(DTypeSize(p.table.dtype));
+      bytes = p.rows * p.table.shape[1] * static_cast<int64_t>(DTypeSize(p.table.dtype));
     }
-    return inner_->Embedding(p);
+    return Timed("Embedding", bytes, [&] { return inner_->Embedding(p); });
   }
-  absl::Status RmsNorm(const RmsNormParams& p) override { return inner_->RmsNorm(p); }
+  absl::Status RmsNorm(const RmsNormParams& p) override {
+    return Timed("RmsNorm", 0, [&] { return inner_->RmsNorm(p); });
+  }
   absl::Status Linear(const LinearParams& p) override {
     const WeightView& w = p.weight;
-    bytes_ += p.batch * WeightBytes(w);
     macs_ += p.batch * p.rows * w.weight.numel();
-    return inner_->Linear(p);
+    const auto run = [&] { return inner_->Linear(p); };
+    const int64_t bytes = p.batch * WeightBytes(w);
+    if (!profile_) return Timed("", bytes, run);
+    return Timed(absl::StrCat("Linear ", w.out_features(), "x", w.in_features(),
+                              p.batch > 1 ? absl::StrCat(" x", p.batch) : ""),
+                 bytes, run);
   }
-  absl::Status Rope(const RopeParams& p) override { return inner_->Rope(p); }
-  absl::Status SiluMul(const SiluMulParams& p) override { return inner_->SiluMul(p); }
-  absl::Status Add(const AddParams& p) override { return inner_->Add(p); }
-  absl::Status GatherRows(const GatherRowsParams& p) override { return inner_->GatherRows(p); }
+  absl::Status Rope(const RopeParams& p) override {
+    return Timed("Rope", 0, [&] { return inner_->Rope(p); });
+  }
+  absl::Status SiluMul(const SiluMulParams& p) override {
+    return Timed("SiluMul", 0, [&] { return inner_->SiluMul(p); });
+  }
+  absl::Status Add(const AddParams& p) override {
+    return Timed("Add", 0, [&] { return inner_->Add(p); });
+  }
+  absl::Status GatherRows(const GatherRowsParams& p) override {
+    return Timed("GatherRows", 0, [&] { return inner_->GatherRows(p); });
+  }
   absl::Status ScatterAddRows(const ScatterAddRowsParams& p) override {
-    return inner_->ScatterAddRows(p);
+    return Timed("ScatterAddRows", 0, [&] { return inner_->ScatterAddRows(p); });
   }
-  absl::Status MoeRoute(const MoeRouteParams& p) override { return inner_->MoeRoute(p); }
+  absl::Status MoeRoute(const MoeRouteParams& p) override {
+    return Timed("MoeRoute", 0, [&] { return inner_->MoeRoute(p); });
+  }
   absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
-    return inner_->MlaPrefillAttention(p);
+    return Timed("MlaPrefillAttention", 0, [&] { return inner_->MlaPrefillAttention(p); });
   }
   absl::Status KvCacheWrite(const KvCacheWriteParams& p) override {
-    return inner_->KvCacheWrite(p);
+    return Timed("KvCacheWrite", 0, [&] { return inner_->KvCacheWrite(p); });
   }
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
-    for (int64_t b = 0; b < p.num_seqs; ++b) bytes_ += int64_t{p.kv_lens[b]} * p.cache.row_bytes();
-    return inner_->MlaDecodeAttention(p);
+    int64_t bytes = 0;
+    for (int64_t b = 0; b < p.num_seqs; ++b) bytes += int64_t{p.kv_lens[b]} * p.cache.row_bytes();
+    return Timed("MlaDecodeAttention", bytes, [&] { return inner_->MlaDecodeAttention(p); });
   }
   // The routed experts as one op (the host path of the model): the weights of every distinct
   // expert the router selected are read once.
   absl::Status MoeExperts(const MoeExpertsParams& p) override {
     if (!moe_op_) return absl::UnimplementedError("MoeExperts off (moe_op=0)");
+    int64_t bytes = 0;
     if (p.rows > 0 && p.expert_ids != nullptr && p.num_experts > 0) {
       std::vector<bool> seen(p.num_experts, false);
       for (int64_t i = 0; i < p.rows * p.top_k; ++i) {
@@ -126,20 +160,37 @@ class CountingBackend final : public Backend {
         seen[e] = true;
         for (int m = 0; m < 3; ++m) {
           if (p.expert_views != nullptr) {
-            bytes_ += WeightBytes(p.expert_views[m * p.num_experts + e]);
+            bytes += WeightBytes(p.expert_views[m * p.num_experts + e]);
           } else {
-            bytes_ += p.hidden * p.width * static_cast<int64_t>(DTypeSize(p.dtype));
+            bytes += p.hidden * p.width * static_cast<int64_t>(DTypeSize(p.dtype));
           }
         }
       }
       macs_ += p.rows * p.top_k * 3 * p.hidden * p.width;
     }
-    return inner_->MoeExperts(p);
+    return Timed("MoeExperts", bytes, [&] { return inner_->MoeExperts(p); });
   }
 
  private:
+  // Adds `bytes` to the step's tally and, when profiling, the op's wall time under `key`.
+  template <typename Fn>
+  absl::Status Timed(const std::string& key, int64_t bytes, const Fn& run) {
+    bytes_ += bytes;
+    if (!profile_) return run();
+    const double t0 = Now(), c0 = ProcessCpuTime();
+    absl::Status status = run();
+    OpTime& op = ops_[key];
+    op.seconds += Now() - t0;
+    op.cpu_seconds += ProcessCpuTime() - c0;
+    op.calls += 1;
+    op.bytes += bytes;
+    return status;
+  }
+
   std::unique_ptr<Backend> inner_;
   bool moe_op_ = true;
+  bool profile_ = false;
+  std::map<std::string, OpTime> ops_;
   int64_t bytes_ = 0;
   int64_t macs_ = 0;
 };
@@ -164,6 +215,27 @@ double CopyBandwidth() {
   return Median(rates);
 }
 
+// The per-op times of `steps` profiled steps that took `total` seconds, longest first.
+void PrintProfile(const CountingBackend& backend, int64_t steps, double total) {
+  std::vector<std::pair<std::string, CountingBackend::OpTime>> ops(backend.profile().begin(),
+                                                                   backend.profile().end());
+  std::sort(ops.begin(), ops.end(),
+            [](const auto& a, const auto& b) { return a.second.seconds > b.second.seconds; });
+  const double n = static_cast<double>(steps);
+  double timed = 0;
+  std::printf("  %-28s %9s %6s %9s %7s %9s %8s\n", "op", "ms/step", "share", "CPU ms", "calls",
+              "MB/step", "GB/s");
+  for (const auto& [key, op] : ops) {
+    timed += op.seconds;
+    std::printf("  %-28s %9.3f %5.1f%% %9.3f %7.1f %9.2f %8.2f\n", key.c_str(),
+                1e3 * op.seconds / n, 100.0 * op.seconds / total, 1e3 * op.cpu_seconds / n,
+                static_cast<double>(op.calls) / n, static_cast<double>(op.bytes) / n / 1e6,
+                op.seconds > 0 ? static_cast<double>(op.bytes) / op.seconds / 1e9 : 0.0);
+  }
+  std::printf("  %-28s %9.3f %5.1f%%\n", "(outside the ops)", 1e3 * (total - timed) / n,
+              100.0 * (total - timed) / total);
+}
+
 int32_t ArgMax(const float* v, int64_t n) {
   return static_cast<int32_t>(std::max_element(v, v + n) - v);
 }
@@ -174,6 +246,7 @@ struct Options {
   std::string backend = "cpu";
   std::vector<int64_t> batches = {1, 8, 32};
   bool moe_op = true;
+  bool profile = false;
 };
 
 Options Parse(int argc, char** argv) {
@@ -197,6 +270,8 @@ Options Parse(int argc, char** argv) {
       o.backend = value;
     } else if (key == "moe_op") {
       o.moe_op = value != "0";
+    } else if (key == "profile") {
+      o.profile = value != "0";
     } else if (key == "batches") {
       o.batches.clear();
       for (size_t pos = 0; pos < value.size();) {
@@ -207,7 +282,8 @@ Options Parse(int argc, char** argv) {
     } else {
       std::fprintf(
           stderr,
-          "unknown argument '%s' (model= prompt= context= steps= backend= batches= moe_op=)\n",
+          "unknown argument '%s' (model= prompt= context= steps= backend= batches= moe_op= "
+          "profile=)\n",
           arg.c_str());
       std::exit(2);
     }
@@ -303,6 +379,8 @@ int Run(const Options& o) {
     std::vector<int32_t> next(batch);
     for (int64_t b = 0; b < batch; ++b) next[b] = ArgMax(first->logits.data() + b * vocab, vocab);
     std::vector<double> times, cpu_times, bytes;
+    backend.ClearProfile();
+    backend.set_profile(o.profile);
     for (int64_t step = 0; step < o.steps; ++step) {
       for (int64_t b = 0; b < batch; ++b) {
         seqs[b] = {.token_ids = absl::MakeConstSpan(&next[b], 1),
@@ -321,6 +399,7 @@ int Run(const Options& o) {
       }
       for (int64_t b = 0; b < batch; ++b) next[b] = ArgMax(out->logits.data() + b * vocab, vocab);
     }
+    backend.set_profile(false);
     const double t = Median(times), floor_bytes = Median(bytes);
     const double floor_time = floor_bytes / bandwidth;
     std::printf(
@@ -329,6 +408,7 @@ int Run(const Options& o) {
         static_cast<long long>(batch), static_cast<double>(batch) / t, 1e3 * t,
         static_cast<long long>(o.steps), floor_bytes / 1e6, 1e3 * floor_time,
         100.0 * floor_time / t, 1e3 * Median(cpu_times));
+    if (o.profile) PrintProfile(backend, o.steps, std::accumulate(times.begin(), times.end(), 0.0));
   }
   return 0;
 }
