@@ -282,10 +282,9 @@ class CudaBackend final : public Backend {
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
     return Run([&] { return cuda::MlaDecodeAttention(ctx_, p); });
   }
-  // The decode kernels stream float32 rows (mla_decode.cu): bf16 / fp8 caches are refused.
-  bool SupportsKvCacheDType(KvCacheDType dtype) const override {
-    return dtype == KvCacheDType::kFloat32;
-  }
+  // KvCacheWrite (kv_cache.cu) encodes and MlaDecodeAttention (mla_decode.cu) reads every
+  // format of kernels/kv_cache_format.h; prefill attends to the fresh rows, never the cache.
+  bool SupportsKvCacheDType(KvCacheDType /*dtype*/) const override { return true; }
   absl::Status MoeExperts(const MoeExpertsParams& p) override {
     return Run([&] { return cuda::MoeExperts(ctx_, p); });
   }

@@ -1,4 +1,5 @@
-// KvCacheWrite and MlaDecodeAttention: the absorbed MLA form over the paged latent cache.
+// MlaDecodeAttention: the absorbed MLA form over the paged latent cache (written by KvCacheWrite,
+// kv_cache.cu), in any of its formats (kernels/kv_cache_format.h).
 //
 // Decode is MQA: every head of a query token reads the same cache rows, so a thread block takes
 // kHeads heads of one query row and streams the sequence's cache rows through shared memory once
@@ -11,6 +12,13 @@
 // has no work. A sequence with q_len <= kSplitRows (decode, decode plus one draft token) is split
 // over the KV length; a longer one (a prefill chunk over cached context) has enough rows to fill
 // the device, so its blocks take whole rows instead and write the output directly.
+//
+// Formats: the generic core (any dims) decodes each cache row to float32 into its shared tile
+// once, for all the block's heads. V3's rows (512 + 64) run on a tensor-core core per format:
+// float32 rows split into bf16 hi + lo parts (mla_decode_mma.cuh, float32-class accuracy); bf16
+// rows used as they are stored and fp8 rows decoded to bf16 once per tile, both with plain bf16
+// products (AttendRowMma16): the row bytes are 1/2 and 0.28 of float32's and a third of the
+// tensor-core work.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -20,6 +28,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/kv_cache_codec.cuh"
 #include "kernels/cuda/smem_opt_in.h"
 
 namespace r2::cuda {
@@ -30,24 +39,6 @@ constexpr int kWarps = kThreads / 32;
 constexpr int kSplitRows = 2;         // query rows per sequence that use split-KV partials
 constexpr int kMinSplitTokens = 128;  // a split gets at least this many tokens
 constexpr float kLog2e = 1.4426950408889634f;
-
-// ---- KvCacheWrite ------------------------------------------------------------------------------
-
-__global__ void KvCacheWriteKernel(KvCacheWriteParams p) {
-  const PagedLatentCache& c = p.cache;
-  const int64_t num_slots = c.num_blocks * c.block_size;
-  const int64_t width = c.kv_lora_rank + c.rope_dim;
-  for (int64_t i = blockIdx.x; i < p.rows; i += gridDim.x) {
-    const int64_t slot = p.slot_mapping[i];
-    if (slot < 0 || slot >= num_slots) continue;
-    float* row = c.data + (slot / c.block_size) * c.block_stride + (slot % c.block_size) * width;
-    const float* latent = p.latent + i * p.latent_stride;
-    const float* k_pe = p.k_pe + i * p.k_pe_stride;
-    for (int64_t d = threadIdx.x; d < width; d += blockDim.x) {
-      row[d] = d < c.kv_lora_rank ? latent[d] : k_pe[d - c.kv_lora_rank];
-    }
-  }
-}
 
 // ---- MlaDecodeAttention ------------------------------------------------------------------------
 
@@ -66,7 +57,8 @@ struct DecodeArgs {
   int col0;         // first latent column this launch writes (latent widths past kCols * 32)
   int cols;         // latent columns this launch writes
   int splits;       // KV splits per query row (gridDim.y)
-  bool vec4;        // cache rows and q are float4-aligned
+  bool vec4;        // cache rows are 16-byte aligned (rows and blocks a multiple of 4 words)
+  KvRowLayout l;    // the cache's row format
   float* part_out;  // [num_seqs * kSplitRows * heads * splits][cols] (splits > 1)
   float* part_ml;   // [num_seqs * kSplitRows * heads * splits][2]: max (log2 units), sum
 };
@@ -133,13 +125,13 @@ __device__ __forceinline__ void AttendRow(const DecodeArgs& a, float* smem, int 
       if (t < t_end) {
         const int64_t blk = table[t / c.block_size];
         if (blk >= 0 && blk < c.num_blocks) {
-          off = blk * c.block_stride + (t % c.block_size) * int64_t{a.width};
+          off = blk * c.block_stride + (t % c.block_size) * int64_t{a.l.row_words};
         }
       }
       row_off[tid] = off;
     }
     __syncthreads();
-    if (a.vec4) {
+    if (a.vec4 && a.l.dtype == KvCacheDType::kFloat32) {
       const int w4 = a.width / 4, s4 = stride / 4;
       for (int i = tid; i < kTokens * s4; i += kThreads) {
         const int r = i / s4, d4 = i % s4;
@@ -152,7 +144,7 @@ __device__ __forceinline__ void AttendRow(const DecodeArgs& a, float* smem, int 
       for (int i = tid; i < kTokens * stride; i += kThreads) {
         const int r = i / stride, d = i % stride;
         const int64_t off = row_off[r];
-        cs[i] = off >= 0 && d < a.width ? c.data[off + d] : 0.0f;
+        cs[i] = off >= 0 && d < a.width ? KvRowValue(a.l, c.data + off, d) : 0.0f;
       }
     }
     __syncthreads();
@@ -276,20 +268,26 @@ __device__ __forceinline__ void AttendRow(const DecodeArgs& a, float* smem, int 
 namespace r2::cuda {
 namespace {
 
-// One unit of work on the tensor-core core (kMma) or the generic one.
-template <int kHeads, int kTokens, int kCols, bool kMma>
+// The core that computes a unit of work: the generic float32 one (any dims, any format, rows
+// decoded to float32 tiles), or for V3's rows the tensor-core one of the cache's format.
+enum DecodeCore : int { kCoreGeneric, kCoreMmaF32, kCoreMmaBf16, kCoreMmaFp8 };
+
+template <int kHeads, int kTokens, int kCols, int kCore>
 __device__ __forceinline__ void Attend(const DecodeArgs& a, float* smem, int b, int qi, int q_row,
                                        int g, int t_begin, int t_end, bool final_out, int s) {
-  if constexpr (kMma) {
+  if constexpr (kCore == kCoreMmaF32) {
     AttendRowMma(a, smem, b, qi, q_row, g, t_begin, t_end, final_out, s);
+  } else if constexpr (kCore == kCoreMmaBf16 || kCore == kCoreMmaFp8) {
+    AttendRowMma16<kCore == kCoreMmaFp8>(a, smem, b, qi, q_row, g, t_begin, t_end, final_out, s);
   } else {
     AttendRow<kHeads, kTokens, kCols>(a, smem, b, qi, q_row, g, t_begin, t_end, final_out, s);
   }
 }
 
 // grid: x = kSplitRows * head groups, y = splits, z = sequences.
-template <int kHeads, int kTokens, int kCols, bool kMma>
-__global__ void __launch_bounds__(kMma ? kMmaThreads : kThreads, 1) MlaDecodeKernel(DecodeArgs a) {
+template <int kHeads, int kTokens, int kCols, int kCore>
+__global__ void __launch_bounds__(kCore != kCoreGeneric ? kMmaThreads : kThreads, 1)
+    MlaDecodeKernel(DecodeArgs a) {
   extern __shared__ float4 smem4[];
   float* smem = reinterpret_cast<float*>(smem4);
   const MlaDecodeParams& p = a.p;
@@ -306,7 +304,7 @@ __global__ void __launch_bounds__(kMma ? kMmaThreads : kThreads, 1) MlaDecodeKer
     if (qi >= q_len) return;
     const int visible = kv_len - q_len + qi + 1;
     if (a.splits == 1) {
-      Attend<kHeads, kTokens, kCols, kMma>(a, smem, b, qi, q_begin + qi, g, 0, visible, true, 0);
+      Attend<kHeads, kTokens, kCols, kCore>(a, smem, b, qi, q_begin + qi, g, 0, visible, true, 0);
       return;
     }
     // Splits actually used for this row: at least kMinSplitTokens each, tile-aligned.
@@ -315,15 +313,16 @@ __global__ void __launch_bounds__(kMma ? kMmaThreads : kThreads, 1) MlaDecodeKer
     chunk = (chunk + kTokens - 1) / kTokens * kTokens;
     if (s >= used) return;  // the combine reads splits [0, used) only
     const int t_begin = min(visible, s * chunk), t_end = min(visible, t_begin + chunk);
-    Attend<kHeads, kTokens, kCols, kMma>(a, smem, b, qi, q_begin + qi, g, t_begin, t_end, false, s);
+    Attend<kHeads, kTokens, kCols, kCore>(a, smem, b, qi, q_begin + qi, g, t_begin, t_end, false,
+                                          s);
     return;
   }
   // Long query: blocks take (row, head group) items in turn over the whole visible range.
   const int blocks = gridDim.x * gridDim.y;
   for (int item = blockIdx.y * gridDim.x + blockIdx.x; item < q_len * groups; item += blocks) {
     const int qi = item / groups, g = item % groups;
-    Attend<kHeads, kTokens, kCols, kMma>(a, smem, b, qi, q_begin + qi, g, 0,
-                                         kv_len - q_len + qi + 1, true, 0);
+    Attend<kHeads, kTokens, kCols, kCore>(a, smem, b, qi, q_begin + qi, g, 0,
+                                          kv_len - q_len + qi + 1, true, 0);
   }
 }
 
@@ -368,28 +367,32 @@ absl::Status CheckCache(const char* op, const PagedLatentCache& c) {
       c.rope_dim < 0) {
     return Invalid(op, "empty or malformed cache");
   }
-  if (c.dtype != KvCacheDType::kFloat32) {
-    return Invalid(op, absl::StrCat("the cuda backend reads a float32 KV cache only, not ",
-                                    KvCacheDTypeName(c.dtype),
-                                    " (--kv-cache-dtype: auto or float32 on cuda)"));
-  }
-  if (c.block_stride < c.block_size * c.row_width()) {
+  if (c.row_width() > (1 << 20)) return Invalid(op, "cache row width too large");
+  if (c.block_stride < c.block_size * c.row_words()) {
     return Invalid(op, "cache block_stride smaller than one block");
   }
   if (c.num_blocks * c.block_stride >= (int64_t{1} << 40)) {
-    return Invalid(op, "cache larger than 2^40 elements");
+    return Invalid(op, "cache larger than 2^40 words");
   }
   return absl::OkStatus();
 }
 
 // Launches the decode kernel for one tile configuration over latent columns [col0, col0 + cols).
-template <int kHeads, int kTokens, int kCols, bool kMma = false>
+template <int kCore>
+size_t CoreSmemBytes(int width, int heads, int tokens) {
+  if constexpr (kCore == kCoreMmaF32) return MmaSmemBytes();
+  if constexpr (kCore == kCoreMmaBf16) return Mma16SmemBytes(false);
+  if constexpr (kCore == kCoreMmaFp8) return Mma16SmemBytes(true);
+  return heads == 32 ? DecodeSmemBytes<32, 32>(width) : DecodeSmemBytes<8, 8>(width);
+}
+
+template <int kHeads, int kTokens, int kCols, int kCore = kCoreGeneric>
 absl::Status LaunchDecode(const Context& ctx, DecodeArgs a, dim3 grid) {
-  const size_t smem = kMma ? MmaSmemBytes() : DecodeSmemBytes<kHeads, kTokens>(a.width);
-  auto* kernel = &MlaDecodeKernel<kHeads, kTokens, kCols, kMma>;
+  const size_t smem = CoreSmemBytes<kCore>(a.width, kHeads, kTokens);
+  auto* kernel = &MlaDecodeKernel<kHeads, kTokens, kCols, kCore>;
   static SmemOptIn opt_in;
   if (absl::Status s = EnsureSmemOptIn(opt_in, kernel, ctx, smem); !s.ok()) return s;
-  kernel<<<grid, kMma ? kMmaThreads : kThreads, smem, ctx.stream>>>(a);
+  kernel<<<grid, kCore != kCoreGeneric ? kMmaThreads : kThreads, smem, ctx.stream>>>(a);
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("MlaDecodeKernel");
   return absl::OkStatus();
 }
@@ -402,23 +405,21 @@ absl::Status LaunchDecodeCols(const Context& ctx, DecodeArgs a, dim3 grid) {
   return LaunchDecode<kHeads, kTokens, 16>(ctx, a, grid);
 }
 
-}  // namespace
-
-absl::Status KvCacheWrite(const Context& ctx, const KvCacheWriteParams& p) {
-  constexpr char kOp[] = "KvCacheWrite";
-  if (absl::Status s = CheckCache(kOp, p.cache); !s.ok()) return s;
-  if (p.rows < 0) return Invalid(kOp, "rows must be >= 0");
-  if (p.rows == 0) return absl::OkStatus();
-  if (!p.latent || !p.k_pe || !p.slot_mapping) return Invalid(kOp, "null tensor");
-  if (p.latent_stride < 0 || p.k_pe_stride < 0) return Invalid(kOp, "negative stride");
-  KvCacheWriteParams q = p;
-  if (q.latent_stride == 0) q.latent_stride = p.cache.kv_lora_rank;
-  if (q.k_pe_stride == 0) q.k_pe_stride = p.cache.rope_dim;
-  const int64_t blocks = std::min<int64_t>(p.rows, 65535);
-  KvCacheWriteKernel<<<static_cast<unsigned>(blocks), 128, 0, ctx.stream>>>(q);
-  R2_CUDA_RETURN_IF_LAUNCH_ERROR("KvCacheWriteKernel");
-  return absl::OkStatus();
+// The tensor-core core of the cache's format (V3's rows).
+absl::Status LaunchDecodeMma(const Context& ctx, const DecodeArgs& a, dim3 grid,
+                             KvCacheDType dtype) {
+  switch (dtype) {
+    case KvCacheDType::kFloat32:
+      return LaunchDecode<kMmaHeads, kMmaTokens, 16, kCoreMmaF32>(ctx, a, grid);
+    case KvCacheDType::kBF16:
+      return LaunchDecode<kMmaHeads, kMmaTokens, 16, kCoreMmaBf16>(ctx, a, grid);
+    case KvCacheDType::kFp8E4M3:
+      return LaunchDecode<kMmaHeads, kMmaTokens, 16, kCoreMmaFp8>(ctx, a, grid);
+  }
+  return absl::InvalidArgumentError("MlaDecodeAttention: unknown KV cache dtype");
 }
+
+}  // namespace
 
 absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p) {
   constexpr char kOp[] = "MlaDecodeAttention";
@@ -435,7 +436,6 @@ absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p) {
   }
   if (p.num_seqs > 65535) return Invalid(kOp, "more than 65535 sequences in one call");
   const PagedLatentCache& c = p.cache;
-  if (c.row_width() > (1 << 20)) return Invalid(kOp, "cache row width too large");
   DecodeArgs a{};
   a.p = p;
   a.width = static_cast<int>(c.row_width());
@@ -444,7 +444,8 @@ absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p) {
   if (a.p.q_token_stride == 0) a.p.q_token_stride = p.heads * a.p.q_head_stride;
   if (a.p.out_head_stride == 0) a.p.out_head_stride = a.lora;
   if (a.p.out_token_stride == 0) a.p.out_token_stride = p.heads * a.p.out_head_stride;
-  a.vec4 = c.row_width() % 4 == 0 && c.block_stride % 4 == 0 &&
+  a.l = MakeKvRowLayout(c);
+  a.vec4 = c.row_words() % 4 == 0 && c.block_stride % 4 == 0 &&
            reinterpret_cast<uintptr_t>(c.data) % 16 == 0;
 
   // Tile shape: 32 heads x 32 tokens when the tiles fit in shared memory, else 8 x 8.
@@ -457,9 +458,12 @@ absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p) {
       static_cast<int64_t>(DecodeSmemBytes<kSmallHeads, kSmallTokens>(a.width)) > smem_limit) {
     return Invalid(kOp, absl::StrCat("cache row width ", a.width, " too large for shared memory"));
   }
-  // V3's rows (512 + 64, float4-aligned) run on the tensor-core core, with the same 32-head groups.
+  // V3's rows (512 + 64, 16-byte aligned) run on the tensor-core core of their format, with the
+  // same 32-head groups.
+  const bool fp8 = c.dtype == KvCacheDType::kFp8E4M3;
+  const size_t mma_smem = c.dtype == KvCacheDType::kFloat32 ? MmaSmemBytes() : Mma16SmemBytes(fp8);
   const bool mma = a.width == kMmaWidth && a.lora == kMmaLora && a.vec4 &&
-                   static_cast<int64_t>(MmaSmemBytes()) <= smem_limit;
+                   static_cast<int64_t>(mma_smem) <= smem_limit;
   const int tile_heads = big || mma ? kBigHeads : kSmallHeads;
   const int groups = static_cast<int>((p.heads + tile_heads - 1) / tile_heads);
   if (static_cast<int64_t>(groups) * kSplitRows > 65535) return Invalid(kOp, "too many heads");
@@ -490,7 +494,7 @@ absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p) {
   for (int pass = 0; pass < passes; ++pass) {
     a.col0 = pass * pass_cols;
     a.cols = std::min(pass_cols, a.lora - a.col0);
-    const absl::Status s = mma   ? LaunchDecode<kMmaHeads, kMmaTokens, 16, true>(ctx, a, grid)
+    const absl::Status s = mma   ? LaunchDecodeMma(ctx, a, grid, c.dtype)
                            : big ? LaunchDecodeCols<kBigHeads, kBigTokens>(ctx, a, grid)
                                  : LaunchDecodeCols<kSmallHeads, kSmallTokens>(ctx, a, grid);
     if (!s.ok()) return s;
