@@ -68,25 +68,50 @@ TileConfig ConfigFor(int64_t rows) {
 // Every chunk loads each weight tile once for the three activation parts; the rows of the next
 // group (`next`, or null) are prefetched into L2 a line per row per chunk, so the weights of
 // the next group stream in while this one computes.
+// The lead columns and the 32 - lead last ones of 16 weight rows from w, as one aligned chunk.
+__attribute__((target("avx512f,avx512bw"))) void GatherEdges(const uint8_t* w, int64_t w_row_bytes,
+                                                             int64_t in, int64_t lead,
+                                                             uint8_t* edge) {
+  const __mmask32 head = (__mmask32{1} << lead) - 1;
+  for (int64_t o = 0; o < 16; ++o) {
+    const uint8_t* row = w + o * w_row_bytes;
+    const __m512i a = _mm512_maskz_loadu_epi16(head, row);
+    const __m512i b = _mm512_maskz_loadu_epi16(~head, row + 2 * (in - kAmxChunk));
+    _mm512_store_si512(edge + 64 * o, _mm512_or_si512(a, b));
+  }
+}
+
 template <int kTiles>
-__attribute__((target("amx-tile,amx-bf16,avx512f"))) void Group(
-    const uint16_t* prepared, int64_t rows, int64_t in, const uint8_t* w, int64_t w_row_bytes,
-    const uint8_t* next, int64_t next_rows, float* out) {
-  const int64_t part_bytes = 16 * 4 * rows;  // one B tile
-  const int64_t chunks = in / kAmxChunk;
+__attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw"))) void Group(
+    const uint16_t* prepared, int64_t rows, int64_t in, int64_t lead, const uint8_t* w,
+    int64_t w_row_bytes, const uint8_t* next, int64_t next_rows, float* out) {
+  const int64_t part_bytes = 16 * 4 * rows;                    // one B tile
+  const int64_t chunks = in / kAmxChunk - (lead > 0 ? 1 : 0);  // whole aligned chunks
   _tile_zero(0);
   if constexpr (kTiles == 2) _tile_zero(1);
   const auto* xb = reinterpret_cast<const uint8_t*>(prepared);
-  for (int64_t c = 0; c < chunks; ++c) {
+  const uint8_t* wa = w + 2 * lead;  // 64-byte aligned
+  alignas(64) uint8_t edge[2 * 16 * 64];
+  for (int64_t c = 0; c <= chunks; ++c) {
     if (next != nullptr) {
       for (int64_t r = 0; r < next_rows; ++r) {
         _mm_prefetch(reinterpret_cast<const char*>(next + r * w_row_bytes + c * 64), _MM_HINT_T1);
       }
     }
-    const uint8_t* wc = w + c * 64;
     const uint8_t* bc = xb + c * 3 * part_bytes;
-    _tile_loadd(2, wc, w_row_bytes);
-    if constexpr (kTiles == 2) _tile_loadd(3, wc + 16 * w_row_bytes, w_row_bytes);
+    if (c < chunks) {
+      const uint8_t* wc = wa + c * 64;
+      _tile_loadd(2, wc, w_row_bytes);
+      if constexpr (kTiles == 2) _tile_loadd(3, wc + 16 * w_row_bytes, w_row_bytes);
+    } else {
+      if (lead == 0) break;
+      GatherEdges(w, w_row_bytes, in, lead, edge);
+      _tile_loadd(2, edge, 64);
+      if constexpr (kTiles == 2) {
+        GatherEdges(w + 16 * w_row_bytes, w_row_bytes, in, lead, edge + 16 * 64);
+        _tile_loadd(3, edge + 16 * 64, 64);
+      }
+    }
     _tile_loadd(4, bc, 4 * rows);
     _tile_loadd(5, bc + part_bytes, 4 * rows);
     _tile_loadd(6, bc + 2 * part_bytes, 4 * rows);
@@ -136,13 +161,25 @@ __attribute__((target("avx512f,avx512bw"))) void SplitRow(const float* x, int64_
   }
 }
 
-void PrepareRowsAvx512(const float* x, int64_t x_stride, int64_t rows, int64_t in, uint16_t* out) {
+void PrepareRowsAvx512(const float* x, int64_t x_stride, int64_t rows, int64_t in, int64_t lead,
+                       uint16_t* out) {
   thread_local std::vector<uint16_t> parts;
+  thread_local std::vector<float> ordered;  // a row's columns in chunk order
   if (static_cast<int64_t>(parts.size()) < 3 * in) parts.resize(3 * in);
+  if (static_cast<int64_t>(ordered.size()) < in) ordered.resize(in);
   const int64_t pairs = in / 2;
   auto* words = reinterpret_cast<uint32_t*>(out);  // one word per (chunk, part, pair, row)
   for (int64_t r = 0; r < rows; ++r) {
-    SplitRow(x + r * x_stride, in, parts.data(), parts.data() + in, parts.data() + 2 * in);
+    const float* xr = x + r * x_stride;
+    if (lead > 0) {
+      float* d = ordered.data();
+      std::memcpy(d, xr + lead, (in - kAmxChunk) * sizeof(float));
+      std::memcpy(d + in - kAmxChunk, xr, lead * sizeof(float));
+      std::memcpy(d + in - kAmxChunk + lead, xr + in - kAmxChunk + lead,
+                  (kAmxChunk - lead) * sizeof(float));
+      xr = d;
+    }
+    SplitRow(xr, in, parts.data(), parts.data() + in, parts.data() + 2 * in);
     for (int p = 0; p < 3; ++p) {
       const uint16_t* part = parts.data() + p * in;
       for (int64_t q = 0; q < pairs; ++q) {
@@ -155,10 +192,13 @@ void PrepareRowsAvx512(const float* x, int64_t x_stride, int64_t rows, int64_t i
   }
 }
 
-__attribute__((target("amx-tile,amx-bf16,avx512f"))) void AmxBlock(
-    const uint16_t* prepared, int64_t rows, int64_t in, const uint8_t* w, int64_t w_row_bytes,
-    int64_t outs, float* y, int64_t y_stride, bool accumulate) {
+__attribute__((target("amx-tile,amx-bf16,avx512f,avx512bw"))) void AmxBlock(
+    const uint16_t* prepared, int64_t rows, int64_t in, int64_t lead, const uint8_t* w,
+    int64_t w_row_bytes, int64_t outs, float* y, int64_t y_stride, bool accumulate) {
   const TileConfig config = ConfigFor(rows);
+  // The configuration must be in memory when ldtilecfg reads it: GCC 12 has dropped the stores
+  // of a configuration built right before _tile_loadconfig as dead.
+  __asm__ volatile("" : : "r"(&config) : "memory");
   _tile_loadconfig(&config);
   alignas(64) float out[2 * 16 * kAmxMaxRows];
   for (int64_t o0 = 0; o0 < outs;) {
@@ -168,9 +208,9 @@ __attribute__((target("amx-tile,amx-bf16,avx512f"))) void AmxBlock(
     const uint8_t* next = next_rows > 0 ? w + after * w_row_bytes : nullptr;
     const uint8_t* wo = w + o0 * w_row_bytes;
     if (tiles == 2) {
-      Group<2>(prepared, rows, in, wo, w_row_bytes, next, next_rows, out);
+      Group<2>(prepared, rows, in, lead, wo, w_row_bytes, next, next_rows, out);
     } else {
-      Group<1>(prepared, rows, in, wo, w_row_bytes, next, next_rows, out);
+      Group<1>(prepared, rows, in, lead, wo, w_row_bytes, next, next_rows, out);
     }
     // Column r of each stored tile is row r's 16 outputs.
     const __m512i at =
@@ -204,22 +244,23 @@ bool AmxBf16Usable() {
 
 bool SetAmxAllowed(bool allowed) { return amx_allowed.exchange(allowed); }
 
-void AmxPrepareRows(const float* x, int64_t x_stride, int64_t rows, int64_t in, uint16_t* out) {
+void AmxPrepareRows(const float* x, int64_t x_stride, int64_t rows, int64_t in, int64_t lead,
+                    uint16_t* out) {
 #if defined(R2_HAVE_AMX)
-  PrepareRowsAvx512(x, x_stride, rows, in, out);
+  PrepareRowsAvx512(x, x_stride, rows, in, lead, out);
 #else
-  (void)x, (void)x_stride, (void)rows, (void)in, (void)out;
+  (void)x, (void)x_stride, (void)rows, (void)in, (void)lead, (void)out;
   std::abort();  // AmxBf16Usable() is false in this build: callers never get here
 #endif
 }
 
-void AmxLinearBlock(const uint16_t* prepared, int64_t rows, int64_t in, const uint8_t* w,
-                    int64_t w_row_bytes, int64_t outs, float* y, int64_t y_stride,
+void AmxLinearBlock(const uint16_t* prepared, int64_t rows, int64_t in, int64_t lead,
+                    const uint8_t* w, int64_t w_row_bytes, int64_t outs, float* y, int64_t y_stride,
                     bool accumulate) {
 #if defined(R2_HAVE_AMX)
-  AmxBlock(prepared, rows, in, w, w_row_bytes, outs, y, y_stride, accumulate);
+  AmxBlock(prepared, rows, in, lead, w, w_row_bytes, outs, y, y_stride, accumulate);
 #else
-  (void)prepared, (void)rows, (void)in, (void)w, (void)w_row_bytes, (void)outs, (void)y,
+  (void)prepared, (void)rows, (void)in, (void)lead, (void)w, (void)w_row_bytes, (void)outs, (void)y,
       (void)y_stride, (void)accumulate;
   std::abort();  // AmxBf16Usable() is false in this build: callers never get here
 #endif

@@ -96,15 +96,18 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p) {
   const int64_t row_chunk = std::max<int64_t>(16, (int64_t{64} << 10) / std::max<int64_t>(in, 1));
   const auto* weights = static_cast<const uint8_t*>(w.weight.data);
   // bf16 on 5-15 rows where the machine has AMX: every product's x rows prepared for the tiles
-  // once, shared by the threads; each unit's whole groups of 16 outputs run on the tiles.
-  const bool amx =
-      dtype == DType::kBF16 && k.isa == CpuIsa::kAvx512 && AmxTakes(p.rows, in) && AmxBf16Usable();
+  // once, shared by the threads; each unit's whole groups of 16 outputs run on the tiles. Every
+  // product's weight rows must sit at the same offset from a 64-byte boundary (AmxLead).
+  const int64_t lead = AmxLead(weights);
+  const bool amx = dtype == DType::kBF16 && k.isa == CpuIsa::kAvx512 && AmxTakes(p.rows, in, out) &&
+                   reinterpret_cast<uintptr_t>(weights) % 2 == 0 &&
+                   (p.batch == 1 || p.weight_batch_stride * elem % 64 == 0) && AmxBf16Usable();
   const int64_t amx_elems = AmxPreparedElems(p.rows, in);
   uint16_t* xa = nullptr;
   if (amx) {
     xa = reinterpret_cast<uint16_t*>(ThreadScratch(2, CeilDiv(p.batch * amx_elems, 2)));
     for (int64_t b = 0; b < p.batch; ++b) {
-      AmxPrepareRows(p.x + b * p.x_batch_stride, xs, p.rows, in, xa + b * amx_elems);
+      AmxPrepareRows(p.x + b * p.x_batch_stride, xs, p.rows, in, lead, xa + b * amx_elems);
     }
   }
   // bf16: every product's x rows split into even/odd groups once, shared by the threads (with
@@ -134,8 +137,8 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p) {
                           .accumulate = p.accumulate};
         if (amx) {
           const int64_t tiled = (o_end - o_begin) / 16 * 16;
-          AmxLinearBlock(xa + b * amx_elems, p.rows, in, wb + o_begin * in * elem, in * elem, tiled,
-                         y + o_begin, ys, p.accumulate);
+          AmxLinearBlock(xa + b * amx_elems, p.rows, in, lead, wb + o_begin * in * elem, in * elem,
+                         tiled, y + o_begin, ys, p.accumulate);
           if (o_begin + tiled == o_end) return;
           block.x = x;
           block.xp = xp + b * p.rows * in_main;
