@@ -6,12 +6,12 @@
 // timed runs.
 //
 // The KV cache format (kernels/kv_cache_format.h: float32 2304, bf16 1152, fp8 656 bytes a row):
-//   (no option)           the grid on the float32 cache, then bf16 and fp8 at context 4096 x batch
-//                         1 and 128; the last table ("===") compares the three formats there
-//   --kv-cache-dtype=FORMAT     the whole grid on one format (float32, bf16 or fp8)
+//   (no option)               the grid on the float32 cache, then bf16 and fp8 at context 4096 x
+//                             batch 1 and 128; the last table ("===") compares the formats there
+//   --kv-cache-dtype=FORMAT   the whole grid on one format (float32, bf16 or fp8)
 //
-//   build/<dir>/tests/r2_cuda_mla_bench [--kv-cache-dtype=...]   ("skipped: no CUDA device" without
-//   one)
+//   build/<dir>/tests/r2_cuda_mla_bench [--kv-cache-dtype=FORMAT]
+// prints "skipped: no CUDA device" without one.
 #include <cuda_runtime.h>
 
 #include <algorithm>
