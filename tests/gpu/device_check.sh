@@ -172,6 +172,17 @@ done
 SAMPLE_LINES=$(grep -h '^SampleRows' "$OUT/cuda_tests.log" 2>/dev/null)
 [[ -n "$SAMPLE_LINES" ]] && BENCH_LINES+=("-- SampleRows (r2_cuda_tests)" "$SAMPLE_LINES")
 
+# The bf16 / fp8 KV cache on CUDA (tests/unit/cuda/kv_dtype_test.cc, kv_dtype_model_test.cc):
+# decode against the CPU reading the same cache, the worst case per format and core; the tiny
+# models end to end against the CPU with the same cache format. (MLA decode time by format at
+# 4K context: the "===" table of cuda_mla_bench above.)
+KV_LINES=$(grep -h '^KvDecode' "$OUT/cuda_tests.log" 2>/dev/null | awk '
+  { key = $2 " " $3; if (!(key in worst) || $5 + 0 > worst[key] + 0) { worst[key] = $5; b[key] = $7 } }
+  END { for (k in worst) printf "KvDecode %-18s worst rel %-9s bound %s\n", k, worst[k], b[k] }' | sort)
+KV_MODEL_LINES=$(grep -h ' cache: logits diff to the cpu' "$OUT/cuda_tests.log" 2>/dev/null)
+[[ -n "$KV_LINES$KV_MODEL_LINES" ]] &&
+  BENCH_LINES+=("-- bf16/fp8 KV cache vs the CPU (r2_cuda_tests)" "$KV_LINES" "$KV_MODEL_LINES")
+
 # ---- summary ------------------------------------------------------------------------------------
 COPY=$(grep -hoE 'copy bandwidth[^0-9]*[0-9.]+ GB/s' "$OUT"/*.log 2>/dev/null | head -1)
 {

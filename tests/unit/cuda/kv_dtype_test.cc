@@ -16,6 +16,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <limits>
 #include <memory>
@@ -191,6 +192,10 @@ class CudaKvDtypeTest : public CudaTest {
     }
     const double rel = ref == 0 ? diff : diff / ref;
     const double bound = OnTensorCores(d) ? kTensorCoreBound : kExactCoreBound;
+    // One line per case for tests/gpu/device_check.sh's summary (the worst per format and core).
+    std::printf("KvDecode %s %s rel %.3g bound %.0e (%s lens %s)\n", KvCacheDTypeName(dtype),
+                OnTensorCores(d) ? "tensor-core" : "generic", rel, bound,
+                DimsString(d, dtype).c_str(), lens_text.c_str());
     EXPECT_EQ(bad, 0) << "NaN or infinity in the output";
     EXPECT_EQ(overwrites, 0) << "wrote outside the output columns";
     EXPECT_LE(rel, bound);
