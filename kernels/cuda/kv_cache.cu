@@ -122,6 +122,7 @@ absl::Status KvCacheWrite(const Context& ctx, const KvCacheWriteParams& p) {
       c.rope_dim < 0) {
     return Invalid(kOp, "empty or malformed cache");
   }
+  if (c.row_bytes() <= 0) return Invalid(kOp, "unknown KV cache dtype");
   if (c.row_width() > (1 << 24)) return Invalid(kOp, "cache row width too large");
   if (c.block_stride < c.block_size * c.row_words()) {
     return Invalid(kOp, "cache block_stride smaller than one block");

@@ -367,6 +367,7 @@ absl::Status CheckCache(const char* op, const PagedLatentCache& c) {
       c.rope_dim < 0) {
     return Invalid(op, "empty or malformed cache");
   }
+  if (c.row_bytes() <= 0) return Invalid(op, "unknown KV cache dtype");
   if (c.row_width() > (1 << 20)) return Invalid(op, "cache row width too large");
   if (c.block_stride < c.block_size * c.row_words()) {
     return Invalid(op, "cache block_stride smaller than one block");
