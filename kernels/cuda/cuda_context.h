@@ -10,7 +10,8 @@
 //                         for small row counts, FP8 128x128 block-scaled weights)
 //   moe_route.cu          MoeRoute
 //   mla_prefill.cu        MlaPrefillAttention
-//   mla_decode.cu         MlaDecodeAttention (split over the KV length), KvCacheWrite
+//   mla_decode.cu         MlaDecodeAttention (split over the KV length)
+//   kv_cache.cu           KvCacheWrite (every KV cache format, bytes as the row codec)
 //   moe_experts.cu        MoeExperts (the routed experts of a decode step, no host round trip)
 //   sampling.cu           SampleRows (sampling where the logits are; results to the host)
 // Argument checks on shapes, dtypes and strides happen on the host in each launcher (they return
