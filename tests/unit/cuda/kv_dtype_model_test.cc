@@ -7,11 +7,12 @@
 // after the device's float32 rounding of the latent, and the tensor-core core's bf16 query and
 // weights) and "cuda" (serving mode, bf16 GEMM operands too). Skips without a device.
 //
-// Bounds, per step max |logit - cpu| / max |cpu|, median over the steps: bf16 2e-2, fp8 5e-2
-// ("cuda" at least 3e-2, its bound against the float32 CPU model); top-1 disagreements at most
-// 2 (bf16) and 4 (fp8) of the 25 steps (a router near-tie on these random-weight models flips a
-// step; the CPU-side test of the formats, tests/unit/model/kv_dtype_model_test.cc, measured the
-// formats themselves against float32 at medians 2.0e-2 and 4.4e-2). Not yet run on a GPU.
+// Bounds, per step max |logit - cpu| / max |cpu|, median over the steps: on cuda-fp32 bf16 2e-2,
+// fp8 5e-2; on "cuda" 5e-2 (its prefill chunks round GEMM operands to bf16, so the latents it
+// stores differ more). Top-1 disagreements at most 2 (bf16) and 4 (fp8) of the 25 steps, 3 more
+// on "cuda" (a router near-tie on these random-weight models flips a step). For scale, the
+// formats themselves against float32 on the CPU (tests/unit/model/kv_dtype_model_test.cc):
+// medians 2.0e-2 and 4.4e-2. A broken kernel gives medians near 1. Not yet run on a GPU.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -114,11 +115,15 @@ class CudaKvDtypeModelTest : public ::testing::TestWithParam<Param> {
   const std::string& preset() const { return std::get<0>(GetParam()); }
   const std::string& backend() const { return std::get<1>(GetParam()); }
   KvCacheDType dtype() const { return std::get<2>(GetParam()); }
+  bool serving() const { return backend() == "cuda"; }
   double median_bound() const {
-    const double b = dtype() == KvCacheDType::kBF16 ? 2e-2 : 5e-2;
-    return backend() == "cuda" ? std::max(b, 3e-2) : b;
+    if (serving()) return 5e-2;
+    return dtype() == KvCacheDType::kBF16 ? 2e-2 : 5e-2;
   }
-  int64_t max_flips() const { return dtype() == KvCacheDType::kBF16 ? 2 : 4; }
+  int64_t max_flips() const {
+    const int64_t flips = dtype() == KvCacheDType::kBF16 ? 2 : 4;
+    return serving() ? flips + 3 : flips;
+  }
 };
 
 TEST_P(CudaKvDtypeModelTest, TeacherForcedDecodeAgreesWithTheCpu) {
