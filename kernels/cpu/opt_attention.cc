@@ -122,10 +122,8 @@ void DecodeItem(const SimdKernels& k, const MlaDecodeParams& p, const int32_t* s
     load(s0, n);
     for (int64_t g = 0; g < heads; g += kHeadGroup) {
       const int64_t gh = std::min(kHeadGroup, heads - g);
-      for (int64_t i = 0; i < n; ++i) {
-        k.dot_many(rows[i], q + g * p.q_head_stride, p.q_head_stride, gh, width, p.softmax_scale,
-                   scores + g * visible + s0 + i, visible);
-      }
+      k.dot_rows(rows, n, q + g * p.q_head_stride, p.q_head_stride, gh, width, p.softmax_scale,
+                 scores + g * visible + s0, visible);
     }
   }
   for (int64_t h = 0; h < heads; ++h) Softmax(k, scores + h * visible, visible);
@@ -136,10 +134,8 @@ void DecodeItem(const SimdKernels& k, const MlaDecodeParams& p, const int32_t* s
     load(s0, n);
     for (int64_t g = 0; g < heads; g += kHeadGroup) {
       const int64_t gh = std::min(kHeadGroup, heads - g);
-      for (int64_t i = 0; i < n; ++i) {
-        k.axpy_many(rows[i], scores + g * visible + s0 + i, visible, gh, lora,
-                    out + g * p.out_head_stride, p.out_head_stride);
-      }
+      k.axpy_rows(rows, n, scores + g * visible + s0, visible, gh, lora,
+                  out + g * p.out_head_stride, p.out_head_stride);
     }
   }
 }

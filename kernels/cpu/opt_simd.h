@@ -40,12 +40,16 @@ struct SimdKernels {
   // f16 -> f32 of n values (src may be unaligned).
   void (*decode_f16)(const uint8_t* src, float* dst, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);
-  // out[i] = scale * dot(q + i * q_stride, k, n) for i < count.
-  void (*dot_many)(const float* k, const float* q, int64_t q_stride, int64_t count, int64_t n,
-                   float scale, float* out, int64_t out_stride);
-  // y_i += coef[i * coef_stride] * v for i < count, y_i = y + i * y_stride.
-  void (*axpy_many)(const float* v, const float* coef, int64_t coef_stride, int64_t count,
-                    int64_t n, float* y, int64_t y_stride);
+  // s[h * s_stride + i] = scale * dot(rows[i], q + h * q_stride, n) for h < heads (1-4),
+  // i < count: register tiles of several rows x the heads, each loaded vector used by every
+  // product it takes part in; every score summed the same way whatever its tile.
+  void (*dot_rows)(const float* const* rows, int64_t count, const float* q, int64_t q_stride,
+                   int64_t heads, int64_t n, float scale, float* s, int64_t s_stride);
+  // out[h * out_stride + j] += sum_i coef[h * coef_stride + i] * rows[i][j] for h < heads (1-4),
+  // j < n, the terms added in order of i, the sums held in registers across the
+  // rows.
+  void (*axpy_rows)(const float* const* rows, int64_t count, const float* coef, int64_t coef_stride,
+                    int64_t heads, int64_t n, float* out, int64_t out_stride);
   float (*sum_squares)(const float* x, int64_t n);
   // y[j] = w[j] * (x[j] * s).
   void (*scale_mul)(const float* x, const float* w, float s, float* y, int64_t n);
