@@ -24,6 +24,9 @@ ABSL_FLAG(bool, quantize_lm_head, false, "Quantize lm_head too (kept BF16 by def
 ABSL_FLAG(bool, quantize_dense_mlp, false,
           "Quantize the dense MLPs of the first first_k_dense_replace layers too (kept BF16 by "
           "default and listed in the config's ignore list).");
+ABSL_FLAG(int32_t, quantize_threads, 0,
+          "Threads that quantize the rows of a tensor (0: one per core). On a machine shared "
+          "with other work, fewer threads than cores avoid waiting on descheduled ones.");
 ABSL_FLAG(bool, max_abs_scales, false,
           "Plain max-abs weight scales instead of the scales searched for the least squared "
           "rounding error.");
@@ -57,7 +60,7 @@ class ProgressBar {
 int RunQuantize(int argc, char** argv) {
   constexpr absl::string_view kUsage =
       "r2serve quantize --in DIR --out DIR --format int8|int4 [--group-size 128] [--asymmetric]\n"
-      "  [--quantize-lm-head] [--quantize-dense-mlp] [--max-abs-scales]\n"
+      "  [--quantize-lm-head] [--quantize-dense-mlp] [--max-abs-scales] [--quantize-threads N]\n"
       "Converts a BF16 or FP8 DeepSeek checkpoint into compressed-tensors integer weights:\n"
       "int8 = \"int-quantized\" W8A8 (per-channel weight scales, per-token activations at run\n"
       "time), int4 = \"pack-quantized\" W4A16 (groups of --group-size columns). Embeddings, "
@@ -93,6 +96,12 @@ int RunQuantize(int argc, char** argv) {
   options.quantize_lm_head = absl::GetFlag(FLAGS_quantize_lm_head);
   options.quantize_dense_mlp = absl::GetFlag(FLAGS_quantize_dense_mlp);
   options.search_scales = !absl::GetFlag(FLAGS_max_abs_scales);
+  options.threads = absl::GetFlag(FLAGS_quantize_threads);
+  if (options.threads < 0) {
+    std::fprintf(stderr, "quantize: --quantize-threads must be 0 (one per core) or more, got %d\n",
+                 options.threads);
+    return 1;
+  }
   ProgressBar bar;
   const bool tty = isatty(fileno(stderr)) != 0;
   if (tty) {

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +14,7 @@
 #include <memory>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -209,6 +211,23 @@ class Converter {
 
   // Rows per chunk: each chunk's rows are decoded and quantized in parallel (the scale search
   // costs ~30 passes over each row), then written in order.
+  // Runs fn(r) for r in [0, n) on up to options_.threads threads (0: one per core). Workers take
+  // rows from a shared counter and are joined (no spinning), so a thread descheduled on a busy
+  // machine delays only the rows it holds.
+  template <typename Fn>
+  void ParallelRows(int64_t n, const Fn& fn) const {
+    const int64_t hw = std::max(1u, std::thread::hardware_concurrency());
+    const int64_t threads = std::min(n, options_.threads > 0 ? int64_t{options_.threads} : hw);
+    std::atomic<int64_t> next{0};
+    auto work = [&] {
+      for (int64_t r = next++; r < n; r = next++) fn(r);
+    };
+    std::vector<std::thread> helpers;
+    for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+    work();
+    for (std::thread& h : helpers) h.join();
+  }
+
   static int64_t RowChunk(int64_t in) {
     return std::clamp<int64_t>((int64_t{4} << 20) / std::max<int64_t>(in, 1), 8, 256);
   }
@@ -220,13 +239,12 @@ class Converter {
     std::vector<float> scales(out);
     for (int64_t o0 = 0; o0 < out && ok_; o0 += chunk) {
       const int64_t n = std::min(chunk, out - o0);
-#pragma omp parallel for schedule(dynamic)
-      for (int64_t r = 0; r < n; ++r) {
+      ParallelRows(n, [&](int64_t r) {
         float* row = rows.data() + r * in;
         DecodeRow(job, o0 + r, row);
         scales[o0 + r] = options_.search_scales ? QuantizeInt8WeightRow(row, in, q.data() + r * in)
                                                 : QuantizeInt8Row(row, in, q.data() + r * in);
-      }
+      });
       Write(q.data(), static_cast<size_t>(n * in));
       Consumed(job, src + (o0 + n) * src_row_bytes, o0 + n == out);
     }
@@ -244,8 +262,7 @@ class Converter {
     for (int64_t o0 = 0; o0 < out && ok_; o0 += chunk) {
       const int64_t n = std::min(chunk, out - o0);
       std::fill(packed.begin(), packed.end(), 0);
-#pragma omp parallel for schedule(dynamic)
-      for (int64_t r = 0; r < n; ++r) {
+      ParallelRows(n, [&](int64_t r) {
         const int64_t o = o0 + r;
         float* row = rows.data() + r * in;
         uint8_t* packed_row = packed.data() + r * row_bytes;
@@ -261,7 +278,7 @@ class Converter {
           scales[o * groups + g] = FloatToBF16(result.scale);
           row_zeros[o * groups + g] = static_cast<int8_t>(result.zero);
         }
-      }
+      });
       Write(packed.data(), static_cast<size_t>(n * row_bytes));
       Consumed(job, src + (o0 + n) * src_row_bytes, o0 + n == out);
     }

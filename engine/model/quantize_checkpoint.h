@@ -37,6 +37,8 @@ struct QuantizeOptions {
   // true: each int8 row's / int4 group's scale (and zero point) minimizes its squared rounding
   // error (QuantizeInt8WeightRow, QuantizeInt4GroupMinError); false: plain max-abs scales.
   bool search_scales = true;
+  // Threads that decode and quantize the rows of a chunk (0: OpenMP's default, one per core).
+  int threads = 0;
   // When set, only the weights it accepts (by full tensor name) among those above are quantized.
   std::function<bool(const std::string& tensor)> filter;
   // Called after each tensor with the input bytes converted so far, the total, and the tensor.
