@@ -6,10 +6,12 @@
 // Decode bounds (max |cuda - ref| / max |ref| over the output, values N(0, 1)):
 //   1e-4  rows outside V3's shape (the generic core decodes each row to float32 exactly and
 //         accumulates in float32, as the reference does)
-//   2e-2  V3's rows (512 + 64) on the bf16 tensor-core core: the query and the softmax weights
-//         are rounded to bf16 (2^-9 relative each; fp8 values also round value * scale to bf16),
-//         products and sums in float32. A float64 model of that arithmetic gives up to 7e-3 over
-//         contexts of 1 to 4100 tokens.
+//   2e-2  V3's rows (512 + 64) in bf16 on the tensor-core core: the query and the softmax
+//         weights are rounded to bf16 (2^-9 relative each), products and sums in float32
+//   3e-2  the same in fp8: each value * scale is also rounded to bf16 once per tile
+// Measured in a host emulation of the tensor-core core (512 threads, mma.sync and ldmatrix by
+// their PTX fragment layouts) against float64, 32 heads, contexts 1 to 300: bf16 up to 4.7e-3,
+// fp8 up to 9.6e-3.
 // The outputs start poisoned with NaN: a NaN where a value is due, or a write anywhere else, fails.
 #include <gtest/gtest.h>
 
@@ -38,7 +40,7 @@ using cudatest::DeviceBuffer;
 
 constexpr float kPoison = std::numeric_limits<float>::quiet_NaN();
 constexpr double kExactCoreBound = 1e-4;
-constexpr double kTensorCoreBound = 2e-2;
+constexpr double kTensorCoreBf16Bound = 2e-2, kTensorCoreFp8Bound = 3e-2;
 
 struct CacheDims {
   int64_t heads, lora, rope;
@@ -53,6 +55,11 @@ const CacheDims kOdd{3, 37, 9, 16, 5};      // odd widths, a partial fp8 group, 
 
 bool OnTensorCores(const CacheDims& d) {
   return d.lora == 512 && d.rope == 64 && d.block_pad % 4 == 0;
+}
+
+double DecodeBound(const CacheDims& d, KvCacheDType dtype) {
+  if (!OnTensorCores(d)) return kExactCoreBound;
+  return dtype == KvCacheDType::kFp8E4M3 ? kTensorCoreFp8Bound : kTensorCoreBf16Bound;
 }
 
 std::string DimsString(const CacheDims& d, KvCacheDType dtype) {
@@ -191,7 +198,7 @@ class CudaKvDtypeTest : public CudaTest {
       }
     }
     const double rel = ref == 0 ? diff : diff / ref;
-    const double bound = OnTensorCores(d) ? kTensorCoreBound : kExactCoreBound;
+    const double bound = DecodeBound(d, dtype);
     // One line per case for tests/gpu/device_check.sh's summary (the worst per format and core).
     std::printf("KvDecode %s %s rel %.3g bound %.0e (%s lens %s)\n", KvCacheDTypeName(dtype),
                 OnTensorCores(d) ? "tensor-core" : "generic", rel, bound,
@@ -403,7 +410,7 @@ TEST_F(CudaKvDtypeTest, WriteThenDecodeReadsWhatWasWritten) {
         diff = std::max(diff, std::fabs(double(got[i]) - want[i]));
         ref = std::max(ref, std::fabs(double(want[i])));
       }
-      EXPECT_LE(diff / ref, OnTensorCores(d) ? kTensorCoreBound : kExactCoreBound);
+      EXPECT_LE(diff / ref, DecodeBound(d, dtype));
     }
   }
 }
