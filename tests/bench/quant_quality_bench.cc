@@ -533,8 +533,8 @@ std::string Report(const std::vector<Comparison>& results, const std::string& no
   }
   std::string s = absl::StrCat(Marker(tag, "begin"), "\n## Quality against BF16 (", what, ")\n\n",
                                "Measured ", Date(), " on ", Machine(),
-                               ", CPU backend (\"cpu\"; integer weights run the reference "
-                               "quantized Linear). Command: `",
+                               ", CPU backend (\"cpu\"; integer weights run its optimized "
+                               "quantized Linear, kernels/cpu/opt_quant*). Command: `",
                                command, "`.\n\n");
   s += "| preset | format | positions | mean KL (nats) | p99 KL | top-1 agreement | "
        "top-1 misses (near ties) | logit RMS err | mean bf16 entropy | ppl (quant / bf16) | "
