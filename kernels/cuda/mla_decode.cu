@@ -378,7 +378,7 @@ absl::Status CheckCache(const char* op, const PagedLatentCache& c) {
   return absl::OkStatus();
 }
 
-// Launches the decode kernel for one tile configuration over latent columns [col0, col0 + cols).
+// Dynamic shared memory of a core (the generic one: 32 x 32 or 8 x 8 tiles).
 template <int kCore>
 size_t CoreSmemBytes(int width, int heads, int tokens) {
   if constexpr (kCore == kCoreMmaF32) return MmaSmemBytes();
@@ -387,6 +387,7 @@ size_t CoreSmemBytes(int width, int heads, int tokens) {
   return heads == 32 ? DecodeSmemBytes<32, 32>(width) : DecodeSmemBytes<8, 8>(width);
 }
 
+// Launches the decode kernel for one tile configuration over latent columns [col0, col0 + cols).
 template <int kHeads, int kTokens, int kCols, int kCore = kCoreGeneric>
 absl::Status LaunchDecode(const Context& ctx, DecodeArgs a, dim3 grid) {
   const size_t smem = CoreSmemBytes<kCore>(a.width, kHeads, kTokens);
