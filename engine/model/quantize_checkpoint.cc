@@ -14,6 +14,7 @@
 #include <memory>
 #include <set>
 #include <sstream>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -209,8 +210,6 @@ class Converter {
     }
   }
 
-  // Rows per chunk: each chunk's rows are decoded and quantized in parallel (the scale search
-  // costs ~30 passes over each row), then written in order.
   // Runs fn(r) for r in [0, n) on up to options_.threads threads (0: one per core). Workers take
   // rows from a shared counter and are joined (no spinning), so a thread descheduled on a busy
   // machine delays only the rows it holds.
@@ -223,13 +222,21 @@ class Converter {
       for (int64_t r = next++; r < n; r = next++) fn(r);
     };
     std::vector<std::thread> helpers;
-    for (int64_t t = 1; t < threads; ++t) helpers.emplace_back(work);
+    for (int64_t t = 1; t < threads; ++t) {
+      try {
+        helpers.emplace_back(work);
+      } catch (const std::system_error&) {
+        break;  // no more threads to be had: the ones started (and this one) take all the rows
+      }
+    }
     work();
     for (std::thread& h : helpers) h.join();
   }
 
+  // Rows per chunk (about 4 MB of float32 rows, 8 to 256 rows): each chunk's rows are decoded and
+  // quantized in parallel (the scale search costs ~30 passes over each row), then written in order.
   static int64_t RowChunk(int64_t in) {
-    return std::clamp<int64_t>((int64_t{4} << 20) / std::max<int64_t>(in, 1), 8, 256);
+    return std::clamp<int64_t>((int64_t{1} << 20) / std::max<int64_t>(in, 1), 8, 256);
   }
 
   void QuantizeInt8(const Job& job, const uint8_t* src, size_t src_row_bytes) {
