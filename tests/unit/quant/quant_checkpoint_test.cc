@@ -629,6 +629,28 @@ TEST(QuantConverterTest, SearchedScalesAreNeverWorseThanMaxAbs) {
   }
 }
 
+std::string FileBytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream bytes;
+  bytes << in.rdbuf();
+  return bytes.str();
+}
+
+TEST(QuantConverterTest, OutputDoesNotDependOnTheThreadCount) {
+  const std::string src = MakeTiny("tiny");
+  for (QuantFormat f : {QuantFormat::kInt8, QuantFormat::kInt4}) {
+    QuantizeOptions o;
+    o.format = f;
+    o.symmetric = f == QuantFormat::kInt8;  // int4 with zero points: rows share packed words
+    o.threads = 1;
+    const std::string one = FileBytes(ConvertWith(src, o) + "/model.safetensors");
+    o.threads = 3;
+    const std::string three = FileBytes(ConvertWith(src, o) + "/model.safetensors");
+    ASSERT_GT(one.size(), 1000u);
+    EXPECT_TRUE(one == three) << (f == QuantFormat::kInt8 ? "int8" : "int4");
+  }
+}
+
 constexpr auto kCopyAll =
     std::filesystem::copy_options::overwrite_existing | std::filesystem::copy_options::recursive;
 
