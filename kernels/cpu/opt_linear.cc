@@ -89,8 +89,11 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p) {
   CpuThreadPool& pool = CpuThreadPool::Get();
   const int64_t threads = pool.threads();
   const bool parallel = threads > 1 && p.batch * p.rows * in * out >= kOptParallelWork;
-  // Output features per work unit: a multiple of 16, about four units per thread.
-  const int64_t unit = std::max<int64_t>(16, CeilDiv(CeilDiv(out, 4 * threads), 16) * 16);
+  // Output features per work unit: a multiple of 16, about four units per thread over the whole
+  // batch (a strided batch of 16 small per-head products is 16 units, not 16 x 8 of a few
+  // microseconds each, whose claiming cost the two threads more than the products).
+  const int64_t per_product = CeilDiv(4 * threads, p.batch);
+  const int64_t unit = std::max<int64_t>(16, CeilDiv(CeilDiv(out, per_product), 16) * 16);
   const int64_t units = CeilDiv(out, unit), total = p.batch * units;
   // Rows per pass: the pass's x stays in L2 (about 256 KiB) while the weights stream by.
   const int64_t row_chunk = std::max<int64_t>(16, (int64_t{64} << 10) / std::max<int64_t>(in, 1));
