@@ -27,9 +27,9 @@ ABSL_FLAG(bool, quantize_dense_mlp, false,
 ABSL_FLAG(int32_t, quantize_threads, 0,
           "Threads that quantize the rows of a tensor (0: one per core). On a machine shared "
           "with other work, fewer threads than cores avoid waiting on descheduled ones.");
-ABSL_FLAG(bool, max_abs_scales, false,
-          "Plain max-abs weight scales instead of the scales searched for the least squared "
-          "rounding error.");
+ABSL_FLAG(std::string, scales, "auto",
+          "How each int8 row's / int4 group's scale is chosen: mse (least squared rounding "
+          "error), max-abs (max |w| spans the range), auto (mse for int4, max-abs for int8).");
 
 namespace r2::server {
 namespace {
@@ -60,14 +60,15 @@ class ProgressBar {
 int RunQuantize(int argc, char** argv) {
   constexpr absl::string_view kUsage =
       "r2serve quantize --in DIR --out DIR --format int8|int4 [--group-size 128] [--asymmetric]\n"
-      "  [--quantize-lm-head] [--quantize-dense-mlp] [--max-abs-scales] [--quantize-threads N]\n"
+      "  [--quantize-lm-head] [--quantize-dense-mlp] [--scales auto|max-abs|mse] "
+      "[--quantize-threads N]\n"
       "Converts a BF16 or FP8 DeepSeek checkpoint into compressed-tensors integer weights:\n"
       "int8 = \"int-quantized\" W8A8 (per-channel weight scales, per-token activations at run\n"
       "time), int4 = \"pack-quantized\" W4A16 (groups of --group-size columns). Embeddings, "
       "norms,\n"
       "the MoE router, MTP eh_proj, the dense (first_k_dense_replace) MLPs and lm_head stay BF16.\n"
-      "Each weight row's (int8) or group's (int4) scale is chosen to minimize its squared\n"
-      "rounding error. Streams tensor by tensor (bounded memory) and copies the tokenizer files.\n"
+      "Each int4 group's scale is chosen to minimize its squared rounding error (--scales).\n"
+      "Streams tensor by tensor (bounded memory) and copies the tokenizer files.\n"
       "--out DIR: output directory (required).";
   if (WantsHelp(argc, argv)) return PrintFlagHelp(kUsage, "cmd_quantize");
   std::vector<std::string> positional = ParseCommandFlags(argc, argv);
@@ -95,7 +96,18 @@ int RunQuantize(int argc, char** argv) {
   options.symmetric = !absl::GetFlag(FLAGS_asymmetric);
   options.quantize_lm_head = absl::GetFlag(FLAGS_quantize_lm_head);
   options.quantize_dense_mlp = absl::GetFlag(FLAGS_quantize_dense_mlp);
-  options.search_scales = !absl::GetFlag(FLAGS_max_abs_scales);
+  const std::string scales = absl::GetFlag(FLAGS_scales);
+  if (scales == "auto") {
+    options.scales = model::ScaleChoice::kAuto;
+  } else if (scales == "max-abs") {
+    options.scales = model::ScaleChoice::kMaxAbs;
+  } else if (scales == "mse") {
+    options.scales = model::ScaleChoice::kMinSquaredError;
+  } else {
+    std::fprintf(stderr, "quantize: --scales must be auto, max-abs or mse, got '%s'\n",
+                 scales.c_str());
+    return 1;
+  }
   options.threads = absl::GetFlag(FLAGS_quantize_threads);
   if (options.threads < 0) {
     std::fprintf(stderr, "quantize: --quantize-threads must be 0 (one per core) or more, got %d\n",

@@ -101,7 +101,11 @@ class Converter {
  public:
   Converter(const QuantizeOptions& options, int64_t total_bytes, int64_t block_out,
             int64_t block_in)
-      : options_(options), total_(total_bytes), block_out_(block_out), block_in_(block_in) {}
+      : options_(options),
+        search_(SearchesScales(options)),
+        total_(total_bytes),
+        block_out_(block_out),
+        block_in_(block_in) {}
 
   absl::Status WriteShard(const Shard& shard, const std::string& path) {
     Json header = Json::object();
@@ -249,8 +253,8 @@ class Converter {
       ParallelRows(n, [&](int64_t r) {
         float* row = rows.data() + r * in;
         DecodeRow(job, o0 + r, row);
-        scales[o0 + r] = options_.search_scales ? QuantizeInt8WeightRow(row, in, q.data() + r * in)
-                                                : QuantizeInt8Row(row, in, q.data() + r * in);
+        scales[o0 + r] = search_ ? QuantizeInt8WeightRow(row, in, q.data() + r * in)
+                                 : QuantizeInt8Row(row, in, q.data() + r * in);
       });
       Write(q.data(), static_cast<size_t>(n * in));
       Consumed(job, src + (o0 + n) * src_row_bytes, o0 + n == out);
@@ -278,9 +282,8 @@ class Converter {
         for (int64_t g = 0; g < groups; ++g) {
           const int64_t begin = g * group, m = std::min(group, in - begin);
           const Int4Group result =
-              options_.search_scales
-                  ? QuantizeInt4GroupMinError(row + begin, m, options_.symmetric, q.data())
-                  : QuantizeInt4Group(row + begin, m, options_.symmetric, q.data());
+              search_ ? QuantizeInt4GroupMinError(row + begin, m, options_.symmetric, q.data())
+                      : QuantizeInt4Group(row + begin, m, options_.symmetric, q.data());
           for (int64_t j = 0; j < m; ++j) PackU4(packed_row, begin + j, q[j]);
           scales[o * groups + g] = FloatToBF16(result.scale);
           row_zeros[o * groups + g] = static_cast<int8_t>(result.zero);
@@ -305,6 +308,7 @@ class Converter {
   }
 
   const QuantizeOptions& options_;
+  const bool search_;
   const int64_t total_;
   const int64_t block_out_, block_in_;
   FILE* file_ = nullptr;
@@ -400,7 +404,7 @@ CompressedTensorsScheme OutputScheme(const ModelConfig& config, const QuantizeOp
   if (!o.quantize_dense_mlp) {
     for (const std::string& m : DenseMlpModules(config)) s.ignore.push_back(m);
   }
-  s.observer = o.search_scales ? "mse" : "minmax";
+  s.observer = SearchesScales(o) ? "mse" : "minmax";
   return s;
 }
 
@@ -493,6 +497,18 @@ absl::Status CopyOtherFiles(const std::string& in_dir, const std::string& out_di
 }
 
 }  // namespace
+
+bool SearchesScales(const QuantizeOptions& options) {
+  switch (options.scales) {
+    case ScaleChoice::kMaxAbs:
+      return false;
+    case ScaleChoice::kMinSquaredError:
+      return true;
+    case ScaleChoice::kAuto:
+      break;
+  }
+  return options.format == QuantFormat::kInt4;
+}
 
 absl::StatusOr<QuantizeSummary> QuantizeCheckpoint(const std::string& in_dir,
                                                    const std::string& out_dir,

@@ -24,6 +24,14 @@ namespace r2::model {
 
 enum class QuantFormat { kInt8, kInt4 };
 
+// How each int8 row's / int4 group's scale (and zero point) is chosen.
+enum class ScaleChoice {
+  kAuto,            // kMinSquaredError for int4, kMaxAbs for int8 (what measured best)
+  kMaxAbs,          // max |w| spans the integer range (QuantizeInt8Row, QuantizeInt4Group)
+  kMinSquaredError  // least squared rounding error (QuantizeInt8WeightRow,
+                    // QuantizeInt4GroupMinError)
+};
+
 struct QuantizeOptions {
   QuantFormat format = QuantFormat::kInt8;
   int64_t group_size = 128;  // int4: input columns per scale
@@ -34,9 +42,9 @@ struct QuantizeOptions {
   // In a trained model the input of their down_proj (the SwiGLU product) has outlier channels
   // that int8's per-token activation rounding handles badly (docs/perf/quantization.md).
   bool quantize_dense_mlp = false;
-  // true: each int8 row's / int4 group's scale (and zero point) minimizes its squared rounding
-  // error (QuantizeInt8WeightRow, QuantizeInt4GroupMinError); false: plain max-abs scales.
-  bool search_scales = true;
+  // On the trained tiny checkpoints the least-squared-error scales lowered int4's KL on both
+  // seeds, but int8's logit error rose on both (docs/perf/quantization.md), hence kAuto.
+  ScaleChoice scales = ScaleChoice::kAuto;
   // Threads that decode and quantize the rows of a chunk (0: OpenMP's default, one per core).
   int threads = 0;
   // When set, only the weights it accepts (by full tensor name) among those above are quantized.
@@ -56,6 +64,9 @@ struct QuantizeSummary {
 // shards, model.safetensors.index.json when the input has one, config.json with the
 // compressed-tensors quantization_config, and the other files of in_dir (tokenizer, generation
 // config) copied.
+// Whether `options` searches scales for the least squared error (resolves kAuto).
+bool SearchesScales(const QuantizeOptions& options);
+
 absl::StatusOr<QuantizeSummary> QuantizeCheckpoint(const std::string& in_dir,
                                                    const std::string& out_dir,
                                                    const QuantizeOptions& options);

@@ -391,29 +391,36 @@ absl::Status RunPreset(const std::string& preset, const std::string& model_dir, 
   variants.push_back({"KV float32, token by token", bf16, "cpu", KvCacheDType::kFloat32, true});
   variants.push_back({"KV bf16", bf16, "cpu", KvCacheDType::kBF16, true, kv_f32});
   variants.push_back({"KV fp8", bf16, "cpu", KvCacheDType::kFp8E4M3, true, kv_f32});
-  // The converter's defaults ("int8", "int4"), then the other choices it offers: asymmetric
-  // int4, the dense MLPs quantized too, plain max-abs scales (what it did before the search).
+  // The converter's defaults ("int8": max-abs scales, "int4": searched scales; dense MLPs BF16),
+  // then the other choices it offers: asymmetric int4, the other scale choice, the dense MLPs
+  // quantized too (with both scale choices: "int8, dense MLP quantized" and "int4, dense MLP
+  // quantized, max-abs scales" are what the converter did before either change).
   struct Converted {
     const char* name;
     model::QuantFormat format;
-    bool symmetric = true, dense_mlp = false, search_scales = true;
+    bool symmetric = true, dense_mlp = false;
+    model::ScaleChoice scales = model::ScaleChoice::kAuto;
   };
   constexpr auto kInt8 = model::QuantFormat::kInt8;
   constexpr auto kInt4 = model::QuantFormat::kInt4;
+  constexpr auto kMse = model::ScaleChoice::kMinSquaredError;
+  constexpr auto kMaxAbs = model::ScaleChoice::kMaxAbs;
   for (const Converted& c :
        {Converted{"int8", kInt8}, Converted{"int4", kInt4},
         Converted{"int4 asymmetric", kInt4, false},
+        Converted{"int8, searched scales", kInt8, true, false, kMse},
+        Converted{"int4, max-abs scales", kInt4, true, false, kMaxAbs},
         Converted{"int8, dense MLP quantized", kInt8, true, true},
+        Converted{"int8, dense MLP quantized, searched scales", kInt8, true, true, kMse},
         Converted{"int4, dense MLP quantized", kInt4, true, true},
-        Converted{"int8, dense MLP quantized, max-abs scales", kInt8, true, true, false},
-        Converted{"int4, dense MLP quantized, max-abs scales", kInt4, true, true, false}}) {
+        Converted{"int4, dense MLP quantized, max-abs scales", kInt4, true, true, kMaxAbs}}) {
     if (kv_only) break;
     const std::string name = c.name;
     model::QuantizeOptions q;
     q.format = c.format;
     q.symmetric = c.symmetric;
     q.quantize_dense_mlp = c.dense_mlp;
-    q.search_scales = c.search_scales;
+    q.scales = c.scales;
     std::string dir = root + "/" + name;
     for (char& ch : dir) {
       if (ch == ' ' || ch == ',') ch = '_';

@@ -561,10 +561,13 @@ TEST(QuantConverterTest, DenseMlpStaysBf16AndIsListedInIgnoreUnlessAsked) {
     EXPECT_NE(c.value()->Linear(kSharedDown)->weight.dtype, DType::kBF16);
     std::ifstream in(kept + "/config.json");
     const Json q = Json::parse(in)["quantization_config"];
-    EXPECT_EQ(q["config_groups"]["group_0"]["weights"]["observer"], "mse");
+    // kAuto: searched scales for int4, max-abs for int8.
+    EXPECT_EQ(q["config_groups"]["group_0"]["weights"]["observer"],
+              f == QuantFormat::kInt4 ? "mse" : "minmax");
+    EXPECT_EQ(SearchesScales(o), f == QuantFormat::kInt4);
 
     o.quantize_dense_mlp = true;
-    o.search_scales = false;
+    o.scales = f == QuantFormat::kInt4 ? ScaleChoice::kMaxAbs : ScaleChoice::kMinSquaredError;
     const std::string all = ConvertWith(src, o);
     ignore = IgnoreList(all);
     EXPECT_EQ(std::find(ignore.begin(), ignore.end(), kDense[2]), ignore.end());
@@ -575,7 +578,7 @@ TEST(QuantConverterTest, DenseMlpStaysBf16AndIsListedInIgnoreUnlessAsked) {
     std::ifstream in2(all + "/config.json");
     EXPECT_EQ(
         Json::parse(in2)["quantization_config"]["config_groups"]["group_0"]["weights"]["observer"],
-        "minmax");
+        f == QuantFormat::kInt4 ? "minmax" : "mse");
   }
 }
 
@@ -611,8 +614,9 @@ TEST(QuantConverterTest, SearchedScalesAreNeverWorseThanMaxAbs) {
       QuantizeOptions o;
       o.format = f;
       o.symmetric = symmetric;
+      o.scales = ScaleChoice::kMinSquaredError;
       auto searched = Checkpoint::Open(ConvertWith(src, o));
-      o.search_scales = false;
+      o.scales = ScaleChoice::kMaxAbs;
       auto max_abs = Checkpoint::Open(ConvertWith(src, o));
       ASSERT_TRUE(searched.ok() && max_abs.ok());
       const std::vector<double> es = SquaredErrors(**a, **searched);
