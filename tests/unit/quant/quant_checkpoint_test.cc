@@ -142,11 +142,11 @@ const char kSharedDown[] = "model.layers.1.mlp.shared_experts.down_proj.weight";
 // Every linear weight of layers 0 and 1 that the converted config's ignore list does not name is
 // an integer weight that dequantizes to the source rounded to the nearest step of its row's
 // (int8) or group's (int4) range [(-8 - z) s, (7 - z) s] / [-127 s, 127 s]: within s / 2 inside
-// the range, plus the distance to the range's end for values beyond it. (The converter chooses
-// each scale for the least squared error, so the range may clip the largest values; with plain
-// max-abs scales nothing is beyond it and the bound is s / 2, or s for asymmetric int4 whose
-// rounded zero point can leave the lowest value half a step outside.) Ignored weights (the dense
-// MLP) are the source's values in BF16.
+// the range, plus the distance to the range's end for values beyond it. (With least-squared-error
+// scales, int4's default, the range may clip the largest values; with max-abs scales, int8's
+// default, nothing is beyond it and the bound is s / 2, or s for asymmetric int4 whose rounded
+// zero point can leave the lowest value half a step outside.) Ignored weights (the dense MLP) are
+// the source's values in BF16.
 void ExpectRoundTrip(const Checkpoint& src, const Checkpoint& dst, QuantFormat format) {
   int64_t checked = 0, ignored = 0;
   const CompressedTensorsScheme& scheme = dst.config().quantization->compressed;
