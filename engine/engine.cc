@@ -48,9 +48,10 @@ absl::Status CheckEngineConfig(const EngineConfig& config) {
   return ParseKvCacheDType(config.kv_cache_dtype).status();
 }
 
-// The KV cache format: "auto" is float32 on every backend (the CUDA decode kernels read float32
-// only, and it is today's exact path on the CPU). The CUDA backends are refused a bf16/fp8 cache
-// here, from the name alone, before the device is touched.
+// The KV cache format: "auto" is float32 on every backend (today's exact path). The CUDA
+// backend has bf16/fp8 cache kernels (kernels/cuda/kv_cache.cu, mla_decode_mma.cuh) that have
+// not yet run on a GPU (tests/gpu/device_check.sh checks them against the CPU): until they have,
+// serving refuses those formats on CUDA here, from the name alone, before the device is touched.
 absl::StatusOr<KvCacheDType> ResolveKvCacheDType(const EngineConfig& config) {
   absl::StatusOr<std::optional<KvCacheDType>> parsed = ParseKvCacheDType(config.kv_cache_dtype);
   if (!parsed.ok()) return parsed.status();
@@ -58,7 +59,9 @@ absl::StatusOr<KvCacheDType> ResolveKvCacheDType(const EngineConfig& config) {
   if (absl::StartsWith(config.device, "cuda") && dtype != KvCacheDType::kFloat32) {
     return absl::InvalidArgumentError(absl::StrCat(
         "--kv-cache-dtype ", KvCacheDTypeName(dtype), " is not supported on device '",
-        config.device, "' (its attention kernels read a float32 cache; use auto or float32)"));
+        config.device,
+        "' yet (its bf16/fp8 cache kernels await their first check on a GPU; use auto or "
+        "float32)"));
   }
   return dtype;
 }
@@ -194,8 +197,9 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(const EngineConfig& reque
       LoadTokenizerIfPresent(config.model_dir);
   if (!tokenizer.ok()) return tokenizer.status();
 
-  absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> runner = DeepseekModelRunner::Create(
-      std::move(backend), *std::move(model), *num_blocks, config.block_size, *kv_dtype);
+  absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> runner =
+      DeepseekModelRunner::Create(std::move(backend), *std::move(model), *num_blocks,
+                                  config.block_size, *kv_dtype, config.sample_on_device);
   if (!runner.ok()) return runner.status();
   EngineCoreOptions options{
       .scheduler = {.max_num_seqs = config.max_num_seqs,

@@ -55,12 +55,17 @@ struct EngineConfig {
   double gpu_memory_utilization = 0.9;  // in (0, 1]
   // KV cache format (kernels/kv_cache_format.h): "auto" (float32: the one format every backend
   // reads), "float32", "bf16" or "fp8". The pool holds kv_cache_memory_bytes / (real bytes per
-  // token) tokens, so bf16 holds 2x and fp8 ~3.5x the tokens of float32. The CUDA backend reads
-  // float32 only and refuses the others before it touches the device.
+  // token) tokens, so bf16 holds 2x and fp8 ~3.5x the tokens of float32. On CUDA only float32 is
+  // served until the bf16/fp8 kernels have passed tests/gpu/device_check.sh; the others are
+  // refused before the device is touched.
   std::string kv_cache_dtype = "auto";
   int32_t block_size = 64;             // tokens per KV block
   int32_t max_queued_requests = 4096;  // waiting requests beyond this are refused
   bool enable_prefix_caching = true;
+  // On a device backend, sample where the logits are (Backend::SampleRows): only token ids and
+  // the requested logprobs cross to the host. False copies every logits row to the host and
+  // samples there (the host Sampler), as host backends always do; both give the same tokens.
+  bool sample_on_device = true;
   uint64_t seed = 0;  // generator for unseeded requests
   // Watchdog: when one engine step runs longer than this, the engine is declared stuck: it turns
   // unhealthy (Submit -> Unavailable), every live request ends with an error event at once (the

@@ -14,11 +14,11 @@ int64_t KvBytesPerToken(const model::ModelConfig& config, KvCacheDType dtype) {
 
 absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> DeepseekModelRunner::Create(
     std::unique_ptr<Backend> backend, std::unique_ptr<model::DeepseekModel> model,
-    int32_t num_blocks, int32_t block_size, KvCacheDType kv_dtype) {
+    int32_t num_blocks, int32_t block_size, KvCacheDType kv_dtype, bool sample_on_device) {
   auto cache = model::PagedKvCache::Create(model->CacheShape(num_blocks, block_size, kv_dtype),
                                            backend.get());
   if (!cache.ok()) return cache.status();
-  model->set_outputs_stay_on_device(!backend->host_memory());
+  model->set_outputs_stay_on_device(sample_on_device && !backend->host_memory());
   return std::unique_ptr<DeepseekModelRunner>(
       new DeepseekModelRunner(std::move(backend), std::move(model), *std::move(cache)));
 }

@@ -50,10 +50,12 @@ class DeepseekModelRunner final : public ModelRunner {
  public:
   // `model` runs on `backend`; the cache holds `num_blocks` blocks of `block_size` tokens in
   // `kv_dtype`'s format. On a backend whose memory is not host memory, the logits stay there
-  // (StepLogits::device) and are sampled where they are.
+  // (StepLogits::device) and are sampled where they are, unless `sample_on_device` is false:
+  // then they are copied to the host and sampled there, as on host backends.
   static absl::StatusOr<std::unique_ptr<DeepseekModelRunner>> Create(
       std::unique_ptr<Backend> backend, std::unique_ptr<model::DeepseekModel> model,
-      int32_t num_blocks, int32_t block_size, KvCacheDType kv_dtype = KvCacheDType::kFloat32);
+      int32_t num_blocks, int32_t block_size, KvCacheDType kv_dtype = KvCacheDType::kFloat32,
+      bool sample_on_device = true);
 
   absl::Status Run(const scheduler::SchedulerOutput& plan, StepLogits* logits) override;
 

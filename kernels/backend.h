@@ -360,8 +360,8 @@ class Backend {
   // the CUDA backend samples on the device and copies back only the results.
   virtual absl::Status SampleRows(const SampleRowsParams& p);
 
-  // Whether KvCacheWrite and MlaDecodeAttention handle a cache in `dtype`'s format. Every CPU
-  // backend reads every format; the CUDA backend reads float32 only (kernels/cuda/mla_decode.cu).
+  // Whether KvCacheWrite and MlaDecodeAttention handle a cache in `dtype`'s format. Every backend
+  // reads every format (CUDA: kernels/cuda/kv_cache.cu and mla_decode*.{cu,cuh}).
   virtual bool SupportsKvCacheDType(KvCacheDType /*dtype*/) const { return true; }
 };
 

@@ -32,8 +32,8 @@ ABSL_FLAG(bool, ignore_eos, false, "Keep generating after the end-of-sequence to
 // Shared with serve (ABSL_DECLARE_FLAG there).
 ABSL_FLAG(std::string, kv_cache_dtype, "auto",
           "KV cache format: auto (float32), float32, bf16 (2x the tokens per byte) or fp8 "
-          "(e4m3 latent with a scale per 128 values, bf16 rope key: ~3.5x). The cuda device "
-          "reads float32 only. docs/quantization.md.");
+          "(e4m3 latent with a scale per 128 values, bf16 rope key: ~3.5x). On the cuda device "
+          "only float32 is served for now. docs/quantization.md.");
 
 namespace r2::server {
 namespace {
@@ -122,9 +122,10 @@ int RunGenerate(int argc, char** argv) {
   auto unsupported = [&] {
     return Fail(absl::InvalidArgumentError(
         absl::StrCat("--kv-cache-dtype ", KvCacheDTypeName(dtype), " is not supported on --device ",
-                     device, " (use auto or float32)")));
+                     device, " yet (use auto or float32)")));
   };
-  // The CUDA decode kernels read float32 rows only: refused before the device is opened.
+  // The CUDA bf16/fp8 cache kernels have not run on a GPU yet (engine.cc's ResolveKvCacheDType):
+  // refused before the device is opened, as serve does.
   if (absl::StartsWith(device, "cuda") && dtype != KvCacheDType::kFloat32) return unsupported();
   absl::StatusOr<std::unique_ptr<Backend>> backend = MakeBackend(device);
   if (!backend.ok()) return Fail(backend.status());

@@ -75,6 +75,10 @@ ABSL_FLAG(double, write_timeout, 30,
           "Seconds one response write may wait for a client that stopped reading; then the "
           "connection is dropped and its request aborted (a slow reader).");
 ABSL_FLAG(bool, enable_prefix_caching, true, "Reuse KV blocks of shared prompt prefixes.");
+ABSL_FLAG(bool, sample_on_device, true,
+          "On a GPU, sample where the logits are (only token ids and requested logprobs are "
+          "copied back). --nosample_on_device copies the logits to the host and samples there, "
+          "with the same tokens. No effect on --device cpu.");
 ABSL_FLAG(bool, reasoning, true,
           "Split <think>...</think> into reasoning_content/reasoning when the chat template "
           "uses <think> (DeepSeek-R1 style).");
@@ -127,6 +131,7 @@ constexpr const char* kServeFlags[] = {"model",
                                        "keep_alive_timeout",
                                        "write_timeout",
                                        "enable_prefix_caching",
+                                       "sample_on_device",
                                        "reasoning",
                                        "grpc_port",
                                        "grpc_max_message_bytes",
@@ -325,6 +330,7 @@ absl::StatusOr<engine::EngineConfig> EngineConfigFromFlags() {
   c.max_model_len = absl::GetFlag(FLAGS_max_model_len);
   c.max_queued_requests = absl::GetFlag(FLAGS_max_queued_requests);
   c.enable_prefix_caching = absl::GetFlag(FLAGS_enable_prefix_caching);
+  c.sample_on_device = absl::GetFlag(FLAGS_sample_on_device);
   c.device = absl::GetFlag(FLAGS_device);
   c.gpu_memory_utilization = absl::GetFlag(FLAGS_gpu_memory_utilization);
   c.kv_cache_dtype = absl::GetFlag(FLAGS_kv_cache_dtype);

@@ -22,10 +22,11 @@ using testing::MakeEngine;
 using testing::RandomPrompt;
 using testing::TestEngineConfig;
 
-std::vector<Collected> GenerateAll(const std::string& device,
-                                   const std::vector<Request>& requests) {
+std::vector<Collected> GenerateAll(const std::string& device, const std::vector<Request>& requests,
+                                   bool sample_on_device = true) {
   EngineConfig config = TestEngineConfig(64);
   config.device = device;
+  config.sample_on_device = sample_on_device;
   config.seed = 1234;
   auto engine = MakeEngine(config);
   if (engine == nullptr) return {};
@@ -132,6 +133,22 @@ TEST(EngineDeviceSamplingTest, DevicePathGivesTheHostPathsTokensAndLogprobs) {
   // The min_tokens request: no EOS before its 6th token, and the bias makes EOS likely after.
   const std::vector<int32_t>& held = host.back().tokens[0];
   for (size_t k = 0; k < held.size() && k < 6; ++k) EXPECT_NE(held[k], 1) << k;
+}
+
+// --nosample_on_device: a device backend's logits are copied to the host and the host Sampler
+// takes them; the tokens are the same.
+TEST(EngineDeviceSamplingTest, SamplingOnTheHostFromADeviceBackendGivesTheSameTokens) {
+  const std::vector<Request> requests = MixedRequests();
+  const std::vector<Collected> device = GenerateAll("checked-memory", requests);
+  const std::vector<Collected> host = GenerateAll("checked-memory", requests, false);
+  ASSERT_EQ(host.size(), requests.size());
+  ASSERT_EQ(device.size(), requests.size());
+  for (size_t i = 0; i < requests.size(); ++i) {
+    SCOPED_TRACE(::testing::Message() << "request " << i);
+    EXPECT_EQ(host[i].tokens, device[i].tokens);
+    EXPECT_EQ(host[i].logprobs, device[i].logprobs);
+    EXPECT_EQ(host[i].finish, device[i].finish);
+  }
 }
 
 }  // namespace
