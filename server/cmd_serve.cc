@@ -77,7 +77,7 @@ ABSL_FLAG(double, write_timeout, 30,
 ABSL_FLAG(bool, enable_prefix_caching, true, "Reuse KV blocks of shared prompt prefixes.");
 ABSL_FLAG(bool, sample_on_device, true,
           "On a GPU, sample where the logits are (only token ids and requested logprobs are "
-          "copied back). --nosample_on_device copies the logits to the host and samples there, "
+          "copied back). --sample-on-device=false copies the logits to the host and samples there, "
           "with the same tokens. No effect on --device cpu.");
 ABSL_FLAG(bool, reasoning, true,
           "Split <think>...</think> into reasoning_content/reasoning when the chat template "
