@@ -146,7 +146,8 @@ run_gtest() {
   [[ $rc -ne 0 ]] && FAILED=1
   note "$name" "$(status_of $rc)" "$LAST_SECONDS" "$(gtest_counts "$OUT/$name.log")"
 }
-run_gtest cuda_tests 150 "$BUILD/tests/r2_cuda_tests"
+# 240 s: the sampling and KV-format tests added CPU-reference work to this binary.
+run_gtest cuda_tests 240 "$BUILD/tests/r2_cuda_tests"
 # The model tests on the CUDA backend: golden (vs transformers), forward, MTP; bounds in
 # tests/unit/model/model_test_util.h (LogitsBound).
 run_gtest model_tests_cuda 120 "$BUILD/tests/r2_model_tests" --gtest_filter='*cuda*:*Cuda*'
