@@ -24,6 +24,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/linear_int.h"
 
 namespace r2::cuda {
 namespace {
@@ -670,7 +671,9 @@ absl::Status RunLinearLt(const Context& ctx, const LinearParams& p, int64_t xs, 
       const int64_t n = std::min(tile_rows, out - o0);
       const unsigned blocks = GridCap(CeilDiv(n * in, 256), 1 << 16);
       const unsigned vblocks = GridCap(CeilDiv(n * in / 8, 256), 1 << 16);
-      if (dt == DType::kF16 && vec_dequant) {
+      if (dt == DType::kU4) {  // linear_int.cu
+        if (absl::Status s = DequantU4Tile(ctx, w, o0, n, tile); !s.ok()) return s;
+      } else if (dt == DType::kF16 && vec_dequant) {
         DequantTileVecKernel<__half><<<vblocks, 256, 0, ctx.stream>>>(
             static_cast<const __half*>(w.weight.data) + b * p.weight_batch_stride, in, o0, n,
             nullptr, 0, 1, 1, tile);
@@ -954,6 +957,17 @@ absl::Status CheckLinear(const LinearParams& p) {
 }  // namespace
 
 absl::Status Linear(const Context& ctx, const LinearParams& p) {
+  if (p.weight.integer_quantized()) {
+    // I8 (W8A8) and U4 (W4A16): linear_int.cu, which checks the weight; U4 at many rows comes back
+    // for cuBLASLt on bf16 weight tiles (RunLinearLt), or its GEMV when cuBLASLt has no algorithm.
+    bool done = false;
+    if (absl::Status s = LinearInteger(ctx, p, &done); !s.ok() || done) return s;
+    const int64_t xs = StrideOr(p.x_stride, p.weight.in_features());
+    const int64_t ys = StrideOr(p.y_stride, p.weight.out_features());
+    bool ran = false;
+    if (absl::Status s = RunLinearLt(ctx, p, xs, ys, &ran); !s.ok()) return s;
+    return ran ? absl::OkStatus() : LinearU4Gemv(ctx, p);
+  }
   if (absl::Status s = CheckLinear(p); !s.ok()) return s;
   if (p.rows == 0) return absl::OkStatus();
   if (p.x == nullptr || p.y == nullptr) return Invalid("Linear", "null x or y");

@@ -16,6 +16,7 @@
 #include "kernels/cpu/reference_ops.h"
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/linear_int.h"
 
 namespace r2::cuda {
 namespace {
@@ -287,6 +288,8 @@ absl::Status Launch(const Context& ctx, const MoeExpertsParams& p, ExpertArgs a,
 }  // namespace
 
 absl::Status MoeExperts(const Context& ctx, const MoeExpertsParams& p) {
+  // Expert views in any Linear format (I8/U4 included): one Linear per selected expert.
+  if (p.expert_views != nullptr) return MoeExpertsByExpert(ctx, p);  // linear_int.cu
   if (absl::Status s = cpu::CheckMoeExperts(p); !s.ok()) return s;
   if (p.rows == 0) return absl::OkStatus();
   const int64_t pairs = p.rows * p.top_k;
