@@ -184,6 +184,15 @@ KV_MODEL_LINES=$(grep -h ' cache: logits diff to the cpu' "$OUT/cuda_tests.log" 
 [[ -n "$KV_LINES$KV_MODEL_LINES" ]] &&
   BENCH_LINES+=("-- bf16/fp8 KV cache vs the CPU (r2_cuda_tests)" "$KV_LINES" "$KV_MODEL_LINES")
 
+# Integer weights on CUDA (tests/unit/cuda/int_linear_test.cc, in r2_cuda_tests above): the tiny
+# model converted to int8 / int4 end to end against the CPU. (The int8 / int4 GEMV at batch 1 on
+# V3's 7168 x 2048 and 2048 x 7168 expert shapes, as GB/s of weight bytes: the "===" table of
+# cuda_int_linear_bench above.)
+INT_LINES=$(grep -h '^IntModel ' "$OUT/cuda_tests.log" 2>/dev/null)
+INT_FAILS=$(grep -hE '^\[  FAILED  \] (CudaIntLinearTest|Formats/CudaIntModelTest)' "$OUT/cuda_tests.log" 2>/dev/null | sort -u)
+[[ -n "$INT_LINES$INT_FAILS" ]] &&
+  BENCH_LINES+=("-- int8/int4 weights vs the CPU (r2_cuda_tests)" "$INT_LINES" "$INT_FAILS")
+
 # ---- summary ------------------------------------------------------------------------------------
 COPY=$(grep -hoE 'copy bandwidth[^0-9]*[0-9.]+ GB/s' "$OUT"/*.log 2>/dev/null | head -1)
 {
