@@ -15,16 +15,22 @@
 //     the result equals the reference's to float32 rounding (tested at 1e-6 relative).
 //     The int32 sums bound in_features at 133143 (127 * 127 * in < 2^31).
 // W4A16 (U4 weights, groups of group_size input columns, optional zero points):
-//  - GEMV (1-8 rows per pass, every row count on "cuda-fp32"): the packed weight streamed once per
-//    pass with 16-byte loads (32 values), each nibble turned into float(q - z) exactly with a
-//    float bit trick ((2^23 + nibble) - (2^23 + 8 + z)), float32 products summed per 32 columns and
-//    scaled by the group's scale (in_features and group_size multiples of 32, 16-byte aligned
-//    rows); other shapes take a scalar kernel that dequantizes each element as the reference
-//    does. Error: float32 rounding only (tested at 2e-5 relative).
-//  - More rows ("cuda", rows >= kU4LtMinRows): bf16 weight tiles ((q - z) * s rounded to bf16,
-//    DequantU4Tile) multiplied by cuBLASLt with x rounded to bf16, as linear.cu does for FP8
-//    weights (a first version; a tensor-core kernel on the packed weight would read 1/4 of the
-//    bytes). Error: bf16 rounding of both operands, ~1e-2 relative at worst (tested at 1e-2).
+//  - GEMV (1-4 rows; up to 8 rows per pass for shapes the tensor-core kernel does not take; every
+//    row count on "cuda-fp32"): the packed weight streamed once per pass with 16-byte loads (32
+//    values), each nibble turned into float(q - z) exactly with a float bit trick ((2^23 + nibble)
+//    - (2^23 + 8 + z)), float32 products summed per 32 columns and scaled by the group's scale
+//    (in_features and group_size multiples of 32, 16-byte aligned rows); other shapes take a
+//    scalar kernel that dequantizes each element as the reference does. Error: float32 rounding
+//    only (tested at 2e-5 relative).
+//  - Tensor cores (5-64 rows on "cuda", in_features and group_size multiples of 128, aligned
+//    rows): mma.sync m16n8k16 with q - z as exact bf16 and x rounded to bf16, float32
+//    accumulation, the group scale applied per 128 columns; the packed weight streamed once.
+//    Error: bf16 rounding of x, ~3e-3 relative (tested at 1e-2).
+//  - Otherwise from 9 rows on "cuda" (more than 64 rows, or other shapes): bf16 weight tiles
+//    ((q - z) * s rounded to bf16, DequantU4Tile) multiplied by cuBLASLt with x rounded to bf16,
+//    as linear.cu does for FP8 weights (a first version: it reads and writes 4.5 bytes per weight
+//    where the packed weight is 0.5). Error: bf16 rounding of both operands, ~1e-2 relative at
+//    worst (tested at 1e-2).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -689,6 +695,218 @@ absl::Status LaunchU4Gemv(const Context& ctx, const U4Args& a, int rows, bool ve
   return absl::OkStatus();
 }
 
+// ---- W4A16 tensor cores: mma.sync m16n8k16 bf16 on the packed weight ----
+// A = 16 weight rows x 16 columns of q - z as bf16 (exact: |q - z| <= 15), B = 16 columns x 8
+// rows of x rounded to bf16, float32 accumulation; the sum over each 128-column chunk (inside one
+// group) is multiplied by the group's scale. Thread (g, t) loads 16 bytes (32 values) at column
+// 32 t of the chunk for weight rows g and g + 8 and the same 32 columns of x row g; mma step s
+// (0..7) takes its columns 4 s .. 4 s + 3, the first pair for registers a0 / a1 / b0 (the
+// fragment's columns 2t, 2t + 1), the second for a2 / a3 / b1 (2t + 8, 2t + 9): the same
+// permutation of the columns for A and B. Nibbles become bf16 with bit operations: 0x4300 | n is
+// 128 + n, and (128 + n) - (136 + z) = q - z exactly. The weight is streamed once for up to 64
+// rows; in_features is split over blocks for parallelism and the splits are added in a fixed
+// order by a second kernel (deterministic). Error: bf16 rounding of x, ~3e-3 relative.
+constexpr int kU4MmaWarps = 8;
+constexpr int kU4MmaOut = kU4MmaWarps * 16;  // output features per block
+constexpr int64_t kU4MmaMinRows = 5;
+constexpr int64_t kU4MmaMaxRows = 64;
+
+struct U4MmaArgs {
+  U4Args w;
+  const __nv_bfloat16* xb;  // [rows][in]
+  int64_t rows;
+  int64_t chunks_per_split;  // 128-column chunks per blockIdx.y
+  float* partial;            // [splits][rows][out]
+};
+
+__device__ __forceinline__ void MmaBf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
+                                        uint32_t a3, uint32_t b0, uint32_t b1) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
+      "{%8,%9}, {%0,%1,%2,%3};"
+      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// bf16x2 a - b (exact here: small integers).
+__device__ __forceinline__ uint32_t SubBf16x2(uint32_t a, __nv_bfloat162 b) {
+  __nv_bfloat162 va;
+  memcpy(&va, &a, 4);
+  const __nv_bfloat162 d = __hsub2(va, b);
+  uint32_t r;
+  memcpy(&r, &d, 4);
+  return r;
+}
+
+template <int NT>
+__global__ void __launch_bounds__(kU4MmaWarps * 32) U4MmaKernel(U4MmaArgs m) {
+  const U4Args& a = m.w;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
+  const int64_t m0 = static_cast<int64_t>(blockIdx.x) * kU4MmaOut + warp * 16;
+  if (m0 >= a.out) return;
+  const int64_t ra = min(m0 + g, a.out - 1), rb = min(m0 + g + 8, a.out - 1);
+  const uint8_t* wa = a.w + ra * a.row_bytes + 16 * t;
+  const uint8_t* wb = a.w + rb * a.row_bytes + 16 * t;
+  const int64_t chunks = a.in / 128;
+  const int64_t c_begin = blockIdx.y * m.chunks_per_split;
+  const int64_t c_end = min(chunks, c_begin + m.chunks_per_split);
+  float acc[NT][4];
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) acc[n][i] = 0.0f;
+  }
+  const uint4 zero = make_uint4(0, 0, 0, 0);
+  for (int64_t c = c_begin; c < c_end; c += 2) {
+    // Both chunks' weights first: more bytes in flight.
+    uint4 qa[2] = {zero, zero}, qb[2] = {zero, zero};
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      if (c + h < c_end) {
+        qa[h] = LoadStream16(wa + (c + h) * 64);
+        qb[h] = LoadStream16(wb + (c + h) * 64);
+      }
+    }
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t cc = c + h;
+      if (cc >= c_end) break;
+      const int64_t grp = cc * 128 / a.group_size;
+      const float sa = ScaleAt(a.scale, a.scale_kind, ra * a.groups + grp);
+      const float sb = ScaleAt(a.scale, a.scale_kind, rb * a.groups + grp);
+      const float za = static_cast<float>(136 + ZeroAt(a.zero, a.groups, ra, grp));
+      const float zb = static_cast<float>(136 + ZeroAt(a.zero, a.groups, rb, grp));
+      const __nv_bfloat162 bias_a = __floats2bfloat162_rn(za, za);
+      const __nv_bfloat162 bias_b = __floats2bfloat162_rn(zb, zb);
+      const uint32_t wa32[4] = {qa[h].x, qa[h].y, qa[h].z, qa[h].w};
+      const uint32_t wb32[4] = {qb[h].x, qb[h].y, qb[h].z, qb[h].w};
+      uint32_t A[8][4];
+#pragma unroll
+      for (int s = 0; s < 8; ++s) {
+        const uint32_t ua = wa32[s >> 1] >> (16 * (s & 1));
+        const uint32_t ub = wb32[s >> 1] >> (16 * (s & 1));
+        // Columns 4s, 4s + 1 (low half: the lower column) and 4s + 2, 4s + 3 as 128 + nibble.
+        const uint32_t a01 = 0x43004300u | (ua & 0xfu) | ((ua & 0xf0u) << 12);
+        const uint32_t a23 = 0x43004300u | ((ua >> 8) & 0xfu) | ((ua & 0xf000u) << 4);
+        const uint32_t b01 = 0x43004300u | (ub & 0xfu) | ((ub & 0xf0u) << 12);
+        const uint32_t b23 = 0x43004300u | ((ub >> 8) & 0xfu) | ((ub & 0xf000u) << 4);
+        A[s][0] = SubBf16x2(a01, bias_a);
+        A[s][1] = SubBf16x2(b01, bias_b);
+        A[s][2] = SubBf16x2(a23, bias_a);
+        A[s][3] = SubBf16x2(b23, bias_b);
+      }
+#pragma unroll
+      for (int n = 0; n < NT; ++n) {
+        const int64_t row = n * 8 + g;
+        uint4 x4[4] = {zero, zero, zero, zero};
+        if (row < m.rows) {
+          const auto* xp = reinterpret_cast<const uint4*>(m.xb + row * a.in + cc * 128 + 32 * t);
+#pragma unroll
+          for (int i = 0; i < 4; ++i) x4[i] = __ldg(xp + i);
+        }
+        const uint32_t xw[16] = {x4[0].x, x4[0].y, x4[0].z, x4[0].w, x4[1].x, x4[1].y,
+                                 x4[1].z, x4[1].w, x4[2].x, x4[2].y, x4[2].z, x4[2].w,
+                                 x4[3].x, x4[3].y, x4[3].z, x4[3].w};
+        float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+#pragma unroll
+        for (int s = 0; s < 8; ++s) {
+          MmaBf16(part, A[s][0], A[s][1], A[s][2], A[s][3], xw[2 * s], xw[2 * s + 1]);
+        }
+        acc[n][0] = fmaf(part[0], sa, acc[n][0]);
+        acc[n][1] = fmaf(part[1], sa, acc[n][1]);
+        acc[n][2] = fmaf(part[2], sb, acc[n][2]);
+        acc[n][3] = fmaf(part[3], sb, acc[n][3]);
+      }
+    }
+  }
+  // C fragment: c0, c1 at (feature g, rows 2t, 2t + 1), c2, c3 at feature g + 8.
+  float* P = m.partial + static_cast<int64_t>(blockIdx.y) * m.rows * a.out;
+#pragma unroll
+  for (int n = 0; n < NT; ++n) {
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int64_t o = m0 + g + (i >= 2 ? 8 : 0);
+      const int64_t row = n * 8 + 2 * t + (i & 1);
+      if (o < a.out && row < m.rows) P[row * a.out + o] = acc[n][i];
+    }
+  }
+}
+
+// y[r, o] (+)= sum over splits of partial[s][r][o], splits in order.
+__global__ void U4SplitSumKernel(const float* __restrict__ partial, int64_t splits, int64_t rows,
+                                 int64_t out, float* __restrict__ y, int64_t ys, bool accumulate) {
+  const int64_t total = rows * out;
+  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const int64_t r = k / out, o = k % out;
+    float sum = partial[k];
+    for (int64_t s = 1; s < splits; ++s) sum += partial[s * total + k];
+    float* dst = y + r * ys + o;
+    *dst = accumulate ? *dst + sum : sum;
+  }
+}
+
+// x [rows] (stride xs) -> packed bf16 [rows][in].
+__global__ void XToBf16Kernel(const float* __restrict__ x, int64_t xs, int64_t rows, int64_t in,
+                              __nv_bfloat16* __restrict__ xb) {
+  const int64_t total = rows * in;
+  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
+       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    xb[k] = __float2bfloat16_rn(x[(k / in) * xs + k % in]);
+  }
+}
+
+bool CanUseU4Mma(const Context& ctx, const LinearParams& p) {
+  const WeightView& w = p.weight;
+  return !ctx.fp32_activations && p.rows >= kU4MmaMinRows && p.rows <= kU4MmaMaxRows &&
+         w.in_features() % 128 == 0 && w.group_size % 128 == 0 && Aligned16(w.weight.data);
+}
+
+absl::Status RunU4Mma(const Context& ctx, const LinearParams& p, int64_t xs, int64_t ys) {
+  const WeightView& w = p.weight;
+  const int64_t in = w.in_features(), out = w.out_features(), rows = p.rows;
+  const int64_t chunks = in / 128;
+  const int64_t blocks_x = CeilDiv(out, kU4MmaOut);
+  // About four blocks per SM: enough weight bytes in flight to approach the copy bandwidth.
+  int64_t splits = std::clamp<int64_t>(CeilDiv(4 * std::max(ctx.sm_count, 1), blocks_x), 1, chunks);
+  const int64_t per_split = CeilDiv(chunks, splits);
+  splits = CeilDiv(chunks, per_split);
+  const size_t x_bytes = Align256(sizeof(__nv_bfloat16) * rows * in);
+  const size_t part_bytes = Align256(sizeof(float) * splits * rows * out);
+  absl::StatusOr<void*> scratch = ctx.linear_scratch.Get(x_bytes + part_bytes, ctx.stream);
+  if (!scratch.ok()) return scratch.status();
+  auto* xb = static_cast<__nv_bfloat16*>(*scratch);
+  auto* partial = reinterpret_cast<float*>(static_cast<char*>(*scratch) + x_bytes);
+  XToBf16Kernel<<<GridCap(CeilDiv(rows * in, 256), 1 << 16), 256, 0, ctx.stream>>>(p.x, xs, rows,
+                                                                                   in, xb);
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4: x to bf16)");
+  U4MmaArgs m{MakeU4Args(w), xb, rows, per_split, partial};
+  const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(splits));
+  const int threads = kU4MmaWarps * 32;
+  switch (CeilDiv(rows, 8)) {
+#define R2_U4_MMA_CASE(NT)                                \
+  case NT:                                                \
+    U4MmaKernel<NT><<<grid, threads, 0, ctx.stream>>>(m); \
+    break;
+    R2_U4_MMA_CASE(1)
+    R2_U4_MMA_CASE(2)
+    R2_U4_MMA_CASE(3)
+    R2_U4_MMA_CASE(4)
+    R2_U4_MMA_CASE(5)
+    R2_U4_MMA_CASE(6)
+    R2_U4_MMA_CASE(7)
+    R2_U4_MMA_CASE(8)
+#undef R2_U4_MMA_CASE
+    default:
+      return absl::InternalError("Linear: bad int4 mma tile count");
+  }
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4 mma)");
+  U4SplitSumKernel<<<GridCap(CeilDiv(rows * out, 256), 1 << 16), 256, 0, ctx.stream>>>(
+      partial, splits, rows, out, p.y, ys, p.accumulate);
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4 split sum)");
+  return absl::OkStatus();
+}
+
 // ---- MoeExperts by expert -----------------------------------------------------------------------
 
 // h[t, o] += sum_j w[t, j] * y[pos[t, j], o], j = 0, 1, ... (pos < 0: the pair is skipped).
@@ -749,6 +967,7 @@ absl::Status LinearInteger(const Context& ctx, const LinearParams& p, bool* done
   if (xs < in) return Invalid("Linear", "x_stride is smaller than in_features");
   if (ys < out) return Invalid("Linear", "y_stride is smaller than out_features");
   if (i8) return RunInt8(ctx, p, xs, ys);
+  if (CanUseU4Mma(ctx, p)) return RunU4Mma(ctx, p, xs, ys);
   if (!ctx.fp32_activations && p.rows >= kU4LtMinRows) {
     *done = false;  // bf16 tiles for cuBLASLt (linear.cu)
     return absl::OkStatus();

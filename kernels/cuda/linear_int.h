@@ -12,10 +12,11 @@
 namespace r2::cuda {
 
 // Linear for an I8 or U4 weight (p.weight.integer_quantized()). Checks the weight against its
-// scales (CheckIntegerWeight) and the params. Runs every I8 Linear and the U4 GEMV row counts;
-// *done is false only for a U4 weight at a row count for bf16 tensor cores (rows >=
-// kU4LtMinRows, not fp32_activations): the caller (linear.cu) then runs cuBLASLt on bf16 weight
-// tiles made by DequantU4Tile, or LinearU4Gemv when cuBLASLt has no algorithm.
+// scales (CheckIntegerWeight) and the params. Runs every I8 Linear, and U4 on its GEMV or its
+// tensor-core kernel (5-64 rows, shapes in multiples of 128); *done is false only for a U4 weight
+// that takes neither at rows >= kU4LtMinRows (not fp32_activations): the caller (linear.cu) then
+// runs cuBLASLt on bf16 weight tiles made by DequantU4Tile, or LinearU4Gemv when cuBLASLt has no
+// algorithm.
 inline constexpr int64_t kU4LtMinRows = 9;
 absl::Status LinearInteger(const Context& ctx, const LinearParams& p, bool* done);
 

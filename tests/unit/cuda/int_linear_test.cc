@@ -7,9 +7,10 @@
 //   W8A8 (I8): 1e-6. The activation rows are quantized with the reference's formula (same int8
 //     values and scales), the int32 sums are exact, and y = acc * s_x * s_w (+ y) is rounded as
 //     the reference rounds it: only float32 rounding can differ.
-//   W4A16 (U4) GEMV (rows < 9 on "cuda", every row count on "cuda-fp32"): 2e-5 (float32
-//     summation order). Rows >= 9 on "cuda": 1e-2 (bf16 weight tiles and bf16 x through
-//     cuBLASLt).
+//   W4A16 (U4) GEMV (rows < 5 on "cuda", every row count on "cuda-fp32"): 2e-5 (float32
+//     summation order). Rows >= 5 on "cuda": 1e-2 (5-64 rows: bf16 tensor cores on the packed
+//     weight with x rounded to bf16 where the shape allows, else the GEMV up to 8 rows; more
+//     rows: bf16 weight tiles and bf16 x through cuBLASLt).
 // Not yet run on a GPU.
 #include <gtest/gtest.h>
 
@@ -40,7 +41,7 @@ using cudatest::RandomFloats;
 constexpr double kI8Bound = 1e-6;
 constexpr double kU4GemvBound = 2e-5;
 constexpr double kU4Bf16Bound = 1e-2;
-constexpr int64_t kU4Bf16MinRows = 9;  // kU4LtMinRows in kernels/cuda/linear_int.h
+constexpr int64_t kU4Bf16MinRows = 5;  // kU4MmaMinRows in kernels/cuda/linear_int.cu
 
 struct IntCase {
   DType dtype = DType::kI8;  // kI8 or kU4
@@ -222,6 +223,12 @@ TEST_F(CudaIntLinearTest, W4A16MatchesTheReference) {
        .scale_dtype = DType::kBF16},
       {.dtype = DType::kU4, .out = 67, .in = 384, .group = 64, .zeros = true},
       {.dtype = DType::kU4, .out = 41, .in = 256, .group = 0, .scale_dtype = DType::kF16},
+      {.dtype = DType::kU4,
+       .out = 300,
+       .in = 2048,
+       .group = 128,
+       .zeros = true,
+       .scale_dtype = DType::kBF16},
       // Not multiples of 32 (or group not): the scalar kernels, partial last groups.
       {.dtype = DType::kU4, .out = 29, .in = 200, .group = 128, .zeros = true},
       {.dtype = DType::kU4, .out = 33, .in = 100, .group = 48, .scale_dtype = DType::kBF16},
