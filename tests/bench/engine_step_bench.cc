@@ -38,6 +38,7 @@
 #include "engine/request_stream.h"
 #include "engine/sampling/simd_math.h"
 #include "kernels/backend.h"
+#include "tests/unit/forwarding_backend.h"
 
 namespace r2::engine {
 namespace {
@@ -78,22 +79,13 @@ class FixedLogitsRunner final : public ModelRunner {
 // With `instant` set, SampleRows answers after its checks with made-up tokens (row r's token is
 // r) and no host sampling: a stand-in for a GPU that has sampled, so the step's host side is
 // timed at the full vocabulary without the reference's 132 MB sweep through the host's caches.
-class TimedSamplingBackend final : public Backend {
+class TimedSamplingBackend final : public r2::testing::ForwardingBackend {
  public:
   explicit TimedSamplingBackend(bool instant = false)
-      : inner_(MakeCheckedMemoryBackend()), instant_(instant) {}
+      : ForwardingBackend(MakeCheckedMemoryBackend()), instant_(instant) {}
   double sample_seconds() const { return sample_seconds_; }
 
   std::string_view name() const override { return "timed-checked-memory"; }
-  bool host_memory() const override { return false; }
-  absl::StatusOr<void*> Allocate(size_t bytes) override { return inner_->Allocate(bytes); }
-  void Free(void* ptr) override { inner_->Free(ptr); }
-  absl::Status CopyToBackend(void* dst, const void* src, size_t bytes) override {
-    return inner_->CopyToBackend(dst, src, bytes);
-  }
-  absl::Status CopyToHost(void* dst, const void* src, size_t bytes) override {
-    return inner_->CopyToHost(dst, src, bytes);
-  }
   // The host-side checks every implementation makes (CheckSampleRows; the CUDA launcher then
   // packs the specs) are timed apart from the sampling: they stay on the host with a GPU.
   absl::Status SampleRows(const SampleRowsParams& p) override {
@@ -107,36 +99,15 @@ class TimedSamplingBackend final : public Backend {
         p.results[i].num_top = 0;
       }
     } else {
-      s = inner_->SampleRows(p);
+      s = inner().SampleRows(p);
     }
     check_seconds_ = absl::ToDoubleSeconds(checked - start);
     sample_seconds_ = absl::ToDoubleSeconds(absl::Now() - checked);
     return s;
   }
   double check_seconds() const { return check_seconds_; }
-  absl::Status Embedding(const EmbeddingParams& p) override { return inner_->Embedding(p); }
-  absl::Status RmsNorm(const RmsNormParams& p) override { return inner_->RmsNorm(p); }
-  absl::Status Linear(const LinearParams& p) override { return inner_->Linear(p); }
-  absl::Status Rope(const RopeParams& p) override { return inner_->Rope(p); }
-  absl::Status SiluMul(const SiluMulParams& p) override { return inner_->SiluMul(p); }
-  absl::Status Add(const AddParams& p) override { return inner_->Add(p); }
-  absl::Status GatherRows(const GatherRowsParams& p) override { return inner_->GatherRows(p); }
-  absl::Status ScatterAddRows(const ScatterAddRowsParams& p) override {
-    return inner_->ScatterAddRows(p);
-  }
-  absl::Status MoeRoute(const MoeRouteParams& p) override { return inner_->MoeRoute(p); }
-  absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
-    return inner_->MlaPrefillAttention(p);
-  }
-  absl::Status KvCacheWrite(const KvCacheWriteParams& p) override {
-    return inner_->KvCacheWrite(p);
-  }
-  absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
-    return inner_->MlaDecodeAttention(p);
-  }
 
  private:
-  std::unique_ptr<Backend> inner_;
   bool instant_;
   double sample_seconds_ = 0.0;
   double check_seconds_ = 0.0;

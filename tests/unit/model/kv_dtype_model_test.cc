@@ -13,6 +13,7 @@
 #include <string>
 #include <vector>
 
+#include "tests/unit/forwarding_backend.h"
 #include "tests/unit/model/model_test_util.h"
 
 namespace r2::model {
@@ -176,36 +177,13 @@ TEST(KvDtypePagedCacheTest, StorageShrinksWithTheFormatAndRowsReadBackDecoded) {
 // A device backend that reads float32 only is refused a bf16 cache by Forward, with a message
 // naming the flag (the CUDA backend; checked here through the model's own check on a CPU backend
 // that says it cannot read the format).
-class Float32OnlyBackend : public Backend {
+class Float32OnlyBackend final : public r2::testing::ForwardingBackend {
  public:
-  explicit Float32OnlyBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  using ForwardingBackend::ForwardingBackend;
   std::string_view name() const override { return "float32-only"; }
-  absl::Status Embedding(const EmbeddingParams& p) override { return inner_->Embedding(p); }
-  absl::Status RmsNorm(const RmsNormParams& p) override { return inner_->RmsNorm(p); }
-  absl::Status Linear(const LinearParams& p) override { return inner_->Linear(p); }
-  absl::Status Rope(const RopeParams& p) override { return inner_->Rope(p); }
-  absl::Status SiluMul(const SiluMulParams& p) override { return inner_->SiluMul(p); }
-  absl::Status Add(const AddParams& p) override { return inner_->Add(p); }
-  absl::Status GatherRows(const GatherRowsParams& p) override { return inner_->GatherRows(p); }
-  absl::Status ScatterAddRows(const ScatterAddRowsParams& p) override {
-    return inner_->ScatterAddRows(p);
-  }
-  absl::Status MoeRoute(const MoeRouteParams& p) override { return inner_->MoeRoute(p); }
-  absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
-    return inner_->MlaPrefillAttention(p);
-  }
-  absl::Status KvCacheWrite(const KvCacheWriteParams& p) override {
-    return inner_->KvCacheWrite(p);
-  }
-  absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
-    return inner_->MlaDecodeAttention(p);
-  }
   bool SupportsKvCacheDType(KvCacheDType dtype) const override {
     return dtype == KvCacheDType::kFloat32;
   }
-
- private:
-  std::unique_ptr<Backend> inner_;
 };
 
 TEST(KvDtypeModelRefusalTest, BackendWithoutTheFormatIsRefusedByForward) {

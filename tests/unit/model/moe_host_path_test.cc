@@ -13,6 +13,7 @@
 #include "engine/model/quantize_checkpoint.h"
 #include "engine/model/tiny_model.h"
 #include "kernels/cpu/opt_backend.h"
+#include "tests/unit/forwarding_backend.h"
 #include "tests/unit/model/model_test_util.h"
 
 namespace r2::model {
@@ -23,40 +24,20 @@ using testing::RandomTokens;
 using testing::RelativeDiff;
 
 // The optimized CPU backend, counting MoeExperts calls; Unimplemented when refused.
-class CountingBackend final : public Backend {
+class CountingBackend final : public r2::testing::ForwardingBackend {
  public:
-  explicit CountingBackend(bool allow) : inner_(MakeCpuOptimizedBackend()), allow_(allow) {}
+  explicit CountingBackend(bool allow)
+      : ForwardingBackend(MakeCpuOptimizedBackend()), allow_(allow) {}
   int calls() const { return calls_; }
 
   std::string_view name() const override { return "moe-counting"; }
-  absl::Status Embedding(const EmbeddingParams& p) override { return inner_->Embedding(p); }
-  absl::Status RmsNorm(const RmsNormParams& p) override { return inner_->RmsNorm(p); }
-  absl::Status Linear(const LinearParams& p) override { return inner_->Linear(p); }
-  absl::Status Rope(const RopeParams& p) override { return inner_->Rope(p); }
-  absl::Status SiluMul(const SiluMulParams& p) override { return inner_->SiluMul(p); }
-  absl::Status Add(const AddParams& p) override { return inner_->Add(p); }
-  absl::Status GatherRows(const GatherRowsParams& p) override { return inner_->GatherRows(p); }
-  absl::Status ScatterAddRows(const ScatterAddRowsParams& p) override {
-    return inner_->ScatterAddRows(p);
-  }
-  absl::Status MoeRoute(const MoeRouteParams& p) override { return inner_->MoeRoute(p); }
-  absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
-    return inner_->MlaPrefillAttention(p);
-  }
-  absl::Status KvCacheWrite(const KvCacheWriteParams& p) override {
-    return inner_->KvCacheWrite(p);
-  }
-  absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
-    return inner_->MlaDecodeAttention(p);
-  }
   absl::Status MoeExperts(const MoeExpertsParams& p) override {
     ++calls_;
     if (!allow_) return absl::UnimplementedError("MoeExperts refused by the test");
-    return inner_->MoeExperts(p);
+    return inner().MoeExperts(p);
   }
 
  private:
-  std::unique_ptr<Backend> inner_;
   bool allow_;
   int calls_ = 0;
 };
