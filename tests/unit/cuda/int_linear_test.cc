@@ -129,14 +129,16 @@ class CudaIntLinearTest : public cudatest::CudaTest {
 
   // One Linear on `backend` (a CUDA backend) against the reference; x and y padded by extra
   // columns, y poisoned (or random when accumulating, the same on both sides).
+  // zero_row: row 0 of x all zeros (W8A8: scale 0, every code 0).
   void Check(Backend& backend, const IntCase& c, const IntWeight& w, int64_t rows, bool accumulate,
-             int64_t x_extra, int64_t y_extra) {
+             int64_t x_extra, int64_t y_extra, bool zero_row = false) {
     const std::string what =
         absl::StrCat(std::string(backend.name()), " ", Describe(c), " rows ", rows,
                      accumulate ? " acc" : "", " xs+", x_extra, " ys+", y_extra);
     SCOPED_TRACE(what);
     const int64_t xs = c.in + x_extra, ys = c.out + y_extra;
     std::vector<float> x = RandomFloats(rng_, rows * xs);
+    if (zero_row) std::fill(x.begin(), x.begin() + c.in, 0.0f);
     std::vector<float> y = accumulate ? RandomFloats(rng_, rows * ys) : cudatest::NaNs(rows * ys);
     if (accumulate) {
       for (int64_t r = 0; r < rows; ++r) {
@@ -203,12 +205,12 @@ TEST_F(CudaIntLinearTest, W8A8MatchesTheReference) {
   }
 }
 
-TEST_F(CudaIntLinearTest, W8A8AccumulateOnAndOffAndManyRows) {
+TEST_F(CudaIntLinearTest, W8A8AccumulateOnAndOffManyRowsAndAZeroRow) {
   const IntCase c{.dtype = DType::kI8, .out = 200, .in = 320};
   IntWeight w;
   MakeWeight(c, w);
   for (bool acc : {false, true}) {
-    for (int64_t rows : {1, 7, 64, 300}) Check(gpu(), c, w, rows, acc, 0, 0);
+    for (int64_t rows : {1, 7, 64, 300}) Check(gpu(), c, w, rows, acc, 0, 0, /*zero_row=*/true);
   }
 }
 
