@@ -41,6 +41,12 @@ class Checkpoint {
   absl::StatusOr<TensorView> Tensor(const std::string& name) const;
   // `name` is the weight's full name ("....q_a_proj.weight"); the scale is found beside it.
   absl::StatusOr<WeightView> Linear(const std::string& name) const;
+  // Every file's read-only mapping (the bytes the views point into).
+  std::vector<absl::Span<const uint8_t>> Mappings() const {
+    std::vector<absl::Span<const uint8_t>> spans;
+    for (const auto& f : files_) spans.push_back(f->mapping());
+    return spans;
+  }
 
  private:
   absl::Status Validate() const;

@@ -37,6 +37,9 @@ absl::StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Create(
   model->rope_cos_ = TensorView{DType::kF32, {table}, model->rope_.cos.data()};
   model->rope_sin_ = TensorView{DType::kF32, {table}, model->rope_.sin.data()};
   model->softmax_scale_ = static_cast<float>(c.softmax_scale());
+  if (backend->host_memory()) {
+    model->weight_placement_ = PlaceWeightsInHugePages(model->checkpoint_->Mappings());
+  }
   if (!backend->host_memory()) {
     TensorView* extra[] = {&model->rope_cos_, &model->rope_sin_};
     R2_RETURN_IF_ERROR(UploadModelWeights(*model->weights_, extra, *backend, model->weight_arena_));

@@ -16,9 +16,11 @@
 //   auto out = (*model)->Forward({&seq, 1}, LogitsMode::kLastPerSequence, **cache);
 //   // next step: SequenceInput{.token_ids = {next}, .start_pos = prompt.size(), ...}
 //
-// Memory: on a host-memory backend the weights are views into the mapped checkpoint and nothing
-// is copied. On any other backend (a GPU) every tensor the ops read is uploaded once at load
-// into an allocation the model owns (FP8 stays FP8), the activations live in backend scratch,
+// Memory: on a host-memory backend the weights are views into the mapped checkpoint, whose pages
+// Create moves in place into anonymous huge pages (same bytes, same addresses; not with
+// R2_HUGE_PAGE_WEIGHTS=0 or when the checkpoint does not fit in available memory). On any other
+// backend (a GPU) every tensor the ops read is uploaded once at load into an allocation the
+// model owns (FP8 stays FP8), the activations live in backend scratch,
 // each step's plan arrays go up in one copy, and Forward copies the logits and hidden states
 // back. The KV cache must come from the same backend (PagedKvCache::Create(shape, backend)).
 //
@@ -35,6 +37,7 @@
 #include "engine/model/checkpoint.h"
 #include "engine/model/config.h"
 #include "engine/model/forward_batch.h"
+#include "engine/model/huge_page_weights.h"
 #include "engine/model/kv_cache.h"
 #include "engine/model/model_weights.h"
 #include "engine/model/step_plan.h"
@@ -59,6 +62,9 @@ class DeepseekModel {
   // Routed experts the last Forward/ForwardMtp ran, summed over its MoE layers (an expert
   // selected by several tokens of a layer counts once): for bytes-read accounting.
   int64_t last_routed_experts_run() const;
+  // Host backends: the checkpoint bytes moved from the file mapping into anonymous (huge-page)
+  // memory at load, and how long it took (huge_page_weights.h; zero when not moved).
+  const HugePageMove& weight_placement() const { return weight_placement_; }
   // Cache layers: the main layers, then one per MTP module.
   int64_t num_cache_layers() const;
   KvCacheShape CacheShape(int64_t num_blocks, int64_t block_size = 64,
@@ -124,6 +130,7 @@ class DeepseekModel {
   // table MoeExperts reads on host backends; built on the layer's first call.
   std::map<const MoeWeights*, std::vector<WeightView>> moe_expert_views_;
   bool outputs_stay_on_device_ = false;
+  HugePageMove weight_placement_;
   bool moe_experts_on_host_ = true;       // false once the backend answered Unimplemented
   std::vector<uint8_t> moe_expert_seen_;  // distinct experts of a step (experts_run)
 };

@@ -240,7 +240,27 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   const size_t size = static_cast<size_t>(st.st_size);
   void* map = nullptr;
   if (size > 0) {
-    map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    // On a 2 MiB boundary, so that the weights can later move into huge pages in place
+    // (huge_page_weights.h): reserve the span plus 2 MiB, map the file at its aligned start.
+    const size_t align = size_t{2} << 20;
+    void* reserve = ::mmap(nullptr, size + align, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (reserve != MAP_FAILED) {
+      const auto lo = reinterpret_cast<uintptr_t>(reserve), hi = lo + size + align;
+      const uintptr_t at = (lo + align - 1) & ~(uintptr_t{align} - 1);
+      map = ::mmap(reinterpret_cast<void*>(at), size, PROT_READ, MAP_PRIVATE | MAP_FIXED, fd, 0);
+      const size_t page = static_cast<size_t>(::sysconf(_SC_PAGESIZE));
+      const uintptr_t end = at + (size + page - 1) / page * page;
+      if (map == MAP_FAILED) {
+        const int err = errno;
+        ::munmap(reserve, size + align);
+        errno = err;
+      } else {
+        if (at > lo) ::munmap(reserve, at - lo);
+        if (hi > end) ::munmap(reinterpret_cast<void*>(end), hi - end);
+      }
+    } else {
+      map = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    }
     if (map == MAP_FAILED) {
       const int err = errno;
       ::close(fd);

@@ -40,6 +40,8 @@ class SafetensorsFile {
   bool Has(const std::string& name) const { return entries_.count(name) != 0; }
   // A view into the mapping; NotFound naming the file when absent. Data may be unaligned.
   absl::StatusOr<TensorView> Get(const std::string& name) const;
+  // The whole file's read-only mapping (starts on a 2 MiB boundary when the system allowed it).
+  absl::Span<const uint8_t> mapping() const { return {map_, map_size_}; }
 
  private:
   SafetensorsFile() = default;

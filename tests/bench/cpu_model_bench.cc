@@ -61,6 +61,19 @@ double ProcessCpuTime() {
   return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
 }
 
+// The process's peak resident set (VmHWM of /proc/self/status), bytes; 0 when unknown.
+int64_t PeakRssBytes() {
+  std::FILE* f = std::fopen("/proc/self/status", "r");
+  if (f == nullptr) return 0;
+  char line[256];
+  long long kb = 0;
+  while (std::fgets(line, sizeof line, f) != nullptr) {
+    if (std::sscanf(line, "VmHWM: %lld kB", &kb) == 1) break;
+  }
+  std::fclose(f);
+  return kb * 1024;
+}
+
 double Median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   return v[v.size() / 2];
@@ -306,12 +319,19 @@ int Run(const Options& o) {
     return 1;
   }
   CountingBackend backend(*std::move(inner), o.moe_op);
+  const double load_start = Now();
   auto loaded = model::DeepseekModel::Load(o.model, &backend);
   if (!loaded.ok()) {
     std::fprintf(stderr, "%s\n", loaded.status().ToString().c_str());
     return 1;
   }
   model::DeepseekModel& m = **loaded;
+  const model::HugePageMove& placed = m.weight_placement();
+  std::printf(
+      "load %.2f s; weights: %.1f MB moved into anonymous memory in %.2f s, %.1f MB of it in huge "
+      "pages (R2_HUGE_PAGE_WEIGHTS=0: left in the file mapping); peak RSS %.1f MB\n",
+      Now() - load_start, static_cast<double>(placed.bytes) / 1e6, placed.seconds,
+      static_cast<double>(placed.huge_bytes) / 1e6, static_cast<double>(PeakRssBytes()) / 1e6);
   const int64_t vocab = m.config().vocab_size;
   const double bandwidth = CopyBandwidth();
   std::printf("backend %s, %d threads, model %s (hidden %lld, %lld layers, vocab %lld)\n",
