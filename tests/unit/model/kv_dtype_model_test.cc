@@ -20,48 +20,13 @@ namespace r2::model {
 namespace {
 
 using testing::ArgMax;
+using testing::ChunkedPrefillThenDecode;
+using testing::DecodeTrace;
 using testing::PresetModel;
 using testing::RandomTokens;
 using testing::RelativeDiff;
-using testing::ShuffledBlocks;
 
-constexpr int64_t kPrompt = 19, kFirstChunk = 11, kDecodeSteps = 24, kBlockSize = 8;
-
-struct Trace {
-  std::vector<std::vector<float>> logits;  // one row per step: the last prompt token, then decode
-  std::vector<int32_t> tokens;             // the token fed after each row
-};
-
-// Prompt in two chunks, then kDecodeSteps single-token steps. With `forced` the fed tokens are
-// forced[i]; else the greedy choice.
-absl::StatusOr<Trace> Generate(DeepseekModel& model, KvCacheDType dtype,
-                               const std::vector<int32_t>& prompt,
-                               const std::vector<int32_t>* forced) {
-  const int64_t blocks = (kPrompt + kDecodeSteps) / kBlockSize + 2;
-  auto cache = PagedKvCache::Create(model.CacheShape(blocks, kBlockSize, dtype), model.backend());
-  if (!cache.ok()) return cache.status();
-  std::mt19937 rng(7);
-  const std::vector<int32_t> table = ShuffledBlocks(rng, blocks);
-  Trace run;
-  std::vector<int32_t> step(prompt.begin(), prompt.begin() + kFirstChunk);
-  int64_t start = 0;
-  for (int64_t i = 0; i <= kDecodeSteps + 1; ++i) {
-    SequenceInput seq{.token_ids = step, .start_pos = start, .block_table = table};
-    auto out = model.Forward({&seq, 1}, LogitsMode::kLastPerSequence, **cache);
-    if (!out.ok()) return out.status();
-    start += static_cast<int64_t>(step.size());
-    if (i == 0) {  // the rest of the prompt, over the first chunk in the cache
-      step.assign(prompt.begin() + kFirstChunk, prompt.end());
-      continue;
-    }
-    const absl::Span<const float> row = out->logits_row(0);
-    run.logits.emplace_back(row.begin(), row.end());
-    const int32_t next = forced ? (*forced)[i - 1] : static_cast<int32_t>(ArgMax(row));
-    run.tokens.push_back(next);
-    step.assign(1, next);
-  }
-  return run;
-}
+constexpr int64_t kPrompt = 19, kFirstChunk = 11, kDecodeSteps = 24;
 
 using Param = std::tuple<const char*, std::string, KvCacheDType>;
 
@@ -86,9 +51,11 @@ class KvDtypeModelTest : public ::testing::TestWithParam<Param> {
 TEST_P(KvDtypeModelTest, TeacherForcedDecodeAgreesWithFloat32) {
   std::mt19937 rng(11);
   const std::vector<int32_t> prompt = RandomTokens(rng, kPrompt, model().config().vocab_size);
-  absl::StatusOr<Trace> want = Generate(model(), KvCacheDType::kFloat32, prompt, nullptr);
+  absl::StatusOr<DecodeTrace> want = ChunkedPrefillThenDecode(
+      model(), KvCacheDType::kFloat32, prompt, kFirstChunk, kDecodeSteps, nullptr);
   ASSERT_TRUE(want.ok()) << want.status();
-  absl::StatusOr<Trace> got = Generate(model(), dtype(), prompt, &want->tokens);
+  absl::StatusOr<DecodeTrace> got =
+      ChunkedPrefillThenDecode(model(), dtype(), prompt, kFirstChunk, kDecodeSteps, &want->tokens);
   ASSERT_TRUE(got.ok()) << got.status();
   ASSERT_EQ(got->logits.size(), want->logits.size());
   int64_t flips = 0;
@@ -110,7 +77,8 @@ TEST_P(KvDtypeModelTest, TeacherForcedDecodeAgreesWithFloat32) {
 TEST_P(KvDtypeModelTest, GreedyGenerationRunsToTheEnd) {
   std::mt19937 rng(12);
   const std::vector<int32_t> prompt = RandomTokens(rng, kPrompt, model().config().vocab_size);
-  absl::StatusOr<Trace> run = Generate(model(), dtype(), prompt, nullptr);
+  absl::StatusOr<DecodeTrace> run =
+      ChunkedPrefillThenDecode(model(), dtype(), prompt, kFirstChunk, kDecodeSteps, nullptr);
   ASSERT_TRUE(run.ok()) << run.status();
   ASSERT_EQ(run->tokens.size(), static_cast<size_t>(kDecodeSteps + 1));
   for (int32_t t : run->tokens) {

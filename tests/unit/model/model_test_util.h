@@ -12,6 +12,7 @@
 #include <tuple>
 #include <vector>
 
+#include "absl/status/statusor.h"
 #include "absl/types/span.h"
 #include "engine/model/deepseek_model.h"
 #include "engine/model/tiny_model.h"
@@ -141,6 +142,44 @@ inline std::vector<float> PrefillLogits(DeepseekModel& model, const std::vector<
   if (!out.ok()) return {};
   if (hidden != nullptr) *hidden = out->hidden;
   return out->logits;
+}
+
+// The KV cache format tests' run: `prompt` as a prefill in two chunks (its first `first_chunk`
+// tokens, then the rest reading them through the cache), then `decode_steps` single-token steps,
+// over a cache in `dtype` of 8-token blocks in shuffled order. The token fed after each step is
+// forced[i] when `forced` is given (teacher forcing), else the greedy choice.
+struct DecodeTrace {
+  std::vector<std::vector<float>> logits;  // one row per step: the last prompt token, then decode
+  std::vector<int32_t> tokens;             // the token fed after each row
+};
+inline absl::StatusOr<DecodeTrace> ChunkedPrefillThenDecode(
+    DeepseekModel& model, KvCacheDType dtype, const std::vector<int32_t>& prompt,
+    int64_t first_chunk, int64_t decode_steps, const std::vector<int32_t>* forced) {
+  constexpr int64_t kBlockSize = 8;
+  const int64_t blocks = (static_cast<int64_t>(prompt.size()) + decode_steps) / kBlockSize + 2;
+  auto cache = PagedKvCache::Create(model.CacheShape(blocks, kBlockSize, dtype), model.backend());
+  if (!cache.ok()) return cache.status();
+  std::mt19937 rng(7);
+  const std::vector<int32_t> table = ShuffledBlocks(rng, blocks);
+  DecodeTrace run;
+  std::vector<int32_t> step(prompt.begin(), prompt.begin() + first_chunk);
+  int64_t start = 0;
+  for (int64_t i = 0; i <= decode_steps + 1; ++i) {
+    SequenceInput seq{.token_ids = step, .start_pos = start, .block_table = table};
+    auto out = model.Forward({&seq, 1}, LogitsMode::kLastPerSequence, **cache);
+    if (!out.ok()) return out.status();
+    start += static_cast<int64_t>(step.size());
+    if (i == 0) {  // the rest of the prompt, over the first chunk in the cache
+      step.assign(prompt.begin() + first_chunk, prompt.end());
+      continue;
+    }
+    const absl::Span<const float> row = out->logits_row(0);
+    run.logits.emplace_back(row.begin(), row.end());
+    const int32_t next = forced ? (*forced)[i - 1] : static_cast<int32_t>(ArgMax(row));
+    run.tokens.push_back(next);
+    step.assign(1, next);
+  }
+  return run;
 }
 
 }  // namespace r2::model::testing
