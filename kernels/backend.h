@@ -203,10 +203,10 @@ struct MoeExpertsParams {
   int64_t block_in = 128;
   float* h = nullptr;    // [rows, h_stride], hidden values accumulated per row
   int64_t h_stride = 0;  // 0: hidden
-  // Host-memory backends that take it (the optimized CPU backend; the others answer
-  // Unimplemented): [3 * num_experts] views, every expert's gate, then up, then down, in any
-  // format the backend's Linear runs (I8/U4 included). When set, dtype, the pointer arrays and
-  // the block sizes above are ignored.
+  // Backends that take it (the optimized CPU backend, and CUDA, which copies the expert ids to
+  // the host to group the rows; the others answer Unimplemented): [3 * num_experts] views,
+  // every expert's gate, then up, then down, in any format the backend's Linear runs (I8/U4
+  // included). When set, dtype, the pointer arrays and the block sizes above are ignored.
   const WeightView* expert_views = nullptr;
 };
 

@@ -8,6 +8,7 @@
 //   elementwise.cu        Embedding, RmsNorm, Rope, SiluMul, Add, GatherRows, ScatterAddRows
 //   linear.cu             Linear (cuBLASLt for bf16/f16 at larger row counts, own GEMV kernels
 //                         for small row counts, FP8 128x128 block-scaled weights)
+//   linear_int.cu         Linear for I8 (W8A8) and U4 (W4A16) weights; MoeExperts over them
 //   moe_route.cu          MoeRoute
 //   mla_prefill.cu        MlaPrefillAttention
 //   mla_decode.cu         MlaDecodeAttention (split over the KV length)
@@ -103,7 +104,8 @@ absl::Status MlaPrefillAttention(const Context& ctx, const MlaPrefillParams& p);
 absl::Status KvCacheWrite(const Context& ctx, const KvCacheWriteParams& p);
 absl::Status MlaDecodeAttention(const Context& ctx, const MlaDecodeParams& p);
 // moe_experts.cu: decode-sized batches (rows * top_k <= kMoeExpertsMaxPairs) of BF16 or FP8
-// experts; Unimplemented otherwise (the caller runs the experts one by one).
+// experts, and I8/U4 experts given as expert_views (linear_int.cu); Unimplemented otherwise (the
+// caller runs the experts one by one).
 inline constexpr int64_t kMoeExpertsMaxPairs = 64;
 absl::Status MoeExperts(const Context& ctx, const MoeExpertsParams& p);
 // sampling.cu: one block per row, only specs up and results down.
