@@ -24,6 +24,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/linear_common.cuh"
 #include "kernels/cuda/linear_int.h"
 
 namespace r2::cuda {
@@ -67,15 +68,6 @@ __device__ __forceinline__ float LoadScalar(const typename WTraits<WT>::Storage*
   } else {
     return ToFloat(w[j]);
   }
-}
-
-// Streaming 16-byte weight load: read once, keep L1 for the activations.
-__device__ __forceinline__ uint4 LoadStream(const uint4* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
 }
 
 struct GemvArgs {
@@ -127,10 +119,7 @@ __global__ void __launch_bounds__(kGemvThreads) GemvKernel(GemvArgs a) {
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float v = WarpSum(acc[r]);
-    if (lane == 0) {
-      float* dst = y + r * a.ys + o;
-      *dst = a.accumulate ? *dst + v : v;
-    }
+    if (lane == 0) StoreOut(y + r * a.ys + o, v, a.accumulate);
   }
 }
 
@@ -167,9 +156,6 @@ __device__ __forceinline__ void Decode4(const uint4& v, float* f) {
     f[3] = b.y;
   }
 }
-
-constexpr int kTileOut = 4;        // output features per block in the vector kernel
-constexpr int kTileThreads = 256;  // at most
 
 // The vector GEMV: one block per kTileOut output features. The block's threads stride together
 // over the 16-byte chunks of those weight rows (split along in_features), so each x chunk is
@@ -241,51 +227,18 @@ __global__ void __launch_bounds__(kTileThreads) GemvTileKernel(GemvArgs a) {
     }
   }
 
-  __shared__ float partial[kTileThreads / 32][O * R];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-#pragma unroll
-  for (int i = 0; i < O; ++i) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float s = WarpSum(acc[i][r]);
-      if (lane == 0) partial[warp][i * R + r] = s;
-    }
-  }
-  __syncthreads();
-  const int nwarps = blockDim.x / 32;
-  for (int t = threadIdx.x; t < O * R; t += blockDim.x) {
-    const int i = t / R, r = t % R;
-    const int64_t o = o0 + i;
-    if (o >= a.out) continue;
-    float sum = 0.0f;
-    for (int w = 0; w < nwarps; ++w) sum += partial[w][t];
-    float* dst = y + r * a.ys + o;
-    *dst = a.accumulate ? *dst + sum : sum;
-  }
+  TileBlockSum(acc, o0, a.out,
+               [&](int64_t o, int r, float sum) { StoreOut(y + r * a.ys + o, sum, a.accumulate); });
 }
 
 template <typename WT, bool kScaled>
 absl::Status LaunchGemvTile(const Context& ctx, const GemvArgs& a, int rows, int64_t batch) {
-  const int64_t nvec = a.in / WTraits<WT>::kVec;
-  const int threads =
-      static_cast<int>(std::clamp<int64_t>(CeilDiv(nvec, 32) * 32, 32, kTileThreads));
+  const int threads = GemvThreads(a.in / WTraits<WT>::kVec);
   const dim3 grid(static_cast<unsigned>(CeilDiv(a.out, kTileOut)), static_cast<unsigned>(batch));
-  switch (rows) {
-#define R2_GEMV_CASE(R)                                                  \
-  case R:                                                                \
-    GemvTileKernel<WT, R, kScaled><<<grid, threads, 0, ctx.stream>>>(a); \
-    break;
-    R2_GEMV_CASE(1)
-    R2_GEMV_CASE(2)
-    R2_GEMV_CASE(3)
-    R2_GEMV_CASE(4)
-    R2_GEMV_CASE(5)
-    R2_GEMV_CASE(6)
-    R2_GEMV_CASE(7)
-    R2_GEMV_CASE(8)
-#undef R2_GEMV_CASE
-    default:
-      return absl::InternalError("Linear: bad GEMV row count");
+  if (!ForCountUpTo8(rows, [&](auto r) {
+        GemvTileKernel<WT, decltype(r)::value, kScaled><<<grid, threads, 0, ctx.stream>>>(a);
+      })) {
+    return absl::InternalError("Linear: bad GEMV row count");
   }
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (GEMV)");
   return absl::OkStatus();
@@ -294,28 +247,14 @@ absl::Status LaunchGemvTile(const Context& ctx, const GemvArgs& a, int rows, int
 template <typename WT, bool kScaled>
 absl::Status LaunchGemvRows(const Context& ctx, const GemvArgs& a, int rows, int64_t batch) {
   const dim3 grid(static_cast<unsigned>(CeilDiv(a.out, kGemvWarps)), static_cast<unsigned>(batch));
-  switch (rows) {
-#define R2_GEMV_CASE(R)                                                   \
-  case R:                                                                 \
-    GemvKernel<WT, R, kScaled><<<grid, kGemvThreads, 0, ctx.stream>>>(a); \
-    break;
-    R2_GEMV_CASE(1)
-    R2_GEMV_CASE(2)
-    R2_GEMV_CASE(3)
-    R2_GEMV_CASE(4)
-    R2_GEMV_CASE(5)
-    R2_GEMV_CASE(6)
-    R2_GEMV_CASE(7)
-    R2_GEMV_CASE(8)
-#undef R2_GEMV_CASE
-    default:
-      return absl::InternalError("Linear: bad GEMV row count");
+  if (!ForCountUpTo8(rows, [&](auto r) {
+        GemvKernel<WT, decltype(r)::value, kScaled><<<grid, kGemvThreads, 0, ctx.stream>>>(a);
+      })) {
+    return absl::InternalError("Linear: bad GEMV row count");
   }
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (GEMV)");
   return absl::OkStatus();
 }
-
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
 
 // Every row of x and W (and every batch) starts 16-byte aligned: the vector kernel applies.
 template <typename WT>
@@ -401,25 +340,6 @@ __global__ void ToBf16Kernel(const float* __restrict__ x, int64_t xs, int64_t x_
       }
     }
   }
-}
-
-// Launches ToBf16Kernel for `batch` x `rows` rows of x.
-absl::Status ConvertToBf16(const Context& ctx, const float* x, int64_t xs, int64_t x_bs,
-                           int64_t batch, int64_t rows, int64_t in, __nv_bfloat16* out, float mul) {
-  const int64_t total_rows = batch * rows;
-  const bool vec = in % 4 == 0 && xs % 4 == 0 && (batch == 1 || x_bs % 4 == 0) &&
-                   reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  const int threads = in >= 1024 ? 256 : 128;
-  const unsigned blocks = GridCap(total_rows, 1 << 16);
-  if (vec) {
-    ToBf16Kernel<true>
-        <<<blocks, threads, 0, ctx.stream>>>(x, xs, x_bs, rows, in, total_rows, out, mul);
-  } else {
-    ToBf16Kernel<false>
-        <<<blocks, threads, 0, ctx.stream>>>(x, xs, x_bs, rows, in, total_rows, out, mul);
-  }
-  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (x to bf16)");
-  return absl::OkStatus();
 }
 
 // Weight rows [o0, o0 + n) of an F16 or FP8 weight -> packed bf16 [n][in].
@@ -598,8 +518,6 @@ absl::Status RunLt(const Context& ctx, const Gemm& g, bool* ran) {
   return absl::OkStatus();
 }
 
-size_t Align256(size_t b) { return (b + 255) / 256 * 256; }
-
 // From these row counts on, cuBLASLt (per weight dtype). Measured on an H200: the GEMV is faster
 // than cuBLASLt for bf16 at 1-2 rows and slower from 4 on (its float32 FMAs become the limit);
 // F16/FP8 weights first need a dequantization pass (~1-2 + 2 + 2 bytes per weight), so the
@@ -759,14 +677,6 @@ __device__ __forceinline__ uint32_t Fp8PairToBf16Scaled(uint32_t w) {
   return (u & 0x80008000u) | ((u & 0x7f007f00u) >> 4);
 }
 
-__device__ __forceinline__ void MmaBf16(float* c, const uint32_t* a, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-}
-
 template <int NT>
 __global__ void __launch_bounds__(kSkinnyWarps * 32) Fp8SkinnyKernel(SkinnyArgs a) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, g = lane >> 2, t = lane & 3;
@@ -829,16 +739,8 @@ __global__ void __launch_bounds__(kSkinnyWarps * 32) Fp8SkinnyKernel(SkinnyArgs 
       }
     }
   }
-  float* P = a.partial + static_cast<int64_t>(blockIdx.y) * a.rows * a.out;
-#pragma unroll
-  for (int n = 0; n < NT; ++n) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t o = m0 + g + (i >= 2 ? 8 : 0);
-      const int64_t row = n * 8 + 2 * t + (i & 1);
-      if (o < a.out && row < a.rows) P[row * a.out + o] = acc[n][i];
-    }
-  }
+  StoreTilePartials(a.partial + static_cast<int64_t>(blockIdx.y) * a.rows * a.out, acc, m0, g, t,
+                    a.rows, a.out);
 }
 
 // y[r, o] (+)= sum over splits of partial[s][r][o], splits in order.
@@ -850,8 +752,7 @@ __global__ void SplitSumKernel(const float* __restrict__ partial, int64_t splits
     const int64_t r = k / out, o = k % out;
     float sum = partial[k];
     for (int64_t s = 1; s < splits; ++s) sum += partial[s * total + k];
-    float* dst = y + r * ys + o;
-    *dst = accumulate ? *dst + sum : sum;
+    StoreOut(y + r * ys + o, sum, accumulate);
   }
 }
 
@@ -867,9 +768,7 @@ absl::Status RunFp8Skinny(const Context& ctx, const LinearParams& p, int64_t xs,
   const int64_t chunks = in / 64;
   const int64_t blocks_x = CeilDiv(out, kSkinnyOut);
   // About four blocks per SM: enough weight bytes in flight to approach the copy bandwidth.
-  int64_t splits = std::clamp<int64_t>(CeilDiv(4 * std::max(ctx.sm_count, 1), blocks_x), 1, chunks);
-  const int64_t per_split = CeilDiv(chunks, splits);
-  splits = CeilDiv(chunks, per_split);
+  const auto [splits, per_split] = SplitChunks(ctx.sm_count, blocks_x, chunks);
   for (int64_t r0 = 0; r0 < p.rows; r0 += kSkinnyMaxRows) {
     const int64_t rows = std::min(kSkinnyMaxRows, p.rows - r0);
     const size_t x_bytes = Align256(sizeof(__nv_bfloat16) * rows * in);
@@ -895,27 +794,16 @@ absl::Status RunFp8Skinny(const Context& ctx, const LinearParams& p, int64_t xs,
                  partial};
     const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(splits));
     const int threads = kSkinnyWarps * 32;
-    switch (CeilDiv(rows, 8)) {
-#define R2_SKINNY_CASE(NT)                                    \
-  case NT:                                                    \
-    Fp8SkinnyKernel<NT><<<grid, threads, 0, ctx.stream>>>(a); \
-    break;
-      R2_SKINNY_CASE(1)
-      R2_SKINNY_CASE(2)
-      R2_SKINNY_CASE(3)
-      R2_SKINNY_CASE(4)
-      R2_SKINNY_CASE(5)
-      R2_SKINNY_CASE(6)
-      R2_SKINNY_CASE(7)
-      R2_SKINNY_CASE(8)
-#undef R2_SKINNY_CASE
-      default:
-        return absl::InternalError("Linear: bad skinny row tile count");
+    if (!ForCountUpTo8(static_cast<int>(CeilDiv(rows, 8)), [&](auto nt) {
+          Fp8SkinnyKernel<decltype(nt)::value><<<grid, threads, 0, ctx.stream>>>(a);
+        })) {
+      return absl::InternalError("Linear: bad skinny row tile count");
     }
     R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (fp8 skinny)");
-    SplitSumKernel<<<GridCap(CeilDiv(rows * out, 256), 1 << 16), 256, 0, ctx.stream>>>(
-        partial, splits, rows, out, p.y + r0 * ys, ys, p.accumulate);
-    R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (split sum)");
+    if (absl::Status s = SplitSum(ctx, partial, splits, rows, out, p.y + r0 * ys, ys, p.accumulate);
+        !s.ok()) {
+      return s;
+    }
   }
   return absl::OkStatus();
 }
@@ -955,6 +843,34 @@ absl::Status CheckLinear(const LinearParams& p) {
 }
 
 }  // namespace
+
+// ---- shared launchers (linear_common.cuh) ---------------------------------------------------
+
+absl::Status ConvertToBf16(const Context& ctx, const float* x, int64_t xs, int64_t x_bs,
+                           int64_t batch, int64_t rows, int64_t in, __nv_bfloat16* out, float mul) {
+  const int64_t total_rows = batch * rows;
+  const bool vec = in % 4 == 0 && xs % 4 == 0 && (batch == 1 || x_bs % 4 == 0) &&
+                   reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  const int threads = in >= 1024 ? 256 : 128;
+  const unsigned blocks = GridCap(total_rows, 1 << 16);
+  if (vec) {
+    ToBf16Kernel<true>
+        <<<blocks, threads, 0, ctx.stream>>>(x, xs, x_bs, rows, in, total_rows, out, mul);
+  } else {
+    ToBf16Kernel<false>
+        <<<blocks, threads, 0, ctx.stream>>>(x, xs, x_bs, rows, in, total_rows, out, mul);
+  }
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (x to bf16)");
+  return absl::OkStatus();
+}
+
+absl::Status SplitSum(const Context& ctx, const float* partial, int64_t splits, int64_t rows,
+                      int64_t out, float* y, int64_t ys, bool accumulate) {
+  SplitSumKernel<<<GridCap(CeilDiv(rows * out, 256), 1 << 16), 256, 0, ctx.stream>>>(
+      partial, splits, rows, out, y, ys, accumulate);
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (split sum)");
+  return absl::OkStatus();
+}
 
 absl::Status Linear(const Context& ctx, const LinearParams& p) {
   if (p.weight.integer_quantized()) {

@@ -13,7 +13,7 @@
 //     in_features not a multiple of 16) take a scalar kernel, one warp per output feature.
 //  3. y = float(acc) * s_x * s_w (+ y), rounded as the reference rounds it (no fused multiply-add):
 //     the result equals the reference's to float32 rounding (tested at 1e-6 relative).
-//     The int32 sums bound in_features at 133143 (127 * 127 * in < 2^31).
+//     The int32 sums bound in_features at 132104 (128 * 127 * in < 2^31).
 // W4A16 (U4 weights, groups of group_size input columns, optional zero points):
 //  - GEMV (1-4 rows; up to 8 rows per pass for shapes the tensor-core kernel does not take; every
 //    row count on "cuda-fp32"): the packed weight streamed once per pass with 16-byte loads (32
@@ -41,6 +41,7 @@
 
 #include "kernels/cuda/cuda_common.cuh"
 #include "kernels/cuda/cuda_context.h"
+#include "kernels/cuda/linear_common.cuh"
 #include "kernels/cuda/linear_int.h"
 #include "kernels/quant_format.h"
 
@@ -70,44 +71,22 @@ __device__ __forceinline__ int ZeroAt(const int32_t* z, int64_t groups, int64_t 
   return static_cast<int>((word >> (4 * (o % 8))) & 0xfu) - 8;
 }
 
-// Streaming 16-byte weight load: read once, keep L1 for the activations.
-__device__ __forceinline__ uint4 LoadStream16(const void* p) {
-  uint4 v;
-  asm volatile("ld.global.nc.L1::no_allocate.v4.u32 {%0, %1, %2, %3}, [%4];"
-               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
-               : "l"(p));
-  return v;
-}
-
-__device__ __forceinline__ int WarpSumInt(int v) {
-#pragma unroll
-  for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
-  return v;
-}
-
 __device__ __forceinline__ float WarpMax(float v) {
 #pragma unroll
   for (int o = 16; o > 0; o >>= 1) v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
   return v;
 }
 
-bool Aligned16(const void* p) { return reinterpret_cast<uintptr_t>(p) % 16 == 0; }
-size_t Align256(size_t b) { return (b + 255) / 256 * 256; }
-
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
-constexpr int kTileOut = 4;   // output features per block in the vector GEMVs
 constexpr int kPassRows = 8;  // rows per GEMV pass
-
-// Threads for a vector GEMV over `nvec` 16-byte chunks per row: a multiple of 32, at most 256.
-int GemvThreads(int64_t nvec) {
-  return static_cast<int>(std::clamp<int64_t>(CeilDiv(nvec, 32) * 32, 32, kThreads));
-}
 
 // ---- W8A8 ---------------------------------------------------------------------------------------
 
-// Largest in_features whose int8 dot products fit an int32: 127 * 127 * in < 2^31.
-constexpr int64_t kI8MaxIn = 133143;
+// Largest in_features whose int8 dot products fit an int32: 128 * 127 * in < 2^31 (the activation
+// codes are in [-127, 127]; an I8 weight byte may be -128 even though the converter never writes
+// it).
+constexpr int64_t kI8MaxIn = 132104;
 // From this many rows the int8 tensor-core kernel (when the weight rows are 16-byte aligned).
 constexpr int64_t kI8MmaMinRows = 3;
 
@@ -194,7 +173,7 @@ __global__ void __launch_bounds__(kThreads) I8GemvTileKernel(I8Args a) {
   for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
     uint4 wq[kTileOut];
 #pragma unroll
-    for (int i = 0; i < kTileOut; ++i) wq[i] = LoadStream16(wrow[i] + 16 * v);
+    for (int i = 0; i < kTileOut; ++i) wq[i] = LoadStream(wrow[i] + 16 * v);
 #pragma unroll
     for (int r = 0; r < R; ++r) {
       const uint4 xv = __ldg(reinterpret_cast<const uint4*>(a.xq + r * a.xq_stride) + v);
@@ -202,27 +181,10 @@ __global__ void __launch_bounds__(kThreads) I8GemvTileKernel(I8Args a) {
       for (int i = 0; i < kTileOut; ++i) acc[i][r] = Dot16(wq[i], xv, acc[i][r]);
     }
   }
-  __shared__ int partial[kWarps][kTileOut * R];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-#pragma unroll
-  for (int i = 0; i < kTileOut; ++i) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const int s = WarpSumInt(acc[i][r]);
-      if (lane == 0) partial[warp][i * R + r] = s;
-    }
-  }
-  __syncthreads();
-  const int nwarps = blockDim.x / 32;
-  for (int t = threadIdx.x; t < kTileOut * R; t += blockDim.x) {
-    const int i = t / R, r = t % R;
-    const int64_t o = o0 + i;
-    if (o >= a.out) continue;
-    int sum = 0;
-    for (int w = 0; w < nwarps; ++w) sum += partial[w][t];
+  TileBlockSum(acc, o0, a.out, [&](int64_t o, int r, int sum) {
     StoreScaled(a.y + r * a.ys + o, sum, a.sx[r], ScaleAt(a.w_scale, a.scale_kind, o),
                 a.accumulate);
-  }
+  });
 }
 
 // Scalar GEMV, R rows, any alignment: one warp per output feature.
@@ -242,7 +204,7 @@ __global__ void __launch_bounds__(kThreads) I8GemvKernel(I8Args a) {
   }
 #pragma unroll
   for (int r = 0; r < R; ++r) {
-    const int s = WarpSumInt(acc[r]);
+    const int s = WarpTotal(acc[r]);
     if (lane == 0) {
       StoreScaled(a.y + r * a.ys + o, s, a.sx[r], ScaleAt(a.w_scale, a.scale_kind, o),
                   a.accumulate);
@@ -306,8 +268,8 @@ __global__ void __launch_bounds__(kMmaWarps * 32) I8MmaKernel(I8Args a) {
     for (int h = 0; h < 2; ++h) {
       const int64_t cc = c + h;
       if (cc < c_end && cc * 64 + t * 16 < a.in) {
-        qa[h] = LoadStream16(wa + cc * 64);
-        qb[h] = LoadStream16(wb + cc * 64);
+        qa[h] = LoadStream(wa + cc * 64);
+        qb[h] = LoadStream(wb + cc * 64);
       }
     }
 #pragma unroll
@@ -326,20 +288,14 @@ __global__ void __launch_bounds__(kMmaWarps * 32) I8MmaKernel(I8Args a) {
   // C fragment: c0, c1 at (row g, cols 2t, 2t + 1), c2, c3 at (row g + 8, ...): features x rows.
   const float sw_a = ScaleAt(a.w_scale, a.scale_kind, ra);
   const float sw_b = ScaleAt(a.w_scale, a.scale_kind, rb);
-#pragma unroll
-  for (int n = 0; n < NT; ++n) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t o = m0 + g + (i >= 2 ? 8 : 0);
-      const int64_t row = row0 + n * 8 + 2 * t + (i & 1);
-      if (o >= a.out || row >= a.rows) continue;
-      if (a.partial != nullptr) {
-        a.partial[(static_cast<int64_t>(blockIdx.y) * a.rows + row) * a.out + o] = acc[n][i];
-      } else {
-        StoreScaled(a.y + row * a.ys + o, acc[n][i], a.sx[row], i >= 2 ? sw_b : sw_a, a.accumulate);
-      }
+  ForEachTileOutput(acc, m0, g, t, a.rows - row0, a.out, [&](int64_t o, int64_t r, int v, int i) {
+    const int64_t row = row0 + r;
+    if (a.partial != nullptr) {
+      a.partial[(static_cast<int64_t>(blockIdx.y) * a.rows + row) * a.out + o] = v;
+    } else {
+      StoreScaled(a.y + row * a.ys + o, v, a.sx[row], i >= 2 ? sw_b : sw_a, a.accumulate);
     }
-  }
+  });
 }
 
 // y[r, o] (+)= scaled sum over splits of partial[s][r][o] (exact integer sum).
@@ -356,30 +312,18 @@ __global__ void I8SplitSumKernel(const int32_t* __restrict__ partial, int64_t sp
 }
 
 absl::Status LaunchI8Gemv(const Context& ctx, const I8Args& a, int rows, bool vec) {
-  const int64_t nvec = a.in / 16;
-  const int threads = GemvThreads(nvec);
+  const int threads = GemvThreads(a.in / 16);
   const unsigned tile_blocks = static_cast<unsigned>(CeilDiv(a.out, kTileOut));
   const unsigned warp_blocks = static_cast<unsigned>(CeilDiv(a.out, kWarps));
-  switch (rows) {
-#define R2_I8_CASE(R)                                                  \
-  case R:                                                              \
-    if (vec) {                                                         \
-      I8GemvTileKernel<R><<<tile_blocks, threads, 0, ctx.stream>>>(a); \
-    } else {                                                           \
-      I8GemvKernel<R><<<warp_blocks, kThreads, 0, ctx.stream>>>(a);    \
-    }                                                                  \
-    break;
-    R2_I8_CASE(1)
-    R2_I8_CASE(2)
-    R2_I8_CASE(3)
-    R2_I8_CASE(4)
-    R2_I8_CASE(5)
-    R2_I8_CASE(6)
-    R2_I8_CASE(7)
-    R2_I8_CASE(8)
-#undef R2_I8_CASE
-    default:
-      return absl::InternalError("Linear: bad int8 GEMV row count");
+  if (!ForCountUpTo8(rows, [&](auto r) {
+        constexpr int R = decltype(r)::value;
+        if (vec) {
+          I8GemvTileKernel<R><<<tile_blocks, threads, 0, ctx.stream>>>(a);
+        } else {
+          I8GemvKernel<R><<<warp_blocks, kThreads, 0, ctx.stream>>>(a);
+        }
+      })) {
+    return absl::InternalError("Linear: bad int8 GEMV row count");
   }
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int8 GEMV)");
   return absl::OkStatus();
@@ -387,22 +331,10 @@ absl::Status LaunchI8Gemv(const Context& ctx, const I8Args& a, int rows, bool ve
 
 absl::Status LaunchI8Mma(const Context& ctx, const I8Args& a, dim3 grid, int nt) {
   const int threads = kMmaWarps * 32;
-  switch (nt) {
-#define R2_MMA_CASE(NT)                                   \
-  case NT:                                                \
-    I8MmaKernel<NT><<<grid, threads, 0, ctx.stream>>>(a); \
-    break;
-    R2_MMA_CASE(1)
-    R2_MMA_CASE(2)
-    R2_MMA_CASE(3)
-    R2_MMA_CASE(4)
-    R2_MMA_CASE(5)
-    R2_MMA_CASE(6)
-    R2_MMA_CASE(7)
-    R2_MMA_CASE(8)
-#undef R2_MMA_CASE
-    default:
-      return absl::InternalError("Linear: bad int8 mma tile count");
+  if (!ForCountUpTo8(nt, [&](auto n) {
+        I8MmaKernel<decltype(n)::value><<<grid, threads, 0, ctx.stream>>>(a);
+      })) {
+    return absl::InternalError("Linear: bad int8 mma tile count");
   }
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int8 mma)");
   return absl::OkStatus();
@@ -421,10 +353,9 @@ absl::Status RunInt8(const Context& ctx, const LinearParams& p, int64_t xs, int6
   const int64_t row_tiles = CeilDiv(rows, kMmaRowTile);
   int64_t splits = 1, per_split = chunks;
   if (mma && row_tiles <= kMaxGridZ) {
-    splits = std::clamp<int64_t>(CeilDiv(4 * std::max(ctx.sm_count, 1), blocks_x * row_tiles), 1,
-                                 chunks);
-    per_split = CeilDiv(chunks, splits);
-    splits = CeilDiv(chunks, per_split);
+    const ChunkSplit split = SplitChunks(ctx.sm_count, blocks_x * row_tiles, chunks);
+    splits = split.splits;
+    per_split = split.per_split;
   }
   const size_t xq_bytes = Align256(static_cast<size_t>(rows * in_pad));
   const size_t sx_bytes = Align256(sizeof(float) * rows);
@@ -539,7 +470,7 @@ __global__ void __launch_bounds__(kThreads) U4GemvTileKernel(U4Args a) {
   for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
     uint4 wq[kTileOut];
 #pragma unroll
-    for (int i = 0; i < kTileOut; ++i) wq[i] = LoadStream16(a.w + orow[i] * a.row_bytes + 16 * v);
+    for (int i = 0; i < kTileOut; ++i) wq[i] = LoadStream(a.w + orow[i] * a.row_bytes + 16 * v);
     const int64_t j0 = 32 * v, g = j0 / a.group_size;
     float s[kTileOut], bias[kTileOut];
 #pragma unroll
@@ -591,27 +522,9 @@ __global__ void __launch_bounds__(kThreads) U4GemvTileKernel(U4Args a) {
       for (int r = 0; r < R; ++r) acc[i][r] = fmaf(part[i][r], s[i], acc[i][r]);
     }
   }
-  __shared__ float partial[kWarps][kTileOut * R];
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
-#pragma unroll
-  for (int i = 0; i < kTileOut; ++i) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) {
-      const float sum = WarpSum(acc[i][r]);
-      if (lane == 0) partial[warp][i * R + r] = sum;
-    }
-  }
-  __syncthreads();
-  const int nwarps = blockDim.x / 32;
-  for (int t = threadIdx.x; t < kTileOut * R; t += blockDim.x) {
-    const int i = t / R, r = t % R;
-    const int64_t o = o0 + i;
-    if (o >= a.out) continue;
-    float sum = 0.0f;
-    for (int w = 0; w < nwarps; ++w) sum += partial[w][t];
-    float* dst = a.y + r * a.ys + o;
-    *dst = a.accumulate ? *dst + sum : sum;
-  }
+  TileBlockSum(acc, o0, a.out, [&](int64_t o, int r, float sum) {
+    StoreOut(a.y + r * a.ys + o, sum, a.accumulate);
+  });
 }
 
 // Scalar GEMV, R rows, any shape and alignment: one warp per output feature.
@@ -632,10 +545,7 @@ __global__ void __launch_bounds__(kThreads) U4GemvKernel(U4Args a) {
 #pragma unroll
   for (int r = 0; r < R; ++r) {
     const float sum = WarpSum(acc[r]);
-    if (lane == 0) {
-      float* dst = a.y + r * a.ys + o;
-      *dst = a.accumulate ? *dst + sum : sum;
-    }
+    if (lane == 0) StoreOut(a.y + r * a.ys + o, sum, a.accumulate);
   }
 }
 
@@ -670,26 +580,15 @@ absl::Status LaunchU4Gemv(const Context& ctx, const U4Args& a, int rows, bool ve
   const int threads = GemvThreads(a.in / 32);
   const unsigned tile_blocks = static_cast<unsigned>(CeilDiv(a.out, kTileOut));
   const unsigned warp_blocks = static_cast<unsigned>(CeilDiv(a.out, kWarps));
-  switch (rows) {
-#define R2_U4_CASE(R)                                                  \
-  case R:                                                              \
-    if (vec) {                                                         \
-      U4GemvTileKernel<R><<<tile_blocks, threads, 0, ctx.stream>>>(a); \
-    } else {                                                           \
-      U4GemvKernel<R><<<warp_blocks, kThreads, 0, ctx.stream>>>(a);    \
-    }                                                                  \
-    break;
-    R2_U4_CASE(1)
-    R2_U4_CASE(2)
-    R2_U4_CASE(3)
-    R2_U4_CASE(4)
-    R2_U4_CASE(5)
-    R2_U4_CASE(6)
-    R2_U4_CASE(7)
-    R2_U4_CASE(8)
-#undef R2_U4_CASE
-    default:
-      return absl::InternalError("Linear: bad int4 GEMV row count");
+  if (!ForCountUpTo8(rows, [&](auto r) {
+        constexpr int R = decltype(r)::value;
+        if (vec) {
+          U4GemvTileKernel<R><<<tile_blocks, threads, 0, ctx.stream>>>(a);
+        } else {
+          U4GemvKernel<R><<<warp_blocks, kThreads, 0, ctx.stream>>>(a);
+        }
+      })) {
+    return absl::InternalError("Linear: bad int4 GEMV row count");
   }
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4 GEMV)");
   return absl::OkStatus();
@@ -718,15 +617,6 @@ struct U4MmaArgs {
   int64_t chunks_per_split;  // 128-column chunks per blockIdx.y
   float* partial;            // [splits][rows][out]
 };
-
-__device__ __forceinline__ void MmaBf16(float (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
-                                        uint32_t a3, uint32_t b0, uint32_t b1) {
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};"
-      : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-      : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
-}
 
 // bf16x2 a - b (exact here: small integers).
 __device__ __forceinline__ uint32_t SubBf16x2(uint32_t a, __nv_bfloat162 b) {
@@ -763,8 +653,8 @@ __global__ void __launch_bounds__(kU4MmaWarps * 32) U4MmaKernel(U4MmaArgs m) {
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       if (c + h < c_end) {
-        qa[h] = LoadStream16(wa + (c + h) * 64);
-        qb[h] = LoadStream16(wb + (c + h) * 64);
+        qa[h] = LoadStream(wa + (c + h) * 64);
+        qb[h] = LoadStream(wb + (c + h) * 64);
       }
     }
 #pragma unroll
@@ -810,7 +700,7 @@ __global__ void __launch_bounds__(kU4MmaWarps * 32) U4MmaKernel(U4MmaArgs m) {
         float part[4] = {0.0f, 0.0f, 0.0f, 0.0f};
 #pragma unroll
         for (int s = 0; s < 8; ++s) {
-          MmaBf16(part, A[s][0], A[s][1], A[s][2], A[s][3], xw[2 * s], xw[2 * s + 1]);
+          MmaBf16(part, A[s], xw[2 * s], xw[2 * s + 1]);
         }
         acc[n][0] = fmaf(part[0], sa, acc[n][0]);
         acc[n][1] = fmaf(part[1], sa, acc[n][1]);
@@ -819,41 +709,8 @@ __global__ void __launch_bounds__(kU4MmaWarps * 32) U4MmaKernel(U4MmaArgs m) {
       }
     }
   }
-  // C fragment: c0, c1 at (feature g, rows 2t, 2t + 1), c2, c3 at feature g + 8.
-  float* P = m.partial + static_cast<int64_t>(blockIdx.y) * m.rows * a.out;
-#pragma unroll
-  for (int n = 0; n < NT; ++n) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int64_t o = m0 + g + (i >= 2 ? 8 : 0);
-      const int64_t row = n * 8 + 2 * t + (i & 1);
-      if (o < a.out && row < m.rows) P[row * a.out + o] = acc[n][i];
-    }
-  }
-}
-
-// y[r, o] (+)= sum over splits of partial[s][r][o], splits in order.
-__global__ void U4SplitSumKernel(const float* __restrict__ partial, int64_t splits, int64_t rows,
-                                 int64_t out, float* __restrict__ y, int64_t ys, bool accumulate) {
-  const int64_t total = rows * out;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const int64_t r = k / out, o = k % out;
-    float sum = partial[k];
-    for (int64_t s = 1; s < splits; ++s) sum += partial[s * total + k];
-    float* dst = y + r * ys + o;
-    *dst = accumulate ? *dst + sum : sum;
-  }
-}
-
-// x [rows] (stride xs) -> packed bf16 [rows][in].
-__global__ void XToBf16Kernel(const float* __restrict__ x, int64_t xs, int64_t rows, int64_t in,
-                              __nv_bfloat16* __restrict__ xb) {
-  const int64_t total = rows * in;
-  for (int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; k < total;
-       k += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    xb[k] = __float2bfloat16_rn(x[(k / in) * xs + k % in]);
-  }
+  StoreTilePartials(m.partial + static_cast<int64_t>(blockIdx.y) * m.rows * a.out, acc, m0, g, t,
+                    m.rows, a.out);
 }
 
 bool CanUseU4Mma(const Context& ctx, const LinearParams& p) {
@@ -868,43 +725,24 @@ absl::Status RunU4Mma(const Context& ctx, const LinearParams& p, int64_t xs, int
   const int64_t chunks = in / 128;
   const int64_t blocks_x = CeilDiv(out, kU4MmaOut);
   // About four blocks per SM: enough weight bytes in flight to approach the copy bandwidth.
-  int64_t splits = std::clamp<int64_t>(CeilDiv(4 * std::max(ctx.sm_count, 1), blocks_x), 1, chunks);
-  const int64_t per_split = CeilDiv(chunks, splits);
-  splits = CeilDiv(chunks, per_split);
+  const auto [splits, per_split] = SplitChunks(ctx.sm_count, blocks_x, chunks);
   const size_t x_bytes = Align256(sizeof(__nv_bfloat16) * rows * in);
   const size_t part_bytes = Align256(sizeof(float) * splits * rows * out);
   absl::StatusOr<void*> scratch = ctx.linear_scratch.Get(x_bytes + part_bytes, ctx.stream);
   if (!scratch.ok()) return scratch.status();
   auto* xb = static_cast<__nv_bfloat16*>(*scratch);
   auto* partial = reinterpret_cast<float*>(static_cast<char*>(*scratch) + x_bytes);
-  XToBf16Kernel<<<GridCap(CeilDiv(rows * in, 256), 1 << 16), 256, 0, ctx.stream>>>(p.x, xs, rows,
-                                                                                   in, xb);
-  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4: x to bf16)");
+  if (absl::Status s = ConvertToBf16(ctx, p.x, xs, 0, 1, rows, in, xb, 1.0f); !s.ok()) return s;
   U4MmaArgs m{MakeU4Args(w), xb, rows, per_split, partial};
   const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(splits));
   const int threads = kU4MmaWarps * 32;
-  switch (CeilDiv(rows, 8)) {
-#define R2_U4_MMA_CASE(NT)                                \
-  case NT:                                                \
-    U4MmaKernel<NT><<<grid, threads, 0, ctx.stream>>>(m); \
-    break;
-    R2_U4_MMA_CASE(1)
-    R2_U4_MMA_CASE(2)
-    R2_U4_MMA_CASE(3)
-    R2_U4_MMA_CASE(4)
-    R2_U4_MMA_CASE(5)
-    R2_U4_MMA_CASE(6)
-    R2_U4_MMA_CASE(7)
-    R2_U4_MMA_CASE(8)
-#undef R2_U4_MMA_CASE
-    default:
-      return absl::InternalError("Linear: bad int4 mma tile count");
+  if (!ForCountUpTo8(static_cast<int>(CeilDiv(rows, 8)), [&](auto nt) {
+        U4MmaKernel<decltype(nt)::value><<<grid, threads, 0, ctx.stream>>>(m);
+      })) {
+    return absl::InternalError("Linear: bad int4 mma tile count");
   }
   R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4 mma)");
-  U4SplitSumKernel<<<GridCap(CeilDiv(rows * out, 256), 1 << 16), 256, 0, ctx.stream>>>(
-      partial, splits, rows, out, p.y, ys, p.accumulate);
-  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4 split sum)");
-  return absl::OkStatus();
+  return SplitSum(ctx, partial, splits, rows, out, p.y, ys, p.accumulate);
 }
 
 // ---- MoeExperts by expert -----------------------------------------------------------------------

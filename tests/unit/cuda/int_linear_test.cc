@@ -7,10 +7,11 @@
 //   W8A8 (I8): 1e-6. The activation rows are quantized with the reference's formula (same int8
 //     values and scales), the int32 sums are exact, and y = acc * s_x * s_w (+ y) is rounded as
 //     the reference rounds it: only float32 rounding can differ.
-//   W4A16 (U4) GEMV (rows < 5 on "cuda", every row count on "cuda-fp32"): 2e-5 (float32
-//     summation order). Rows >= 5 on "cuda": 1e-2 (5-64 rows: bf16 tensor cores on the packed
-//     weight with x rounded to bf16 where the shape allows, else the GEMV up to 8 rows; more
-//     rows: bf16 weight tiles and bf16 x through cuBLASLt).
+//   W4A16 (U4) GEMV (1-4 rows on "cuda", 5-8 rows where the tensor-core kernel does not take the
+//     shape, every row count on "cuda-fp32"): 2e-5 (float32 summation order). The bf16 paths on
+//     "cuda": 1e-2 (5-64 rows on the tensor-core kernel with x rounded to bf16: in_features and
+//     group size multiples of 128, 16-byte aligned weight; from 9 rows otherwise, bf16 weight
+//     tiles and bf16 x through cuBLASLt).
 // Not yet run on a GPU.
 #include <gtest/gtest.h>
 
@@ -41,12 +42,14 @@ using cudatest::RandomFloats;
 constexpr double kI8Bound = 1e-6;
 constexpr double kU4GemvBound = 2e-5;
 constexpr double kU4Bf16Bound = 1e-2;
-constexpr int64_t kU4Bf16MinRows = 5;  // kU4MmaMinRows in kernels/cuda/linear_int.cu
+// kernels/cuda/linear_int.cu: kU4MmaMinRows, kU4MmaMaxRows, kU4LtMinRows.
+constexpr int64_t kU4MmaMinRows = 5, kU4MmaMaxRows = 64, kU4LtMinRows = 9;
 
 struct IntCase {
   DType dtype = DType::kI8;  // kI8 or kU4
   int64_t out = 0, in = 0;
   int64_t group = 0;  // U4: columns per scale (0: in, one group per row)
+  int64_t group_size() const { return dtype == DType::kI8 || group == 0 ? in : group; }
   bool zeros = false;
   DType scale_dtype = DType::kF32;
   bool unaligned = false;  // device weight at an odd address (the scalar kernels)
@@ -68,9 +71,11 @@ struct IntWeight {
 class CudaIntLinearTest : public cudatest::CudaTest {
  protected:
   void MakeWeight(const IntCase& c, IntWeight& w) {
-    const int64_t group = c.dtype == DType::kI8 || c.group == 0 ? c.in : c.group;
+    const int64_t group = c.group_size();
     const int64_t groups = QuantGroups(c.in, group);
-    std::uniform_int_distribution<int32_t> q8(-127, 127), q4(-8, 7);
+    // I8: the whole byte range, -128 included (the converter writes [-127, 127]; the format and
+    // the kernels take any byte).
+    std::uniform_int_distribution<int32_t> q8(-128, 127), q4(-8, 7);
     std::uniform_real_distribution<float> sd(0.004f, 0.02f);
     if (c.dtype == DType::kI8) {
       w.data.resize(c.out * c.in);
@@ -129,16 +134,25 @@ class CudaIntLinearTest : public cudatest::CudaTest {
 
   // One Linear on `backend` (a CUDA backend) against the reference; x and y padded by extra
   // columns, y poisoned (or random when accumulating, the same on both sides).
-  // zero_row: row 0 of x all zeros (W8A8: scale 0, every code 0).
+  // special_rows: row 0 of x all zeros (W8A8: scale 0, every code 0) and, when there is a row 1,
+  // row 1 made of 127 and exact halves -9.5 .. 9.5 (W8A8: scale 1, every other code a tie that
+  // the reference rounds to even).
   void Check(Backend& backend, const IntCase& c, const IntWeight& w, int64_t rows, bool accumulate,
-             int64_t x_extra, int64_t y_extra, bool zero_row = false) {
+             int64_t x_extra, int64_t y_extra, bool special_rows = false) {
     const std::string what =
         absl::StrCat(std::string(backend.name()), " ", Describe(c), " rows ", rows,
                      accumulate ? " acc" : "", " xs+", x_extra, " ys+", y_extra);
     SCOPED_TRACE(what);
     const int64_t xs = c.in + x_extra, ys = c.out + y_extra;
     std::vector<float> x = RandomFloats(rng_, rows * xs);
-    if (zero_row) std::fill(x.begin(), x.begin() + c.in, 0.0f);
+    if (special_rows) {
+      std::fill(x.begin(), x.begin() + c.in, 0.0f);
+      if (rows > 1) {
+        float* tie = x.data() + xs;
+        tie[0] = 127.0f;
+        for (int64_t j = 1; j < c.in; ++j) tie[j] = static_cast<float>(j % 20) - 9.5f;
+      }
+    }
     std::vector<float> y = accumulate ? RandomFloats(rng_, rows * ys) : cudatest::NaNs(rows * ys);
     if (accumulate) {
       for (int64_t r = 0; r < rows; ++r) {
@@ -164,11 +178,17 @@ class CudaIntLinearTest : public cudatest::CudaTest {
     ASSERT_TRUE(s.ok()) << s;
     ASSERT_TRUE(backend.Synchronize().ok());
     double bound = kI8Bound;
-    if (c.dtype == DType::kU4) {
-      const bool bf16 = backend.name() == "cuda" && rows >= kU4Bf16MinRows;
-      bound = bf16 ? kU4Bf16Bound : kU4GemvBound;
-    }
+    if (c.dtype == DType::kU4) bound = U4UsesBf16(backend, c, rows) ? kU4Bf16Bound : kU4GemvBound;
     ExpectClose(d_y.Floats(y.size()), y, bound, what);
+  }
+
+  // Whether a U4 Linear of `rows` rows takes a bf16 path (linear_int.cu's dispatch) rather than
+  // the float32 GEMV.
+  static bool U4UsesBf16(const Backend& backend, const IntCase& c, int64_t rows) {
+    if (backend.name() != "cuda") return false;
+    const bool mma = rows >= kU4MmaMinRows && rows <= kU4MmaMaxRows && c.in % 128 == 0 &&
+                     c.group_size() % 128 == 0 && !c.unaligned;
+    return mma || rows >= kU4LtMinRows;
   }
 
   // The fp32-activation backend, or null (with a test failure) when it cannot be made.
@@ -205,12 +225,14 @@ TEST_F(CudaIntLinearTest, W8A8MatchesTheReference) {
   }
 }
 
-TEST_F(CudaIntLinearTest, W8A8AccumulateOnAndOffManyRowsAndAZeroRow) {
+TEST_F(CudaIntLinearTest, W8A8AccumulateOnAndOffManyRowsAZeroRowAndTies) {
   const IntCase c{.dtype = DType::kI8, .out = 200, .in = 320};
   IntWeight w;
   MakeWeight(c, w);
   for (bool acc : {false, true}) {
-    for (int64_t rows : {1, 7, 64, 300}) Check(gpu(), c, w, rows, acc, 0, 0, /*zero_row=*/true);
+    for (int64_t rows : {1, 7, 64, 300}) {
+      Check(gpu(), c, w, rows, acc, 0, 0, /*special_rows=*/true);
+    }
   }
 }
 
