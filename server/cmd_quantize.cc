@@ -30,6 +30,12 @@ ABSL_FLAG(int32_t, quantize_threads, 0,
 ABSL_FLAG(std::string, scales, "auto",
           "How each int8 row's / int4 group's scale is chosen: mse (least squared rounding "
           "error), max-abs (max |w| spans the range), auto (mse for int4, max-abs for int8).");
+ABSL_FLAG(std::string, attention_output, "auto",
+          "The attention output projections (self_attn.o_proj): bf16 (kept BF16 and listed in "
+          "the ignore list), quantize, or auto (bf16 for int8, quantize for int4).");
+ABSL_FLAG(bool, smooth_attention_output, false,
+          "int8 with --attention-output=quantize: rescale each value channel between kv_b_proj's "
+          "row and o_proj's column before quantizing (exact; off by default).");
 
 namespace r2::server {
 namespace {
@@ -62,11 +68,13 @@ int RunQuantize(int argc, char** argv) {
       "r2serve quantize --in DIR --out DIR --format int8|int4 [--group-size 128] [--asymmetric]\n"
       "  [--quantize-lm-head] [--quantize-dense-mlp] [--scales auto|max-abs|mse] "
       "[--quantize-threads N]\n"
+      "  [--attention-output auto|bf16|quantize] [--smooth-attention-output]\n"
       "Converts a BF16 or FP8 DeepSeek checkpoint into compressed-tensors integer weights:\n"
       "int8 = \"int-quantized\" W8A8 (per-channel weight scales, per-token activations at run\n"
       "time), int4 = \"pack-quantized\" W4A16 (groups of --group-size columns). Embeddings, "
       "norms,\n"
-      "the MoE router, MTP eh_proj, the dense (first_k_dense_replace) MLPs and lm_head stay BF16.\n"
+      "the MoE router, MTP eh_proj, the dense (first_k_dense_replace) MLPs and lm_head stay BF16,\n"
+      "and for int8 the attention output projections (o_proj) too.\n"
       "Each int4 group's scale is chosen to minimize its squared rounding error (--scales).\n"
       "Streams tensor by tensor (bounded memory) and copies the tokenizer files.\n"
       "--out DIR: output directory (required).";
@@ -108,6 +116,19 @@ int RunQuantize(int argc, char** argv) {
                  scales.c_str());
     return 1;
   }
+  const std::string attention_output = absl::GetFlag(FLAGS_attention_output);
+  if (attention_output == "auto") {
+    options.attention_output = model::AttentionOutput::kAuto;
+  } else if (attention_output == "bf16") {
+    options.attention_output = model::AttentionOutput::kBF16;
+  } else if (attention_output == "quantize") {
+    options.attention_output = model::AttentionOutput::kQuantize;
+  } else {
+    std::fprintf(stderr, "quantize: --attention-output must be auto, bf16 or quantize, got '%s'\n",
+                 attention_output.c_str());
+    return 1;
+  }
+  options.smooth_attention_output = absl::GetFlag(FLAGS_smooth_attention_output);
   options.threads = absl::GetFlag(FLAGS_quantize_threads);
   if (options.threads < 0) {
     std::fprintf(stderr, "quantize: --quantize-threads must be 0 (one per core) or more, got %d\n",

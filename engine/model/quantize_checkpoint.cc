@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cerrno>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
@@ -57,6 +58,9 @@ struct Job {
   TensorView src;
   TensorView scale_inv;  // FP8 sources only
   Action action = Action::kCopy;
+  // Smoothing (QuantizeOptions::smooth_attention_output): each decoded row o is multiplied by
+  // row_scale[o] and each column j by col_scale[j] before quantizing (empty: none).
+  std::vector<float> row_scale, col_scale;
   std::vector<OutTensor> outputs;
   uint64_t input_bytes = 0;
 };
@@ -94,6 +98,20 @@ void ReleasePages(const void* begin, const void* end) {
   const uintptr_t b = (reinterpret_cast<uintptr_t>(begin) + page - 1) / page * page;
   const uintptr_t e = reinterpret_cast<uintptr_t>(end) / page * page;
   if (e > b) madvise(reinterpret_cast<void*>(b), e - b, MADV_DONTNEED);
+}
+
+// Row o of a 2-d source as float32 (FP8 with its block_out x block_in block scales).
+void DecodeSourceRow(const Job& job, int64_t o, int64_t block_out, int64_t block_in, float* row) {
+  const int64_t in = job.src.shape[1];
+  if (job.src.dtype != DType::kF8E4M3) {
+    for (int64_t j = 0; j < in; ++j) row[j] = ElementAsFloat(job.src, o * in + j);
+    return;
+  }
+  const int64_t scale_cols = job.scale_inv.shape[1];
+  for (int64_t j = 0; j < in; ++j) {
+    const float s = ElementAsFloat(job.scale_inv, (o / block_out) * scale_cols + j / block_in);
+    row[j] = ElementAsFloat(job.src, o * in + j) * s;
+  }
 }
 
 // Converts jobs into one output file, tracking progress over the whole checkpoint.
@@ -166,17 +184,15 @@ class Converter {
     if (options_.progress) options_.progress(done_, total_, job.name);
   }
 
-  // Row o of a 2-d source as float32 (FP8 with its block scales).
+  // Row o of a 2-d source as float32 (FP8 with its block scales), smoothed when the job says so.
   void DecodeRow(const Job& job, int64_t o, float* row) const {
+    DecodeSourceRow(job, o, block_out_, block_in_, row);
     const int64_t in = job.src.shape[1];
-    if (job.src.dtype != DType::kF8E4M3) {
-      for (int64_t j = 0; j < in; ++j) row[j] = ElementAsFloat(job.src, o * in + j);
-      return;
+    if (!job.row_scale.empty()) {
+      for (int64_t j = 0; j < in; ++j) row[j] *= job.row_scale[o];
     }
-    const int64_t scale_cols = job.scale_inv.shape[1];
-    for (int64_t j = 0; j < in; ++j) {
-      const float s = ElementAsFloat(job.scale_inv, (o / block_out_) * scale_cols + j / block_in_);
-      row[j] = ElementAsFloat(job.src, o * in + j) * s;
+    if (!job.col_scale.empty()) {
+      for (int64_t j = 0; j < in; ++j) row[j] *= job.col_scale[j];
     }
   }
 
@@ -381,10 +397,13 @@ std::set<std::string> QuantizedNames(const ModelConfig& config, const QuantizeOp
   if (!o.quantize_dense_mlp) {
     for (const std::string& m : DenseMlpModules(config)) kept.insert(m + ".weight");
   }
+  const bool keep_o_proj = KeepsAttentionOutputBF16(o);
   std::set<std::string> names;
   for (const ExpectedTensor& t : ExpectedTensors(config)) {
     if (t.kind == TensorKind::kLinear && !absl::EndsWith(t.name, ".eh_proj.weight") &&
-        !kept.count(t.name) && (!o.filter || o.filter(t.name))) {
+        !kept.count(t.name) &&
+        !(keep_o_proj && absl::EndsWith(t.name, ".self_attn.o_proj.weight")) &&
+        (!o.filter || o.filter(t.name))) {
       names.insert(t.name);
     }
   }
@@ -404,6 +423,7 @@ CompressedTensorsScheme OutputScheme(const ModelConfig& config, const QuantizeOp
   if (!o.quantize_dense_mlp) {
     for (const std::string& m : DenseMlpModules(config)) s.ignore.push_back(m);
   }
+  if (KeepsAttentionOutputBF16(o)) s.ignore.push_back("re:.*self_attn\\.o_proj$");
   s.observer = SearchesScales(o) ? "mse" : "minmax";
   return s;
 }
@@ -463,6 +483,91 @@ absl::Status PlanShards(const std::string& in_dir, const ModelConfig& config,
   return absl::OkStatus();
 }
 
+// The smoothing factors of one attention layer (QuantizeOptions::smooth_attention_output):
+// s_c = sqrt(a_c / w_c) for value channel c = h * v_head_dim + d, a_c the L2 norm of kv_b_proj's
+// row h * (qk_nope + v) + qk_nope + d, w_c the largest |w| of o_proj's column c, divided by their
+// geometric mean; 1 for a channel whose row or column is all zero (or not finite). Reads both
+// weights once, releasing their pages as it goes.
+absl::Status SmoothAttentionLayer(const ModelConfig& config, Job& kv_b, Job& o_proj,
+                                  int64_t block_out, int64_t block_in) {
+  const int64_t heads = config.num_attention_heads, nope = config.qk_nope_head_dim,
+                dv = config.v_head_dim, channels = heads * dv;
+  if (kv_b.src.shape.size() != 2 || o_proj.src.shape.size() != 2 ||
+      kv_b.src.shape[0] != heads * (nope + dv) || o_proj.src.shape[1] != channels) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        kv_b.name, " / ", o_proj.name, ": shapes do not match the config's ", heads,
+        " heads of qk_nope_head_dim ", nope, " and v_head_dim ", dv, " (cannot smooth)"));
+  }
+  std::vector<double> a(channels, 0.0), w(channels, 0.0);
+  std::vector<float> row(std::max(kv_b.src.shape[1], o_proj.src.shape[1]));
+  for (int64_t c = 0; c < channels; ++c) {
+    DecodeSourceRow(kv_b, (c / dv) * (nope + dv) + nope + c % dv, block_out, block_in, row.data());
+    double sum = 0;
+    for (int64_t j = 0; j < kv_b.src.shape[1]; ++j) sum += double{row[j]} * row[j];
+    a[c] = std::sqrt(sum);
+  }
+  const auto* o_data = static_cast<const uint8_t*>(o_proj.src.data);
+  const size_t o_row_bytes = static_cast<size_t>(channels) * DTypeSize(o_proj.src.dtype);
+  const uint8_t* released = o_data;
+  for (int64_t o = 0; o < o_proj.src.shape[0]; ++o) {
+    DecodeSourceRow(o_proj, o, block_out, block_in, row.data());
+    for (int64_t c = 0; c < channels; ++c) w[c] = std::max(w[c], double{std::fabs(row[c])});
+    const uint8_t* upto = o_data + (o + 1) * o_row_bytes;
+    if (static_cast<size_t>(upto - released) >= kReleaseWindow) {
+      ReleasePages(released, upto);
+      released = upto;
+    }
+  }
+  ReleasePages(released, o_data + o_proj.src.shape[0] * o_row_bytes);
+  const auto* kv_data = static_cast<const uint8_t*>(kv_b.src.data);
+  ReleasePages(kv_data, kv_data + TensorBytes(kv_b.src));
+  std::vector<double> s(channels, 0.0);  // 0: channel left as it is
+  double log_sum = 0;
+  int64_t used = 0;
+  for (int64_t c = 0; c < channels; ++c) {
+    const double v = std::sqrt(a[c] / w[c]);
+    if (a[c] > 0 && w[c] > 0 && std::isfinite(v) && v > 0) {
+      s[c] = v;
+      log_sum += std::log(v);
+      ++used;
+    }
+  }
+  const double mean = used > 0 ? std::exp(log_sum / used) : 1.0;
+  kv_b.row_scale.assign(kv_b.src.shape[0], 1.0f);
+  o_proj.col_scale.assign(channels, 1.0f);
+  for (int64_t c = 0; c < channels; ++c) {
+    const double sc = s[c] > 0 ? s[c] / mean : 1.0;
+    kv_b.row_scale[(c / dv) * (nope + dv) + nope + c % dv] = static_cast<float>(1.0 / sc);
+    o_proj.col_scale[c] = static_cast<float>(sc);
+  }
+  return absl::OkStatus();
+}
+
+// Sets the smoothing factors of every attention layer whose kv_b_proj and o_proj are both
+// quantized (int8 with smooth_attention_output only).
+absl::Status PlanSmoothing(const ModelConfig& config, const QuantizeOptions& o, int64_t block_out,
+                           int64_t block_in, std::vector<Shard>& shards) {
+  if (o.format != QuantFormat::kInt8 || !o.smooth_attention_output) return absl::OkStatus();
+  std::map<std::string, Job*> jobs;
+  for (Shard& shard : shards) {
+    for (Job& job : shard.jobs) {
+      if (job.action == Action::kQuantize) jobs[job.name] = &job;
+    }
+  }
+  for (int64_t l = 0; l < config.num_hidden_layers + config.num_nextn_predict_layers; ++l) {
+    const std::string prefix = absl::StrCat("model.layers.", l, ".self_attn.");
+    auto kv_b = jobs.find(prefix + "kv_b_proj.weight");
+    auto o_proj = jobs.find(prefix + "o_proj.weight");
+    if (kv_b == jobs.end() || o_proj == jobs.end()) continue;
+    if (absl::Status s =
+            SmoothAttentionLayer(config, *kv_b->second, *o_proj->second, block_out, block_in);
+        !s.ok()) {
+      return s;
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status WriteConfig(const std::string& in_dir, const std::string& out_dir,
                          const ModelConfig& model_config, const QuantizeOptions& o) {
   auto text = ReadText(in_dir + "/config.json");
@@ -510,6 +615,18 @@ bool SearchesScales(const QuantizeOptions& options) {
   return options.format == QuantFormat::kInt4;
 }
 
+bool KeepsAttentionOutputBF16(const QuantizeOptions& options) {
+  switch (options.attention_output) {
+    case AttentionOutput::kQuantize:
+      return false;
+    case AttentionOutput::kBF16:
+      return true;
+    case AttentionOutput::kAuto:
+      break;
+  }
+  return options.format == QuantFormat::kInt8;
+}
+
 absl::StatusOr<QuantizeSummary> QuantizeCheckpoint(const std::string& in_dir,
                                                    const std::string& out_dir,
                                                    const QuantizeOptions& options) {
@@ -539,6 +656,9 @@ absl::StatusOr<QuantizeSummary> QuantizeCheckpoint(const std::string& in_dir,
   }
   std::vector<Shard> shards;
   if (absl::Status s = PlanShards(in_dir, config, options, shards); !s.ok()) return s;
+  if (absl::Status s = PlanSmoothing(config, options, block_out, block_in, shards); !s.ok()) {
+    return s;
+  }
   fs::create_directories(out_dir, ec);
   if (ec) return absl::PermissionDeniedError(absl::StrCat(out_dir, ": ", ec.message()));
 

@@ -32,6 +32,13 @@ enum class ScaleChoice {
                     // QuantizeInt4GroupMinError)
 };
 
+// Whether the attention output projections (self_attn.o_proj of every layer) are quantized.
+enum class AttentionOutput {
+  kAuto,      // int8: kBF16; int4: kQuantize (what measured best)
+  kQuantize,  // quantized like the other linear layers
+  kBF16       // kept BF16 and named in the ignore list
+};
+
 struct QuantizeOptions {
   QuantFormat format = QuantFormat::kInt8;
   int64_t group_size = 128;  // int4: input columns per scale
@@ -45,6 +52,27 @@ struct QuantizeOptions {
   // On the trained tiny checkpoints the least-squared-error scales lowered int4's KL on both
   // seeds, but int8's logit error rose on both (docs/perf/quantization.md), hence kAuto.
   ScaleChoice scales = ScaleChoice::kAuto;
+  // o_proj (~1.1% of DeepSeek-V3's weights) stays BF16 for int8 by default: its input columns are
+  // the value channels of all heads, whose magnitudes differ per head, and W8A8 shares one
+  // activation scale per token and one weight scale per output row across them; on the trained
+  // tiny checkpoints int8 o_proj cost more than any other attention tensor
+  // (docs/perf/quantization.md).
+  AttentionOutput attention_output = AttentionOutput::kAuto;
+  // int8 only (ignored for int4): smooths every attention layer's value path before quantizing.
+  // Value channel c (head h, dimension d) of the attention output is a linear function of row c
+  // of kv_b_proj's value part, and is read only by column c of o_proj, so dividing that row by
+  // s_c and multiplying that column by s_c leaves the model's function exactly as it was. W8A8
+  // rounds o_proj's input per token (one scale for all channels) and o_proj's weight per output
+  // row (one scale for all input columns); s_c = sqrt(a_c / w_c), with a_c the L2 norm of the
+  // kv_b_proj row (the channel's expected magnitude: its input, the normalized latent, has unit
+  // RMS) and w_c the largest |w| of the o_proj column, balances the two (SmoothQuant's rule at
+  // alpha 0.5, with a weight-derived estimate in place of calibration activations). Applied to a
+  // layer only when both of its tensors are quantized; max-abs int8 rows of kv_b_proj quantize
+  // to the same integers (their scales absorb s_c), so only o_proj's rounding changes.
+  // Measured on the trained tiny checkpoints it halved one seed's KL but raised the logit error on
+  // both, and keeping o_proj BF16 did better on every measure, so it is off by default (and has
+  // no effect while o_proj stays BF16).
+  bool smooth_attention_output = false;
   // Threads that decode and quantize the rows of a chunk (0: OpenMP's default, one per core).
   int threads = 0;
   // When set, only the weights it accepts (by full tensor name) among those above are quantized.
@@ -66,6 +94,8 @@ struct QuantizeSummary {
 // config) copied.
 // Whether `options` searches scales for the least squared error (resolves kAuto).
 bool SearchesScales(const QuantizeOptions& options);
+// Whether `options` keeps o_proj BF16 (resolves AttentionOutput::kAuto).
+bool KeepsAttentionOutputBF16(const QuantizeOptions& options);
 
 absl::StatusOr<QuantizeSummary> QuantizeCheckpoint(const std::string& in_dir,
                                                    const std::string& out_dir,

@@ -18,7 +18,9 @@
 // presets, under the label NAME (default: the directory's name), e.g. the trained checkpoint of
 // tests/golden/train_tiny.py; its sections get their own markers (quant_quality_bench:NAME:...).
 // --by-part adds int8 checkpoints quantized in one part only (attention, routed experts, shared
-// experts, the dense MLP) to show where the divergence comes from, each also as "weights only":
+// experts, the dense MLP; --parts S1,S2,... instead: the tensors whose names contain S1, ...) to
+// show where the divergence comes from, each also as "weights only" (--except S1,...: int8 with
+// the tensors whose names contain S1 kept BF16, one variant each):
 // the same int8 weights dequantized to F32 and run with float activations, which separates the
 // weight rounding from W8A8's per-token activation rounding. The noise floor row runs the BF16
 // weights on the reference backend (float rounding differences only).
@@ -355,7 +357,9 @@ absl::Status WriteDequantized(const std::string& src, const std::string& quantiz
 // `model_dir` empty: writes the random-weight checkpoint of `preset`; else runs that BF16
 // checkpoint directory under the label `preset`.
 absl::Status RunPreset(const std::string& preset, const std::string& model_dir, bool by_part,
-                       bool kv_only, std::vector<Comparison>& results, std::string& notes) {
+                       const std::vector<std::string>& parts,
+                       const std::vector<std::string>& excepts, bool kv_only,
+                       std::vector<Comparison>& results, std::string& notes) {
   const std::string root = testing::MakeTempDir("quant_quality_" + preset);
   std::string bf16 = root + "/bf16";
   model::ModelConfig config;
@@ -391,7 +395,8 @@ absl::Status RunPreset(const std::string& preset, const std::string& model_dir, 
   variants.push_back({"KV float32, token by token", bf16, "cpu", KvCacheDType::kFloat32, true});
   variants.push_back({"KV bf16", bf16, "cpu", KvCacheDType::kBF16, true, kv_f32});
   variants.push_back({"KV fp8", bf16, "cpu", KvCacheDType::kFp8E4M3, true, kv_f32});
-  // The converter's defaults ("int8": max-abs scales, "int4": searched scales; dense MLPs BF16),
+  // The converter's defaults ("int8": max-abs scales, o_proj BF16; "int4": searched scales; dense
+  // MLPs BF16; the o_proj rows: int8 with o_proj quantized, plain and smoothed, int4 without),
   // then the other choices it offers: asymmetric int4, the other scale choice, the dense MLPs
   // quantized too (with both scale choices: "int8, dense MLP quantized" and "int4, dense MLP
   // quantized, max-abs scales" are what the converter did before either change).
@@ -400,7 +405,11 @@ absl::Status RunPreset(const std::string& preset, const std::string& model_dir, 
     model::QuantFormat format;
     bool symmetric = true, dense_mlp = false;
     model::ScaleChoice scales = model::ScaleChoice::kAuto;
+    model::AttentionOutput o_proj = model::AttentionOutput::kAuto;
+    bool smooth = false;
   };
+  constexpr auto kOProjInt = model::AttentionOutput::kQuantize;
+  constexpr auto kOProjBF16 = model::AttentionOutput::kBF16;
   constexpr auto kInt8 = model::QuantFormat::kInt8;
   constexpr auto kInt4 = model::QuantFormat::kInt4;
   constexpr auto kMse = model::ScaleChoice::kMinSquaredError;
@@ -413,7 +422,11 @@ absl::Status RunPreset(const std::string& preset, const std::string& model_dir, 
         Converted{"int8, dense MLP quantized", kInt8, true, true},
         Converted{"int8, dense MLP quantized, searched scales", kInt8, true, true, kMse},
         Converted{"int4, dense MLP quantized", kInt4, true, true},
-        Converted{"int4, dense MLP quantized, max-abs scales", kInt4, true, true, kMaxAbs}}) {
+        Converted{"int4, dense MLP quantized, max-abs scales", kInt4, true, true, kMaxAbs},
+        Converted{"int8, o_proj quantized", kInt8, true, false, kMaxAbs, kOProjInt},
+        Converted{"int8, o_proj quantized, smoothed", kInt8, true, false, kMaxAbs, kOProjInt, true},
+        Converted{"int4, o_proj BF16", kInt4, true, false, model::ScaleChoice::kAuto,
+                  kOProjBF16}}) {
     if (kv_only) break;
     const std::string name = c.name;
     model::QuantizeOptions q;
@@ -421,6 +434,8 @@ absl::Status RunPreset(const std::string& preset, const std::string& model_dir, 
     q.symmetric = c.symmetric;
     q.quantize_dense_mlp = c.dense_mlp;
     q.scales = c.scales;
+    q.attention_output = c.o_proj;
+    q.smooth_attention_output = c.smooth;
     std::string dir = root + "/" + name;
     for (char& ch : dir) {
       if (ch == ' ' || ch == ',') ch = '_';
@@ -430,11 +445,11 @@ absl::Status RunPreset(const std::string& preset, const std::string& model_dir, 
     variants.push_back({name, dir});
   }
   if (by_part) {  // int8 on one part of the model at a time: where the divergence comes from
-    for (std::string part :
-         {"self_attn.", "mlp.experts.", "mlp.shared_experts.", "layers.0.mlp."}) {
+    for (const std::string& part : parts) {
       model::QuantizeOptions q;
       q.format = model::QuantFormat::kInt8;
       q.quantize_dense_mlp = true;
+      q.attention_output = model::AttentionOutput::kQuantize;  // "only X" quantizes all of X
       q.filter = [part](const std::string& t) { return t.find(part) != std::string::npos; };
       const std::string dir = root + "/int8-" + part;
       auto summary = model::QuantizeCheckpoint(bf16, dir, q);
@@ -448,6 +463,17 @@ absl::Status RunPreset(const std::string& preset, const std::string& model_dir, 
       return s;
     }
     variants.push_back({"int8 weights only (f32 activations)", root + "/int8-w"});
+  }
+  // The converter's int8 defaults with the tensors whose names contain one substring kept BF16.
+  for (size_t i = 0; i < excepts.size() && !kv_only; ++i) {
+    model::QuantizeOptions q;
+    q.format = model::QuantFormat::kInt8;
+    const std::string part = excepts[i];
+    q.filter = [part](const std::string& t) { return t.find(part) == std::string::npos; };
+    const std::string dir = absl::StrCat(root, "/int8-except-", i);
+    auto summary = model::QuantizeCheckpoint(bf16, dir, q);
+    if (!summary.ok()) return summary.status();
+    variants.push_back({"int8, " + part + "* kept BF16", dir});
   }
   auto tok = tokenizer::Tokenizer::FromFile(bf16 + "/tokenizer.json");
   if (!tok.ok()) return tok.status();
@@ -623,6 +649,9 @@ int Main(int argc, char** argv) {
   std::vector<std::string> presets = {"tiny", "small"};
   std::string out = testing::SourceDir() + "/docs/perf/quantization.md";
   bool write = true, by_part = false, kv_only = false;
+  std::vector<std::string> excepts;
+  std::vector<std::string> parts = {"self_attn.", "mlp.experts.", "mlp.shared_experts.",
+                                    "layers.0.mlp."};
   std::string command = "r2_quant_quality_bench";
   std::string model_dir, name;
   for (int i = 1; i < argc; ++i) {
@@ -644,13 +673,21 @@ int Main(int argc, char** argv) {
       write = false;
     } else if (a == "--by-part") {
       by_part = true;
+    } else if (a == "--parts" && i + 1 < argc) {
+      by_part = true;
+      parts = absl::StrSplit(argv[++i], ',', absl::SkipEmpty());
+      command += std::string(" ") + argv[i];
+    } else if (a == "--except" && i + 1 < argc) {
+      excepts = absl::StrSplit(argv[++i], ',', absl::SkipEmpty());
+      command += std::string(" ") + argv[i];
     } else if (a == "--kv-only") {
       kv_only = true;
     } else {
-      std::fprintf(stderr,
-                   "usage: %s [--presets tiny,small] [--out FILE] [--no-write] [--by-part] "
-                   "[--kv-only] [--model DIR [--name NAME]]\n",
-                   argv[0]);
+      std::fprintf(
+          stderr,
+          "usage: %s [--presets tiny,small] [--out FILE] [--no-write] [--by-part] "
+          "[--parts SUBSTR,...] [--except SUBSTR,...] [--kv-only] [--model DIR [--name NAME]]\n",
+          argv[0]);
       return 2;
     }
   }
@@ -673,7 +710,9 @@ int Main(int argc, char** argv) {
   std::vector<Comparison> results;
   std::string notes;
   for (const std::string& preset : presets) {
-    if (absl::Status s = RunPreset(preset, model_dir, by_part, kv_only, results, notes); !s.ok()) {
+    if (absl::Status s =
+            RunPreset(preset, model_dir, by_part, parts, excepts, kv_only, results, notes);
+        !s.ok()) {
       std::fprintf(stderr, "%s: %s\n", preset.c_str(), std::string(s.message()).c_str());
       return 1;
     }

@@ -53,6 +53,16 @@ PROBE = (
     "flood.")
 
 
+# Per-preset defaults of the training budget. "tiny" is the original run (unchanged: the same
+# flags give the same bytes); "small" trains the small preset's shape (0.42 B parameters, vocab
+# 32768 of which the tiny BPE tokenizer uses the first ~1.2k ids) in about half an hour on two
+# threads.
+PRESETS = {
+    "tiny": {"steps": 150, "batch": 8, "seq_len": 128, "lr": 3e-3, "eval_every": 0},
+    "small": {"steps": 60, "batch": 4, "seq_len": 128, "lr": 1.5e-3, "eval_every": 15},
+}
+
+
 def training_text():
     names = sorted(n for n in os.listdir(TEXT_DIR)
                    if os.path.isfile(os.path.join(TEXT_DIR, n))
@@ -83,13 +93,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--r2serve", required=True, help="path to the r2serve binary")
     parser.add_argument("--out", required=True, help="checkpoint directory to write")
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="tiny",
+                        help="make-tiny-model preset whose shape is trained (default tiny)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--steps", type=int, default=150)
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--seq-len", type=int, default=128)
-    parser.add_argument("--lr", type=float, default=3e-3)
+    parser.add_argument("--steps", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--batch", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--seq-len", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--lr", type=float, default=None, help="default: the preset's")
+    parser.add_argument("--eval-every", type=int, default=None,
+                        help="held-out loss every N steps (0: only at the start and end)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    for key, value in PRESETS[args.preset].items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    if min(args.steps, args.batch, args.seq_len) < 1 or args.eval_every < 0:
+        sys.exit("--steps, --batch and --seq-len must be positive, --eval-every >= 0")
 
     torch.set_num_threads(args.threads)
     torch.use_deterministic_algorithms(True)
@@ -97,7 +116,7 @@ def main():
     base = os.path.join(args.out, "base")
     if os.path.exists(base):
         shutil.rmtree(base)
-    subprocess.run([os.path.abspath(args.r2serve), "make-tiny-model", "--preset", "tiny",
+    subprocess.run([os.path.abspath(args.r2serve), "make-tiny-model", "--preset", args.preset,
                     "--seed", str(args.seed), "--out", base], check=True,
                    stdout=subprocess.DEVNULL)
 
@@ -115,7 +134,10 @@ def main():
     n_params = sum(p.numel() for p in model.parameters())
     print(f"model: {n_params / 1e6:.2f} M parameters (main model, without MTP)", flush=True)
 
-    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1)
+    # The fused AdamW (one kernel over all parameters) is 2-5x faster on the small preset's 0.4 B
+    # parameters; tiny keeps the original optimizer so that its checkpoint stays the same.
+    opt = torch.optim.AdamW(model.parameters(), lr=args.lr, betas=(0.9, 0.95), weight_decay=0.1,
+                            **({"fused": True} if args.preset != "tiny" else {}))
     warmup = max(1, args.steps // 15)
 
     def lr_at(step):
@@ -146,6 +168,7 @@ def main():
 
     start = time.time()
     curve = []
+    val_curve = []
     v0 = val_loss()
     print(f"step 0: held-out loss {v0:.3f} (uniform ln V = {math.log(config.vocab_size):.3f})",
           flush=True)
@@ -159,9 +182,12 @@ def main():
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         curve.append(loss.item())
-        if step % 25 == 0 or step == args.steps - 1:
+        if step % 25 == 0 or step == args.steps - 1 or (args.preset != "tiny" and step < 3):
             print(f"step {step + 1}: train loss {loss.item():.3f} lr {lr_at(step):.2e} "
                   f"({time.time() - start:.0f} s)", flush=True)
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            val_curve.append([step + 1, val_loss()])
+            print(f"step {step + 1}: held-out loss {val_curve[-1][1]:.3f}", flush=True)
     v1 = val_loss()
     model.eval()
     with torch.no_grad():
@@ -181,12 +207,17 @@ def main():
             split_experts(name, value, tensors)
         else:
             tensors[name] = value
-    with safe_open(os.path.join(base, "model.safetensors"), framework="pt") as f:
-        base_keys = set(f.keys())
-        mtp = f"model.layers.{config.num_hidden_layers}."
-        for key in base_keys:
-            if key.startswith(mtp):
-                tensors[key] = f.get_tensor(key).float()
+    # The base checkpoint is one model.safetensors (tiny) or shards (small); the trained one is
+    # always written as one model.safetensors.
+    shards = sorted(n for n in os.listdir(base) if n.endswith(".safetensors"))
+    base_keys = set()
+    mtp = f"model.layers.{config.num_hidden_layers}."
+    for shard in shards:
+        with safe_open(os.path.join(base, shard), framework="pt") as f:
+            base_keys |= set(f.keys())
+            for key in f.keys():
+                if key.startswith(mtp):
+                    tensors[key] = f.get_tensor(key).float()
     missing = base_keys - set(tensors)
     extra = set(tensors) - base_keys
     if missing or extra:
@@ -195,7 +226,7 @@ def main():
     tensors = {k: v.to(torch.bfloat16).contiguous() for k, v in sorted(tensors.items())}
     save_file(tensors, os.path.join(args.out, "model.safetensors"), metadata={"format": "pt"})
     for name in os.listdir(base):
-        if name != "model.safetensors":
+        if not name.endswith(".safetensors") and name != "model.safetensors.index.json":
             shutil.copy(os.path.join(base, name), os.path.join(args.out, name))
     shutil.rmtree(base)
     with open(os.path.join(args.out, "training.json"), "w") as f:
@@ -205,7 +236,11 @@ def main():
                    "train_loss_first10": sum(first) / len(first),
                    "train_loss_last10": sum(last) / len(last),
                    "heldout_loss_start": v0, "heldout_loss_end": v1,
-                   "train_curve": curve}, f, indent=1)
+                   "train_curve": curve,
+                   **({"preset": args.preset, "eval_every": args.eval_every,
+                       "heldout_curve": [[0, v0]] + val_curve + [[args.steps, v1]],
+                       "train_seconds": round(time.time() - start)}
+                      if args.preset != "tiny" else {})}, f, indent=1)
     print(f"wrote {args.out}")
 
 

@@ -237,27 +237,29 @@ TEST_F(CudaIntLinearTest, W8A8AccumulateOnAndOffManyRowsAZeroRowAndTies) {
 }
 
 TEST_F(CudaIntLinearTest, W4A16MatchesTheReference) {
+  // out, in, group (0: in), zero points, scale dtype, unaligned weight.
+  auto u4 = [](int64_t out, int64_t in, int64_t group, bool zeros, DType scale = DType::kF32,
+               bool unaligned = false) {
+    return IntCase{.dtype = DType::kU4,
+                   .out = out,
+                   .in = in,
+                   .group = group,
+                   .zeros = zeros,
+                   .scale_dtype = scale,
+                   .unaligned = unaligned};
+  };
   const IntCase cases[] = {
-      {.dtype = DType::kU4, .out = 37, .in = 128, .group = 128},
-      {.dtype = DType::kU4,
-       .out = 130,
-       .in = 512,
-       .group = 128,
-       .zeros = true,
-       .scale_dtype = DType::kBF16},
-      {.dtype = DType::kU4, .out = 67, .in = 384, .group = 64, .zeros = true},
-      {.dtype = DType::kU4, .out = 41, .in = 256, .group = 0, .scale_dtype = DType::kF16},
-      {.dtype = DType::kU4,
-       .out = 300,
-       .in = 2048,
-       .group = 128,
-       .zeros = true,
-       .scale_dtype = DType::kBF16},
+      u4(37, 128, 128, false),
+      u4(130, 512, 128, true, DType::kBF16),
+      u4(67, 384, 64, true),
+      u4(41, 256, 0, false, DType::kF16),
+      u4(70, 512, 256, true, DType::kF16),  // tensor cores: two 128-column chunks a group
+      u4(300, 2048, 128, true, DType::kBF16),
       // Not multiples of 32 (or group not): the scalar kernels, partial last groups.
-      {.dtype = DType::kU4, .out = 29, .in = 200, .group = 128, .zeros = true},
-      {.dtype = DType::kU4, .out = 33, .in = 100, .group = 48, .scale_dtype = DType::kBF16},
-      {.dtype = DType::kU4, .out = 9, .in = 13, .group = 128, .zeros = true},
-      {.dtype = DType::kU4, .out = 50, .in = 256, .group = 128, .unaligned = true},
+      u4(29, 200, 128, true),
+      u4(33, 100, 48, false, DType::kBF16),
+      u4(9, 13, 128, true),
+      u4(50, 256, 128, false, DType::kF32, /*unaligned=*/true),
   };
   for (const IntCase& c : cases) {
     IntWeight w;
@@ -440,6 +442,7 @@ TEST_P(CudaIntModelTest, ConvertedTinyModelAgreesWithTheCpu) {
   q.group_size = 32;
   q.symmetric = std::string(mc.format) != "int4-zp";
   q.quantize_dense_mlp = true;  // every linear layer of the blocks integer
+  q.attention_output = model::AttentionOutput::kQuantize;  // o_proj too (int8 keeps it BF16)
   const std::string out = r2::testing::MakeTempDir(tag + "-q");
   auto summary = model::QuantizeCheckpoint(dir, out, q);
   ASSERT_TRUE(summary.ok()) << summary.status();

@@ -187,8 +187,9 @@ void ExpectRoundTrip(const Checkpoint& src, const Checkpoint& dst, QuantFormat f
     }
     ++checked;
   }
-  EXPECT_GT(checked, 10);
-  EXPECT_EQ(ignored, IgnoresModule(scheme, "model.layers.0.mlp.down_proj") ? 3 : 0);
+  EXPECT_GT(checked, 8);
+  EXPECT_EQ(ignored, (IgnoresModule(scheme, "model.layers.0.mlp.down_proj") ? 3 : 0) +
+                         (IgnoresModule(scheme, "model.layers.0.self_attn.o_proj") ? 2 : 0));
 }
 
 TEST(QuantCheckpointTest, Int8FromBf16LoadsWithPerChannelScalesAndRoundTrips) {
@@ -554,7 +555,8 @@ TEST(QuantConverterTest, DenseMlpStaysBf16AndIsListedInIgnoreUnlessAsked) {
     for (const char* m : kDense) {
       EXPECT_NE(std::find(ignore.begin(), ignore.end(), m), ignore.end()) << m;
     }
-    EXPECT_EQ(ignore.size(), 6u);  // lm_head, the router, eh_proj and the three above
+    // lm_head, the router, eh_proj, the three above, and for int8 every o_proj (one pattern).
+    EXPECT_EQ(ignore.size(), f == QuantFormat::kInt8 ? 7u : 6u);
     auto c = Checkpoint::Open(kept);
     ASSERT_TRUE(c.ok()) << c.status();
     EXPECT_EQ(c.value()->Linear("model.layers.0.mlp.down_proj.weight")->weight.dtype, DType::kBF16);
@@ -582,13 +584,120 @@ TEST(QuantConverterTest, DenseMlpStaysBf16AndIsListedInIgnoreUnlessAsked) {
   }
 }
 
+std::string FileBytes(const std::string& path);  // below
+
+TEST(QuantConverterTest, AttentionOutputStaysBf16ForInt8UnlessAsked) {
+  const std::string src = MakeTiny("tiny");
+  const std::string kOProj = "model.layers.2.self_attn.o_proj";
+  for (QuantFormat f : {QuantFormat::kInt8, QuantFormat::kInt4}) {
+    for (AttentionOutput a :
+         {AttentionOutput::kAuto, AttentionOutput::kBF16, AttentionOutput::kQuantize}) {
+      QuantizeOptions o;
+      o.format = f;
+      o.attention_output = a;
+      const bool kept =
+          a == AttentionOutput::kBF16 || (a == AttentionOutput::kAuto && f == QuantFormat::kInt8);
+      EXPECT_EQ(KeepsAttentionOutputBF16(o), kept);
+      const std::string dir = ConvertWith(src, o);
+      auto c = Checkpoint::Open(dir);
+      ASSERT_TRUE(c.ok()) << c.status();
+      for (int l = 0; l < 5; ++l) {  // layers 0-3 and the MTP layer 4
+        const std::string name = absl::StrCat("model.layers.", l, ".self_attn.o_proj.weight");
+        EXPECT_EQ(c.value()->Linear(name)->weight.dtype == DType::kBF16, kept) << name;
+      }
+      EXPECT_EQ(IgnoresModule(c.value()->config().quantization->compressed, kOProj), kept);
+      // The rest of attention is quantized either way.
+      EXPECT_NE(c.value()->Linear("model.layers.2.self_attn.kv_b_proj.weight")->weight.dtype,
+                DType::kBF16);
+    }
+  }
+}
+
+// Smoothing rescales value channel c by s_c between kv_b_proj's row and o_proj's column: the
+// kv_b_proj rows quantize to the same integers (max-abs scales absorb s_c; float rounding may
+// move a value at a half step by one), the key rows are
+// untouched, and o_proj holds the source's columns times s_c within half a step of its rows.
+TEST(QuantConverterTest, SmoothedAttentionOutputIsTheSameFunction) {
+  const std::string src = MakeTiny("tiny");
+  QuantizeOptions o;
+  o.format = QuantFormat::kInt8;
+  o.attention_output = AttentionOutput::kQuantize;
+  const std::string plain_dir = ConvertWith(src, o);
+  o.smooth_attention_output = true;
+  const std::string smooth_dir = ConvertWith(src, o);
+  auto source = Checkpoint::Open(src);
+  auto plain = Checkpoint::Open(plain_dir);
+  auto smooth = Checkpoint::Open(smooth_dir);
+  ASSERT_TRUE(source.ok() && plain.ok() && smooth.ok());
+  const ModelConfig& c = source.value()->config();
+  const int64_t nope = c.qk_nope_head_dim, dv = c.v_head_dim, heads = c.num_attention_heads;
+  for (int l = 0; l < 5; ++l) {
+    const std::string p = absl::StrCat("model.layers.", l, ".self_attn.");
+    auto kv_plain = plain.value()->Linear(p + "kv_b_proj.weight");
+    auto kv_smooth = smooth.value()->Linear(p + "kv_b_proj.weight");
+    ASSERT_TRUE(kv_plain.ok() && kv_smooth.ok());
+    const int64_t rank = kv_plain->in_features();
+    ASSERT_EQ(kv_plain->out_features(), heads * (nope + dv));
+    // The same integers but for float rounding at a half step: at most 1 apart, rarely.
+    const auto* qa = static_cast<const int8_t*>(kv_plain->weight.data);
+    const auto* qb = static_cast<const int8_t*>(kv_smooth->weight.data);
+    int64_t differ = 0;
+    for (int64_t k = 0; k < kv_plain->out_features() * rank; ++k) {
+      ASSERT_LE(std::abs(qa[k] - qb[k]), 1) << p << " " << k;
+      differ += qa[k] != qb[k];
+    }
+    EXPECT_LT(differ, kv_plain->out_features() * rank / 100) << p;
+    std::vector<double> s(heads * dv);
+    double log_sum = 0, lo = 1e30, hi = 0;
+    for (int64_t r = 0; r < kv_plain->out_features(); ++r) {
+      const double ratio =
+          IntegerWeightScale(*kv_plain, r, 0) / IntegerWeightScale(*kv_smooth, r, 0);
+      const int64_t h = r / (nope + dv), d = r % (nope + dv);
+      if (d < nope) {
+        ASSERT_NEAR(ratio, 1.0, 1e-6) << p << " key row " << r;
+      } else {
+        s[h * dv + d - nope] = ratio;
+        log_sum += std::log(ratio);
+        lo = std::min(lo, ratio);
+        hi = std::max(hi, ratio);
+      }
+    }
+    EXPECT_NEAR(log_sum / (heads * dv), 0.0, 1e-5) << p;  // geometric mean 1
+    EXPECT_GT(hi / lo, 1.05) << p;                        // it did rescale
+    auto o_src = DequantizeToFloat(*source.value()->Linear(p + "o_proj.weight"));
+    auto o_smooth_w = smooth.value()->Linear(p + "o_proj.weight");
+    auto o_smooth = DequantizeToFloat(*o_smooth_w);
+    ASSERT_TRUE(o_src.ok() && o_smooth.ok());
+    const int64_t in = heads * dv;
+    for (int64_t i = 0; i < o_smooth_w->out_features(); ++i) {
+      const double step = IntegerWeightScale(*o_smooth_w, i, 0);
+      for (int64_t j = 0; j < in; ++j) {
+        ASSERT_LE(std::fabs((*o_src)[i * in + j] * s[j] - (*o_smooth)[i * in + j]),
+                  0.5 * step * 1.001 + 1e-6)
+            << p << " o_proj [" << i << ", " << j << "]";
+      }
+    }
+  }
+  // int4 and o_proj kept BF16 ignore the option: the same bytes as without it.
+  for (auto [f, a] : {std::pair{QuantFormat::kInt4, AttentionOutput::kQuantize},
+                      std::pair{QuantFormat::kInt8, AttentionOutput::kBF16}}) {
+    QuantizeOptions q;
+    q.format = f;
+    q.attention_output = a;
+    const std::string without = FileBytes(ConvertWith(src, q) + "/model.safetensors");
+    q.smooth_attention_output = true;
+    EXPECT_TRUE(without == FileBytes(ConvertWith(src, q) + "/model.safetensors"));
+  }
+}
+
 // Sum over rows (int8) or groups (int4) of the squared error of every quantized weight of layer 1.
 std::vector<double> SquaredErrors(const Checkpoint& src, const Checkpoint& dst) {
   std::vector<double> errors;
   for (const ExpectedTensor& t : ExpectedTensors(src.config())) {
     if (t.kind != TensorKind::kLinear || !absl::StartsWith(t.name, "model.layers.1.")) continue;
-    auto a = DequantizeToFloat(*src.Linear(t.name));
     auto wb = dst.Linear(t.name);
+    if (wb->weight.dtype == DType::kBF16) continue;  // kept (int8's o_proj): not quantized
+    auto a = DequantizeToFloat(*src.Linear(t.name));
     auto b = DequantizeToFloat(*wb);
     const int64_t in = wb->in_features(), group = wb->group_size;
     for (int64_t o = 0; o < wb->out_features(); ++o) {
