@@ -176,7 +176,7 @@ __global__ void __launch_bounds__(kTileThreads) GemvTileKernel(GemvArgs a) {
   const float* srow[O];
 #pragma unroll
   for (int i = 0; i < O; ++i) {
-    const int64_t o = o0 + i < a.out ? o0 + i : a.out - 1;  // past the end: recompute the last
+    const int64_t o = TileRow(o0 + i, a.out);
     wv[i] = reinterpret_cast<const uint4*>(wbase + o * a.in);
     srow[i] = kScaled ? a.scale + (o / a.block_out) * a.scale_cols : nullptr;
   }
@@ -768,42 +768,41 @@ absl::Status RunFp8Skinny(const Context& ctx, const LinearParams& p, int64_t xs,
   const int64_t chunks = in / 64;
   const int64_t blocks_x = CeilDiv(out, kSkinnyOut);
   // About four blocks per SM: enough weight bytes in flight to approach the copy bandwidth.
-  const auto [splits, per_split] = SplitChunks(ctx.sm_count, blocks_x, chunks);
+  const ChunkSplit split = SplitChunks(ctx.sm_count, blocks_x, chunks);
+  const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(split.splits));
   for (int64_t r0 = 0; r0 < p.rows; r0 += kSkinnyMaxRows) {
     const int64_t rows = std::min(kSkinnyMaxRows, p.rows - r0);
-    const size_t x_bytes = Align256(sizeof(__nv_bfloat16) * rows * in);
-    const size_t part_bytes = Align256(sizeof(float) * splits * rows * out);
-    absl::StatusOr<void*> scratch = ctx.linear_scratch.Get(x_bytes + part_bytes, ctx.stream);
-    if (!scratch.ok()) return scratch.status();
-    auto* xb = static_cast<__nv_bfloat16*>(*scratch);
-    auto* partial = reinterpret_cast<float*>(static_cast<char*>(*scratch) + x_bytes);
-    if (absl::Status s = ConvertToBf16(ctx, p.x + r0 * xs, xs, 0, 1, rows, in, xb, kSkinnyXScale);
-        !s.ok()) {
-      return s;
-    }
-    SkinnyArgs a{static_cast<const uint8_t*>(w.weight.data),
-                 w.scale_inv.as<float>(),
-                 w.scale_inv.shape[1],
-                 w.block_out,
-                 w.block_in,
-                 xb,
-                 rows,
-                 in,
-                 out,
-                 per_split,
-                 partial};
-    const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(splits));
-    const int threads = kSkinnyWarps * 32;
-    if (!ForCountUpTo8(static_cast<int>(CeilDiv(rows, 8)), [&](auto nt) {
-          Fp8SkinnyKernel<decltype(nt)::value><<<grid, threads, 0, ctx.stream>>>(a);
-        })) {
-      return absl::InternalError("Linear: bad skinny row tile count");
-    }
-    R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (fp8 skinny)");
-    if (absl::Status s = SplitSum(ctx, partial, splits, rows, out, p.y + r0 * ys, ys, p.accumulate);
-        !s.ok()) {
-      return s;
-    }
+    const SkinnyPass pass{.x = p.x + r0 * xs,
+                          .xs = xs,
+                          .rows = rows,
+                          .in = in,
+                          .out = out,
+                          .splits = split.splits,
+                          .x_mul = kSkinnyXScale,
+                          .y = p.y + r0 * ys,
+                          .ys = ys,
+                          .accumulate = p.accumulate};
+    auto launch = [&](const __nv_bfloat16* xb, float* partial) -> absl::Status {
+      const SkinnyArgs a{static_cast<const uint8_t*>(w.weight.data),
+                         w.scale_inv.as<float>(),
+                         w.scale_inv.shape[1],
+                         w.block_out,
+                         w.block_in,
+                         xb,
+                         rows,
+                         in,
+                         out,
+                         split.per_split,
+                         partial};
+      if (!ForCountUpTo8(static_cast<int>(CeilDiv(rows, 8)), [&](auto nt) {
+            Fp8SkinnyKernel<decltype(nt)::value><<<grid, kSkinnyWarps * 32, 0, ctx.stream>>>(a);
+          })) {
+        return absl::InternalError("Linear: bad skinny row tile count");
+      }
+      R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (fp8 skinny)");
+      return absl::OkStatus();
+    };
+    if (absl::Status s = RunSkinnyPass(ctx, pass, launch); !s.ok()) return s;
   }
   return absl::OkStatus();
 }

@@ -80,6 +80,10 @@ __device__ __forceinline__ void StoreOut(float* dst, float v, bool accumulate) {
 constexpr int kTileOut = 4;
 constexpr int kTileThreads = 256;
 
+// The weight row a GEMV tile reads for output feature o: past the end it recomputes the last one
+// (and stores nothing for it).
+__device__ __forceinline__ int64_t TileRow(int64_t o, int64_t out) { return o < out ? o : out - 1; }
+
 // Threads for a vector GEMV over `nvec` 16-byte chunks per row: a multiple of 32, at most
 // kTileThreads.
 inline int GemvThreads(int64_t nvec) {
@@ -147,6 +151,38 @@ __device__ __forceinline__ void ForEachTileOutput(const T (&acc)[NT][4], int64_t
       if (o < out && row < rows) store(o, row, acc[n][i], i);
     }
   }
+}
+
+// One pass of a tensor-core skinny kernel over `rows` (<= 64) rows of x.
+struct SkinnyPass {
+  const float* x;
+  int64_t xs;
+  int64_t rows;
+  int64_t in;
+  int64_t out;
+  int64_t splits;  // blocks along in_features (blockIdx.y)
+  float x_mul;     // x is stored as bf16(x * x_mul)
+  float* y;
+  int64_t ys;
+  bool accumulate;
+};
+
+// The host side of a pass: linear_scratch holds bf16(x * x_mul) packed [rows][in], then the
+// splits' partial sums [splits][rows][out]; launch(xb, partial) launches the kernel (returning its
+// status), then y (+)= the sum over splits.
+template <typename Launch>
+absl::Status RunSkinnyPass(const Context& ctx, const SkinnyPass& p, Launch&& launch) {
+  const size_t x_bytes = Align256(sizeof(__nv_bfloat16) * p.rows * p.in);
+  const size_t part_bytes = Align256(sizeof(float) * p.splits * p.rows * p.out);
+  absl::StatusOr<void*> scratch = ctx.linear_scratch.Get(x_bytes + part_bytes, ctx.stream);
+  if (!scratch.ok()) return scratch.status();
+  auto* xb = static_cast<__nv_bfloat16*>(*scratch);
+  auto* partial = reinterpret_cast<float*>(static_cast<char*>(*scratch) + x_bytes);
+  if (absl::Status s = ConvertToBf16(ctx, p.x, p.xs, 0, 1, p.rows, p.in, xb, p.x_mul); !s.ok()) {
+    return s;
+  }
+  if (absl::Status s = launch(xb, partial); !s.ok()) return s;
+  return SplitSum(ctx, partial, p.splits, p.rows, p.out, p.y, p.ys, p.accumulate);
 }
 
 // The C fragments as one split's partial sums P[row][o] ([rows][out]).

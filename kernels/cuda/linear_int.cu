@@ -37,6 +37,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "kernels/cuda/cuda_common.cuh"
@@ -80,6 +82,31 @@ __device__ __forceinline__ float WarpMax(float v) {
 constexpr int kThreads = 256;
 constexpr int kWarps = kThreads / 32;
 constexpr int kPassRows = 8;  // rows per GEMV pass
+
+// The scalar GEMVs (any shape and alignment), one warp per output feature: the lanes stride over
+// in_features with acc[r] += w(j) * x(r, j) in T (int: exact; float: fused multiply-add), then
+// lane 0 calls store(r, warp sum of acc[r]) for every row r < R.
+template <int R, typename T, typename W, typename X, typename Store>
+__device__ __forceinline__ void WarpDotRows(int64_t in, W&& w, X&& x, Store&& store) {
+  const int lane = threadIdx.x % 32;
+  T acc[R] = {};
+  for (int64_t j = lane; j < in; j += 32) {
+    const T wj = w(j);
+#pragma unroll
+    for (int r = 0; r < R; ++r) {
+      if constexpr (std::is_same_v<T, float>) {
+        acc[r] = fmaf(wj, x(r, j), acc[r]);
+      } else {
+        acc[r] += wj * x(r, j);
+      }
+    }
+  }
+#pragma unroll
+  for (int r = 0; r < R; ++r) {
+    const T sum = WarpTotal(acc[r]);
+    if (lane == 0) store(r, sum);
+  }
+}
 
 // ---- W8A8 ---------------------------------------------------------------------------------------
 
@@ -160,15 +187,9 @@ __global__ void __launch_bounds__(kThreads) I8GemvTileKernel(I8Args a) {
   const int8_t* wrow[kTileOut];
 #pragma unroll
   for (int i = 0; i < kTileOut; ++i) {
-    const int64_t o = o0 + i < a.out ? o0 + i : a.out - 1;  // past the end: recompute the last
-    wrow[i] = a.w + o * a.in;
+    wrow[i] = a.w + TileRow(o0 + i, a.out) * a.in;
   }
-  int acc[kTileOut][R];
-#pragma unroll
-  for (int i = 0; i < kTileOut; ++i) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[i][r] = 0;
-  }
+  int acc[kTileOut][R] = {};
 #pragma unroll 2
   for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
     uint4 wq[kTileOut];
@@ -190,26 +211,16 @@ __global__ void __launch_bounds__(kThreads) I8GemvTileKernel(I8Args a) {
 // Scalar GEMV, R rows, any alignment: one warp per output feature.
 template <int R>
 __global__ void __launch_bounds__(kThreads) I8GemvKernel(I8Args a) {
-  const int lane = threadIdx.x % 32;
   const int64_t o = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (o >= a.out) return;
   const int8_t* wr = a.w + o * a.in;
-  int acc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0;
-  for (int64_t j = lane; j < a.in; j += 32) {
-    const int wj = wr[j];
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] += wj * static_cast<int>(a.xq[r * a.xq_stride + j]);
-  }
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const int s = WarpTotal(acc[r]);
-    if (lane == 0) {
-      StoreScaled(a.y + r * a.ys + o, s, a.sx[r], ScaleAt(a.w_scale, a.scale_kind, o),
-                  a.accumulate);
-    }
-  }
+  WarpDotRows<R, int>(
+      a.in, [&](int64_t j) { return static_cast<int>(wr[j]); },
+      [&](int r, int64_t j) { return static_cast<int>(a.xq[r * a.xq_stride + j]); },
+      [&](int r, int sum) {
+        StoreScaled(a.y + r * a.ys + o, sum, a.sx[r], ScaleAt(a.w_scale, a.scale_kind, o),
+                    a.accumulate);
+      });
 }
 
 // ---- int8 tensor cores: mma.sync m16n8k32 (s8 x s8 -> s32) ----
@@ -254,12 +265,7 @@ __global__ void __launch_bounds__(kMmaWarps * 32) I8MmaKernel(I8Args a) {
     const int64_t row = row0 + n * 8 + g;
     xrow[n] = row < a.rows ? a.xq + row * a.xq_stride + t * 16 : nullptr;
   }
-  int acc[NT][4];
-#pragma unroll
-  for (int n = 0; n < NT; ++n) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc[n][i] = 0;
-  }
+  int acc[NT][4] = {};
   const uint4 zero = make_uint4(0, 0, 0, 0);
   for (int64_t c = c_begin; c < c_end; c += 2) {
     // Both chunks' weights first: more bytes in flight.
@@ -311,22 +317,34 @@ __global__ void I8SplitSumKernel(const int32_t* __restrict__ partial, int64_t sp
   }
 }
 
-absl::Status LaunchI8Gemv(const Context& ctx, const I8Args& a, int rows, bool vec) {
-  const int threads = GemvThreads(a.in / 16);
+// One GEMV pass of 1-8 rows (I8 or U4 arguments `a`): the vector kernel (one block per kTileOut
+// output features, threads over `nvec` 16-byte chunks a row) when `vec`, else the scalar one (one
+// warp per output feature). kernels(r), r an integral_constant, gives both for r rows.
+template <typename Args, typename Kernels>
+absl::Status LaunchIntGemv(const Context& ctx, const Args& a, int rows, bool vec, int64_t nvec,
+                           Kernels&& kernels, const char* what) {
+  const int threads = GemvThreads(nvec);
   const unsigned tile_blocks = static_cast<unsigned>(CeilDiv(a.out, kTileOut));
   const unsigned warp_blocks = static_cast<unsigned>(CeilDiv(a.out, kWarps));
   if (!ForCountUpTo8(rows, [&](auto r) {
-        constexpr int R = decltype(r)::value;
+        const auto [tile_kernel, scalar_kernel] = kernels(r);
         if (vec) {
-          I8GemvTileKernel<R><<<tile_blocks, threads, 0, ctx.stream>>>(a);
+          tile_kernel<<<tile_blocks, threads, 0, ctx.stream>>>(a);
         } else {
-          I8GemvKernel<R><<<warp_blocks, kThreads, 0, ctx.stream>>>(a);
+          scalar_kernel<<<warp_blocks, kThreads, 0, ctx.stream>>>(a);
         }
       })) {
-    return absl::InternalError("Linear: bad int8 GEMV row count");
+    return absl::InternalError(absl::StrCat(what, ": bad row count ", rows));
   }
-  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int8 GEMV)");
+  R2_CUDA_RETURN_IF_LAUNCH_ERROR(what);
   return absl::OkStatus();
+}
+
+absl::Status LaunchI8Gemv(const Context& ctx, const I8Args& a, int rows, bool vec) {
+  auto kernels = [](auto r) {
+    return std::pair(&I8GemvTileKernel<decltype(r)::value>, &I8GemvKernel<decltype(r)::value>);
+  };
+  return LaunchIntGemv(ctx, a, rows, vec, a.in / 16, kernels, "Linear (int8 GEMV)");
 }
 
 absl::Status LaunchI8Mma(const Context& ctx, const I8Args& a, dim3 grid, int nt) {
@@ -460,13 +478,8 @@ __global__ void __launch_bounds__(kThreads) U4GemvTileKernel(U4Args a) {
   const int64_t nvec = a.in / 32;
   int64_t orow[kTileOut];
 #pragma unroll
-  for (int i = 0; i < kTileOut; ++i) orow[i] = o0 + i < a.out ? o0 + i : a.out - 1;
-  float acc[kTileOut][R];
-#pragma unroll
-  for (int i = 0; i < kTileOut; ++i) {
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[i][r] = 0.0f;
-  }
+  for (int i = 0; i < kTileOut; ++i) orow[i] = TileRow(o0 + i, a.out);
+  float acc[kTileOut][R] = {};
   for (int64_t v = threadIdx.x; v < nvec; v += blockDim.x) {
     uint4 wq[kTileOut];
 #pragma unroll
@@ -530,23 +543,13 @@ __global__ void __launch_bounds__(kThreads) U4GemvTileKernel(U4Args a) {
 // Scalar GEMV, R rows, any shape and alignment: one warp per output feature.
 template <int R>
 __global__ void __launch_bounds__(kThreads) U4GemvKernel(U4Args a) {
-  const int lane = threadIdx.x % 32;
   const int64_t o = static_cast<int64_t>(blockIdx.x) * kWarps + threadIdx.x / 32;
   if (o >= a.out) return;
   const uint8_t* wr = a.w + o * a.row_bytes;
-  float acc[R];
-#pragma unroll
-  for (int r = 0; r < R; ++r) acc[r] = 0.0f;
-  for (int64_t j = lane; j < a.in; j += 32) {
-    const float wv = U4Element(a, wr, o, j);
-#pragma unroll
-    for (int r = 0; r < R; ++r) acc[r] = fmaf(wv, __ldg(a.x + r * a.xs + j), acc[r]);
-  }
-#pragma unroll
-  for (int r = 0; r < R; ++r) {
-    const float sum = WarpSum(acc[r]);
-    if (lane == 0) StoreOut(a.y + r * a.ys + o, sum, a.accumulate);
-  }
+  WarpDotRows<R, float>(
+      a.in, [&](int64_t j) { return U4Element(a, wr, o, j); },
+      [&](int r, int64_t j) { return __ldg(a.x + r * a.xs + j); },
+      [&](int r, float sum) { StoreOut(a.y + r * a.ys + o, sum, a.accumulate); });
 }
 
 // Rows [o0, o0 + n) -> bf16 tile [n][in]; one block per row (grid-stride).
@@ -577,21 +580,10 @@ U4Args MakeU4Args(const WeightView& w) {
 }
 
 absl::Status LaunchU4Gemv(const Context& ctx, const U4Args& a, int rows, bool vec) {
-  const int threads = GemvThreads(a.in / 32);
-  const unsigned tile_blocks = static_cast<unsigned>(CeilDiv(a.out, kTileOut));
-  const unsigned warp_blocks = static_cast<unsigned>(CeilDiv(a.out, kWarps));
-  if (!ForCountUpTo8(rows, [&](auto r) {
-        constexpr int R = decltype(r)::value;
-        if (vec) {
-          U4GemvTileKernel<R><<<tile_blocks, threads, 0, ctx.stream>>>(a);
-        } else {
-          U4GemvKernel<R><<<warp_blocks, kThreads, 0, ctx.stream>>>(a);
-        }
-      })) {
-    return absl::InternalError("Linear: bad int4 GEMV row count");
-  }
-  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4 GEMV)");
-  return absl::OkStatus();
+  auto kernels = [](auto r) {
+    return std::pair(&U4GemvTileKernel<decltype(r)::value>, &U4GemvKernel<decltype(r)::value>);
+  };
+  return LaunchIntGemv(ctx, a, rows, vec, a.in / 32, kernels, "Linear (int4 GEMV)");
 }
 
 // ---- W4A16 tensor cores: mma.sync m16n8k16 bf16 on the packed weight ----
@@ -640,12 +632,7 @@ __global__ void __launch_bounds__(kU4MmaWarps * 32) U4MmaKernel(U4MmaArgs m) {
   const int64_t chunks = a.in / 128;
   const int64_t c_begin = blockIdx.y * m.chunks_per_split;
   const int64_t c_end = min(chunks, c_begin + m.chunks_per_split);
-  float acc[NT][4];
-#pragma unroll
-  for (int n = 0; n < NT; ++n) {
-#pragma unroll
-    for (int i = 0; i < 4; ++i) acc[n][i] = 0.0f;
-  }
+  float acc[NT][4] = {};
   const uint4 zero = make_uint4(0, 0, 0, 0);
   for (int64_t c = c_begin; c < c_end; c += 2) {
     // Both chunks' weights first: more bytes in flight.
@@ -725,24 +712,28 @@ absl::Status RunU4Mma(const Context& ctx, const LinearParams& p, int64_t xs, int
   const int64_t chunks = in / 128;
   const int64_t blocks_x = CeilDiv(out, kU4MmaOut);
   // About four blocks per SM: enough weight bytes in flight to approach the copy bandwidth.
-  const auto [splits, per_split] = SplitChunks(ctx.sm_count, blocks_x, chunks);
-  const size_t x_bytes = Align256(sizeof(__nv_bfloat16) * rows * in);
-  const size_t part_bytes = Align256(sizeof(float) * splits * rows * out);
-  absl::StatusOr<void*> scratch = ctx.linear_scratch.Get(x_bytes + part_bytes, ctx.stream);
-  if (!scratch.ok()) return scratch.status();
-  auto* xb = static_cast<__nv_bfloat16*>(*scratch);
-  auto* partial = reinterpret_cast<float*>(static_cast<char*>(*scratch) + x_bytes);
-  if (absl::Status s = ConvertToBf16(ctx, p.x, xs, 0, 1, rows, in, xb, 1.0f); !s.ok()) return s;
-  U4MmaArgs m{MakeU4Args(w), xb, rows, per_split, partial};
-  const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(splits));
-  const int threads = kU4MmaWarps * 32;
-  if (!ForCountUpTo8(static_cast<int>(CeilDiv(rows, 8)), [&](auto nt) {
-        U4MmaKernel<decltype(nt)::value><<<grid, threads, 0, ctx.stream>>>(m);
-      })) {
-    return absl::InternalError("Linear: bad int4 mma tile count");
-  }
-  R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4 mma)");
-  return SplitSum(ctx, partial, splits, rows, out, p.y, ys, p.accumulate);
+  const ChunkSplit split = SplitChunks(ctx.sm_count, blocks_x, chunks);
+  const dim3 grid(static_cast<unsigned>(blocks_x), static_cast<unsigned>(split.splits));
+  const SkinnyPass pass{.x = p.x,
+                        .xs = xs,
+                        .rows = rows,
+                        .in = in,
+                        .out = out,
+                        .splits = split.splits,
+                        .x_mul = 1.0f,
+                        .y = p.y,
+                        .ys = ys,
+                        .accumulate = p.accumulate};
+  return RunSkinnyPass(ctx, pass, [&](const __nv_bfloat16* xb, float* partial) -> absl::Status {
+    const U4MmaArgs m{MakeU4Args(w), xb, rows, split.per_split, partial};
+    if (!ForCountUpTo8(static_cast<int>(CeilDiv(rows, 8)), [&](auto nt) {
+          U4MmaKernel<decltype(nt)::value><<<grid, kU4MmaWarps * 32, 0, ctx.stream>>>(m);
+        })) {
+      return absl::InternalError("Linear: bad int4 mma tile count");
+    }
+    R2_CUDA_RETURN_IF_LAUNCH_ERROR("Linear (int4 mma)");
+    return absl::OkStatus();
+  });
 }
 
 // ---- MoeExperts by expert -----------------------------------------------------------------------

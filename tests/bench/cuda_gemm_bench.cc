@@ -14,30 +14,22 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <map>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "kernels/backend.h"
+#include "tests/bench/cuda_bench_util.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using r2::bench::NextRandom;
+using r2::bench::TimeIt;
 
-#define CHECK_CUDA(call)                                                      \
-  do {                                                                        \
-    cudaError_t _e = (call);                                                  \
-    if (_e != cudaSuccess) {                                                  \
-      std::fprintf(stderr, "%s failed: %s\n", #call, cudaGetErrorString(_e)); \
-      std::exit(1);                                                           \
-    }                                                                         \
-  } while (0)
 #define CHECK_LT(call)                                                             \
   do {                                                                             \
     cublasStatus_t _s = (call);                                                    \
@@ -46,34 +38,14 @@ using Clock = std::chrono::steady_clock;
       std::exit(1);                                                                \
     }                                                                              \
   } while (0)
-#define CHECK_OK(expr)                                                        \
-  do {                                                                        \
-    absl::Status _st = (expr);                                                \
-    if (!_st.ok()) {                                                          \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, _st.ToString().c_str()); \
-      std::exit(1);                                                           \
-    }                                                                         \
-  } while (0)
 
 constexpr size_t kRotateBytes = size_t{160} << 20;  // > 2x the H200's 60 MB L2
-
-uint64_t g_state = 0x9E3779B97F4A7C15ull;
-uint64_t Next() {
-  g_state ^= g_state << 13;
-  g_state ^= g_state >> 7;
-  g_state ^= g_state << 17;
-  return g_state;
-}
 
 enum class Kind { kBF16, kFP8, kF32 };
 
 // Random host bytes that decode to small finite values of `kind`.
 std::vector<uint8_t> RandomBytes(size_t n, Kind kind) {
-  std::vector<uint8_t> v(n);
-  for (size_t i = 0; i < n; i += 8) {
-    uint64_t r = Next();
-    std::memcpy(&v[i], &r, std::min<size_t>(8, n - i));
-  }
+  std::vector<uint8_t> v = r2::bench::RandomBytes(n);
   if (kind == Kind::kBF16) {  // sign | exponent 118..125 | mantissa: |x| in [2^-9, 2^-1)
     for (size_t i = 0; i + 1 < n; i += 2) {
       const uint16_t m = v[i] & 0x7f, e = 118 + (v[i + 1] & 7), s = v[i + 1] & 0x80;
@@ -84,31 +56,11 @@ std::vector<uint8_t> RandomBytes(size_t n, Kind kind) {
     for (auto& b : v) b &= 0xB7;
   } else {  // f32 in (-1, 1)
     for (size_t i = 0; i + 3 < n; i += 4) {
-      const float f = static_cast<float>(static_cast<int32_t>(Next() >> 33) % 100000) / 1e5f;
+      const float f = static_cast<float>(static_cast<int32_t>(NextRandom() >> 33) % 100000) / 1e5f;
       std::memcpy(&v[i], &f, 4);
     }
   }
   return v;
-}
-
-// Per-call seconds: median of 7 samples of `iters` calls, iters sized so a sample lasts >= 3 ms.
-double TimeIt(const std::function<void()>& call, const std::function<void()>& sync) {
-  for (int i = 0; i < 2; ++i) call();
-  sync();
-  auto t0 = Clock::now();
-  call();
-  sync();
-  const double once = std::chrono::duration<double>(Clock::now() - t0).count();
-  const int iters = static_cast<int>(std::clamp(3e-3 / std::max(once, 1e-7), 1.0, 500.0));
-  std::vector<double> samples;
-  for (int s = 0; s < 7; ++s) {
-    t0 = Clock::now();
-    for (int i = 0; i < iters; ++i) call();
-    sync();
-    samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / iters);
-  }
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
 }
 
 struct Shape {
@@ -138,33 +90,8 @@ class Bench {
     cudaStreamDestroy(stream_);
   }
 
-  // Device-to-device copy bandwidth: (read + written bytes) / time, median of 9, CUDA events.
-  double CopyBandwidth() {
-    const size_t bytes = size_t{1} << 30;
-    void *a = nullptr, *b = nullptr;
-    CHECK_CUDA(cudaMalloc(&a, bytes));
-    CHECK_CUDA(cudaMalloc(&b, bytes));
-    CHECK_CUDA(cudaMemsetAsync(a, 1, bytes, stream_));
-    cudaEvent_t start, stop;
-    CHECK_CUDA(cudaEventCreate(&start));
-    CHECK_CUDA(cudaEventCreate(&stop));
-    std::vector<double> samples;
-    for (int i = 0; i < 11; ++i) {
-      CHECK_CUDA(cudaEventRecord(start, stream_));
-      CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice, stream_));
-      CHECK_CUDA(cudaEventRecord(stop, stream_));
-      CHECK_CUDA(cudaEventSynchronize(stop));
-      float ms = 0;
-      CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-      if (i >= 2) samples.push_back(2.0 * bytes / (ms * 1e-3) / 1e9);
-    }
-    cudaEventDestroy(start);
-    cudaEventDestroy(stop);
-    cudaFree(a);
-    cudaFree(b);
-    std::sort(samples.begin(), samples.end());
-    return samples[samples.size() / 2];
-  }
+  // Device-to-device copy bandwidth in GB/s on the bench's stream (cuda_bench_util.h).
+  double CopyBandwidth() { return r2::bench::CopyBandwidth(stream_); }
 
   void* Fill(size_t bytes, const std::vector<uint8_t>& src) {
     absl::StatusOr<void*> p = gpu_->Allocate(bytes);
@@ -309,16 +236,9 @@ class Bench {
 }  // namespace
 
 int main() {
-  absl::StatusOr<std::unique_ptr<r2::Backend>> gpu = r2::MakeBackend("cuda");
-  if (!gpu.ok()) {
-    std::printf("skipped: no CUDA device (%s)\n", gpu.status().ToString().c_str());
-    return 0;
-  }
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
-              prop.l2CacheSize >> 20);
-  Bench bench(std::move(*gpu));
+  std::unique_ptr<r2::Backend> gpu = r2::bench::CudaBackendOrSkip();
+  if (gpu == nullptr) return 0;
+  Bench bench(std::move(gpu));
   const double copy = bench.CopyBandwidth();
   std::printf("copy bandwidth %.0f GB/s\n", copy);
   const Shape shapes[] = {{"q_a 7168>1536", 7168, 1536},

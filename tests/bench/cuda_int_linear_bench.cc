@@ -13,11 +13,9 @@
 #include <cuda_runtime.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -25,94 +23,15 @@
 #include "kernels/backend.h"
 #include "kernels/numeric.h"
 #include "kernels/tensor.h"
+#include "tests/bench/cuda_bench_util.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-#define CHECK_CUDA(call)                                                      \
-  do {                                                                        \
-    cudaError_t _e = (call);                                                  \
-    if (_e != cudaSuccess) {                                                  \
-      std::fprintf(stderr, "%s failed: %s\n", #call, cudaGetErrorString(_e)); \
-      std::exit(1);                                                           \
-    }                                                                         \
-  } while (0)
-#define CHECK_OK(expr)                                                        \
-  do {                                                                        \
-    absl::Status _st = (expr);                                                \
-    if (!_st.ok()) {                                                          \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, _st.ToString().c_str()); \
-      std::exit(1);                                                           \
-    }                                                                         \
-  } while (0)
+using r2::bench::NextRandom;
+using r2::bench::RandomBytes;
+using r2::bench::TimeIt;
 
 constexpr size_t kRotateBytes = size_t{160} << 20;  // > 2x the H200's 60 MB L2
-
-uint64_t g_state = 0x9E3779B97F4A7C15ull;
-uint64_t Next() {
-  g_state ^= g_state << 13;
-  g_state ^= g_state >> 7;
-  g_state ^= g_state << 17;
-  return g_state;
-}
-
-std::vector<uint8_t> RandomBytes(size_t n) {
-  std::vector<uint8_t> v(n);
-  for (size_t i = 0; i < n; i += 8) {
-    const uint64_t r = Next();
-    std::memcpy(&v[i], &r, std::min<size_t>(8, n - i));
-  }
-  return v;
-}
-
-// Per-call seconds: median of 7 samples of `iters` calls, iters sized so a sample lasts >= 3 ms.
-double TimeIt(const std::function<void()>& call, const std::function<void()>& sync) {
-  for (int i = 0; i < 2; ++i) call();
-  sync();
-  auto t0 = Clock::now();
-  call();
-  sync();
-  const double once = std::chrono::duration<double>(Clock::now() - t0).count();
-  const int iters = static_cast<int>(std::clamp(3e-3 / std::max(once, 1e-7), 1.0, 500.0));
-  std::vector<double> samples;
-  for (int s = 0; s < 7; ++s) {
-    t0 = Clock::now();
-    for (int i = 0; i < iters; ++i) call();
-    sync();
-    samples.push_back(std::chrono::duration<double>(Clock::now() - t0).count() / iters);
-  }
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
-}
-
-// Device-to-device copy bandwidth: (read + written bytes) / time, median of 9, CUDA events.
-double CopyBandwidth() {
-  const size_t bytes = size_t{1} << 30;
-  void *a = nullptr, *b = nullptr;
-  CHECK_CUDA(cudaMalloc(&a, bytes));
-  CHECK_CUDA(cudaMalloc(&b, bytes));
-  CHECK_CUDA(cudaMemset(a, 1, bytes));
-  cudaEvent_t start, stop;
-  CHECK_CUDA(cudaEventCreate(&start));
-  CHECK_CUDA(cudaEventCreate(&stop));
-  std::vector<double> samples;
-  for (int i = 0; i < 11; ++i) {
-    CHECK_CUDA(cudaEventRecord(start));
-    CHECK_CUDA(cudaMemcpyAsync(b, a, bytes, cudaMemcpyDeviceToDevice));
-    CHECK_CUDA(cudaEventRecord(stop));
-    CHECK_CUDA(cudaEventSynchronize(stop));
-    float ms = 0;
-    CHECK_CUDA(cudaEventElapsedTime(&ms, start, stop));
-    if (i >= 2) samples.push_back(2.0 * bytes / (ms * 1e-3) / 1e9);
-  }
-  cudaEventDestroy(start);
-  cudaEventDestroy(stop);
-  cudaFree(a);
-  cudaFree(b);
-  std::sort(samples.begin(), samples.end());
-  return samples[samples.size() / 2];
-}
 
 struct Format {
   const char* name;
@@ -175,7 +94,8 @@ class Bench {
     const int64_t max_rows = 512;
     std::vector<uint8_t> xb(max_rows * in * 4);
     for (int64_t i = 0; i < max_rows * in; ++i) {
-      const float v = static_cast<float>(static_cast<int32_t>(Next() >> 33) % 2000 - 1000) / 1e3f;
+      const float v =
+          static_cast<float>(static_cast<int32_t>(NextRandom() >> 33) % 2000 - 1000) / 1e3f;
       std::memcpy(&xb[4 * i], &v, 4);
     }
     void* x = Upload(xb);
@@ -224,18 +144,11 @@ class Bench {
 }  // namespace
 
 int main() {
-  absl::StatusOr<std::unique_ptr<r2::Backend>> gpu = r2::MakeBackend("cuda");
-  if (!gpu.ok()) {
-    std::printf("skipped: no CUDA device (%s)\n", gpu.status().ToString().c_str());
-    return 0;
-  }
-  cudaDeviceProp prop{};
-  CHECK_CUDA(cudaGetDeviceProperties(&prop, 0));
-  std::printf("device: %s, %d SMs, L2 %d MB\n", prop.name, prop.multiProcessorCount,
-              prop.l2CacheSize >> 20);
-  const double copy = CopyBandwidth();
+  std::unique_ptr<r2::Backend> gpu = r2::bench::CudaBackendOrSkip();
+  if (gpu == nullptr) return 0;
+  const double copy = r2::bench::CopyBandwidth(nullptr);
   std::printf("copy bandwidth %.0f GB/s\n", copy);
-  Bench bench(std::move(*gpu));
+  Bench bench(std::move(gpu));
   const Format formats[] = {{"int8", r2::DType::kI8, false},
                             {"int4", r2::DType::kU4, false},
                             {"int4-zp", r2::DType::kU4, true}};

@@ -26,29 +26,12 @@
 #include "absl/status/statusor.h"
 #include "kernels/cuda/cuda_context.h"
 #include "kernels/kv_cache_format.h"
+#include "tests/bench/cuda_bench_util.h"
 
 namespace {
 
 constexpr int kHeads = 128, kLora = 512, kRope = 64, kWidth = kLora + kRope, kBlock = 64;
 constexpr float kScale = 0.1352338f;
-
-#define CHECK_CUDA(call)                                                                         \
-  do {                                                                                           \
-    cudaError_t _e = (call);                                                                     \
-    if (_e != cudaSuccess) {                                                                     \
-      std::fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #call, cudaGetErrorString(_e)); \
-      std::exit(1);                                                                              \
-    }                                                                                            \
-  } while (0)
-
-#define CHECK_OK(expr)                                                \
-  do {                                                                \
-    absl::Status _s = (expr);                                         \
-    if (!_s.ok()) {                                                   \
-      std::fprintf(stderr, "%s: %s\n", #expr, _s.ToString().c_str()); \
-      std::exit(1);                                                   \
-    }                                                                 \
-  } while (0)
 
 // Median milliseconds of `runs` calls of f on `stream`, after `warmup` untimed calls.
 template <typename F>

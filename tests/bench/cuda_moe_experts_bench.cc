@@ -25,20 +25,12 @@
 
 #include "kernels/backend.h"
 #include "kernels/numeric.h"
+#include "tests/bench/cuda_bench_util.h"
 
 namespace r2 {
 namespace {
 
 constexpr double kCopyGBs = 4300.0;
-
-#define CHECK_OK(expr)                                                        \
-  do {                                                                        \
-    absl::Status _st = (expr);                                                \
-    if (!_st.ok()) {                                                          \
-      std::fprintf(stderr, "%s failed: %s\n", #expr, _st.ToString().c_str()); \
-      std::exit(1);                                                           \
-    }                                                                         \
-  } while (0)
 
 struct Shape {
   const char* name;
