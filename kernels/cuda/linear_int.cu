@@ -235,6 +235,26 @@ constexpr int kMmaOut = kMmaWarps * 16;  // output features per block
 constexpr int kMmaRowTile = 64;          // activation rows per block (8 mma n-tiles)
 constexpr int64_t kMaxGridZ = 65535;
 
+// The weight loads of the integer skinny kernels: 16 bytes of chunks c and c + 1 (64 bytes apart:
+// 64 int8 or 128 int4 columns) of the warp's rows a and b, both chunks first so that more bytes are
+// in flight. A chunk at or past c_end, or one for which present(chunk) is false, reads as zeros.
+template <typename Present>
+__device__ __forceinline__ void LoadTwoChunks(const void* wa, const void* wb, int64_t c,
+                                              int64_t c_end, Present&& present, uint4 (&qa)[2],
+                                              uint4 (&qb)[2]) {
+  const auto* pa = static_cast<const uint8_t*>(wa);
+  const auto* pb = static_cast<const uint8_t*>(wb);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t cc = c + h;
+    qa[h] = qb[h] = make_uint4(0, 0, 0, 0);
+    if (cc < c_end && present(cc)) {
+      qa[h] = LoadStream(pa + cc * 64);
+      qb[h] = LoadStream(pb + cc * 64);
+    }
+  }
+}
+
 __device__ __forceinline__ void MmaS8(int (&c)[4], uint32_t a0, uint32_t a1, uint32_t a2,
                                       uint32_t a3, uint32_t b0, uint32_t b1) {
   asm volatile(
@@ -268,16 +288,9 @@ __global__ void __launch_bounds__(kMmaWarps * 32) I8MmaKernel(I8Args a) {
   int acc[NT][4] = {};
   const uint4 zero = make_uint4(0, 0, 0, 0);
   for (int64_t c = c_begin; c < c_end; c += 2) {
-    // Both chunks' weights first: more bytes in flight.
-    uint4 qa[2] = {zero, zero}, qb[2] = {zero, zero};
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t cc = c + h;
-      if (cc < c_end && cc * 64 + t * 16 < a.in) {
-        qa[h] = LoadStream(wa + cc * 64);
-        qb[h] = LoadStream(wb + cc * 64);
-      }
-    }
+    uint4 qa[2], qb[2];
+    LoadTwoChunks(
+        wa, wb, c, c_end, [&](int64_t cc) { return cc * 64 + t * 16 < a.in; }, qa, qb);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t cc = c + h;
@@ -635,15 +648,9 @@ __global__ void __launch_bounds__(kU4MmaWarps * 32) U4MmaKernel(U4MmaArgs m) {
   float acc[NT][4] = {};
   const uint4 zero = make_uint4(0, 0, 0, 0);
   for (int64_t c = c_begin; c < c_end; c += 2) {
-    // Both chunks' weights first: more bytes in flight.
-    uint4 qa[2] = {zero, zero}, qb[2] = {zero, zero};
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      if (c + h < c_end) {
-        qa[h] = LoadStream(wa + (c + h) * 64);
-        qb[h] = LoadStream(wb + (c + h) * 64);
-      }
-    }
+    uint4 qa[2], qb[2];
+    LoadTwoChunks(
+        wa, wb, c, c_end, [](int64_t) { return true; }, qa, qb);
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t cc = c + h;
