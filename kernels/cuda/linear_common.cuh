@@ -1,8 +1,9 @@
 #pragma once
 // What the Linear kernels of linear.cu (float and FP8 weights) and linear_int.cu (I8 and U4
-// weights) share: the streaming weight load, the end of the vector GEMV blocks, the bf16 mma
-// and the C-fragment walk of the tensor-core skinny kernels, the in_features split choice, and
-// two launchers defined in linear.cu (x to bf16, the sum over splits). Internal to those files.
+// weights) share: the streaming weight load, the end of the vector GEMV blocks, the 1-8 template
+// dispatch, and for the tensor-core skinny kernels the bf16 mma, the C-fragment walk, the
+// in_features split choice and the host side of a pass (RunSkinnyPass, on two launchers defined
+// in linear.cu: x to bf16, the sum over splits). Internal to those two files.
 #include <cuda_bf16.h>
 #include <cuda_runtime.h>
 
