@@ -161,14 +161,18 @@ __attribute__((target("avx512f,avx512bw"))) void SplitRow(const float* x, int64_
   }
 }
 
-void PrepareRowsAvx512(const float* x, int64_t x_stride, int64_t rows, int64_t in, int64_t lead,
-                       uint16_t* out) {
+__attribute__((target("avx512f"))) void PrepareRowsAvx512(const float* x, int64_t x_stride,
+                                                          int64_t rows, int64_t in, int64_t lead,
+                                                          uint16_t* out) {
   thread_local std::vector<uint16_t> parts;
   thread_local std::vector<float> ordered;  // a row's columns in chunk order
   if (static_cast<int64_t>(parts.size()) < 3 * in) parts.resize(3 * in);
   if (static_cast<int64_t>(ordered.size()) < in) ordered.resize(in);
-  const int64_t pairs = in / 2;
-  auto* words = reinterpret_cast<uint32_t*>(out);  // one word per (chunk, part, pair, row)
+  auto* words = reinterpret_cast<int*>(out);  // one word per (chunk, part, pair, row)
+  // Pair i of a chunk goes to word i * rows of the chunk's part (the B tile's row i).
+  const __m512i pair_at =
+      _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
+                         _mm512_set1_epi32(static_cast<int>(rows)));
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * x_stride;
     if (lead > 0) {
@@ -182,11 +186,9 @@ void PrepareRowsAvx512(const float* x, int64_t x_stride, int64_t rows, int64_t i
     SplitRow(xr, in, parts.data(), parts.data() + in, parts.data() + 2 * in);
     for (int p = 0; p < 3; ++p) {
       const uint16_t* part = parts.data() + p * in;
-      for (int64_t q = 0; q < pairs; ++q) {
-        uint32_t word;
-        std::memcpy(&word, part + 2 * q, 4);
-        const int64_t chunk = q / 16;
-        words[((chunk * 3 + p) * 16 + q % 16) * rows + r] = word;
+      for (int64_t chunk = 0; chunk < in / kAmxChunk; ++chunk) {
+        const __m512i pairs16 = _mm512_loadu_si512(part + chunk * kAmxChunk);
+        _mm512_i32scatter_epi32(words + (chunk * 3 + p) * 16 * rows + r, pair_at, pairs16, 4);
       }
     }
   }

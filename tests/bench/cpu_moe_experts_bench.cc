@@ -1,0 +1,157 @@
+// The routed experts alone, at the small model's shapes: `layers` layers of 64 bf16 experts
+// (hidden 1024, width 128; 768 KiB each, 528 MiB in all for 11 layers: DRAM resident) in
+// anonymous huge-page memory, a decode step's `rows` tokens each routed to 6 random experts per
+// layer, one MoeExperts call per layer on the optimized CPU backend. Prints the median time per
+// step (and the fastest step: on a shared machine, the one where every thread had a core) and the
+// rate the step reads its selected experts' weights at (wall clock and process CPU time), so the
+// op's streaming can be measured without the rest of the model.
+//
+//   OMP_NUM_THREADS=2 build/<dir>/tests/r2_cpu_moe_experts_bench [rows=1,8] [steps=40]
+//       [layers=11]
+#include <sys/mman.h>
+#include <time.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "kernels/backend.h"
+
+namespace r2 {
+namespace {
+
+double Now(clockid_t clock) {
+  timespec ts;
+  clock_gettime(clock, &ts);
+  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
+}
+
+double Median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+int Run(int argc, char** argv) {
+  std::vector<int64_t> row_counts = {1, 8};
+  int64_t steps = 40, layers = 11;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    const size_t eq = arg.find('=');
+    const std::string key = arg.substr(0, eq),
+                      value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    if (key == "rows") {
+      row_counts.clear();
+      for (size_t pos = 0; pos < value.size();) {
+        const size_t comma = value.find(',', pos);
+        row_counts.push_back(std::stoll(value.substr(pos, comma - pos)));
+        pos = comma == std::string::npos ? value.size() : comma + 1;
+      }
+    } else if (key == "steps") {
+      steps = std::stoll(value);
+    } else if (key == "layers") {
+      layers = std::stoll(value);
+    } else {
+      std::fprintf(stderr, "unknown argument '%s' (rows= steps= layers=)\n", arg.c_str());
+      return 2;
+    }
+  }
+  constexpr int64_t kExperts = 64, kTopK = 6, kHidden = 1024, kWidth = 128;
+  const int64_t expert_bytes = 3 * kHidden * kWidth * 2;
+  const size_t total = static_cast<size_t>(layers * kExperts * expert_bytes);
+  const size_t huge = size_t{2} << 20;
+  void* raw =
+      mmap(nullptr, total + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (raw == MAP_FAILED) {
+    std::perror("mmap");
+    return 1;
+  }
+  auto* base =
+      reinterpret_cast<uint8_t*>((reinterpret_cast<uintptr_t>(raw) + huge - 1) & ~(huge - 1));
+  madvise(base, total, MADV_HUGEPAGE);
+  std::mt19937 rng(3);
+  {
+    auto* w = reinterpret_cast<uint16_t*>(base);
+    for (size_t i = 0; i < total / 2; ++i) {  // small normal bf16 values
+      w[i] = static_cast<uint16_t>(0x3c00 + ((i * 2654435761u) >> 24 & 0xff));
+    }
+  }
+  std::vector<WeightView> views(layers * 3 * kExperts);
+  for (int64_t l = 0; l < layers; ++l) {
+    for (int64_t e = 0; e < kExperts; ++e) {
+      uint8_t* p = base + (l * kExperts + e) * expert_bytes;
+      for (int m = 0; m < 3; ++m) {
+        WeightView& v = views[(l * 3 + m) * kExperts + e];
+        const int64_t out = m < 2 ? kWidth : kHidden, in = m < 2 ? kHidden : kWidth;
+        v.weight = TensorView{DType::kBF16, {out, in}, p + m * kHidden * kWidth * 2};
+      }
+    }
+  }
+  auto backend = MakeBackend("cpu");
+  if (!backend.ok()) {
+    std::fprintf(stderr, "%s\n", backend.status().ToString().c_str());
+    return 1;
+  }
+  for (int64_t rows : row_counts) {
+    std::vector<float> x(rows * kHidden), h(rows * kHidden, 0.0f), weights(rows * kTopK, 0.1f);
+    std::uniform_real_distribution<float> val(-1.0f, 1.0f);
+    for (float& v : x) v = val(rng);
+    std::vector<int32_t> ids(layers * rows * kTopK);
+    std::vector<double> wall, cpu, bytes;
+    for (int64_t step = -2; step < steps; ++step) {
+      int64_t step_bytes = 0;
+      for (int64_t l = 0; l < layers; ++l) {
+        std::vector<bool> used(kExperts, false);
+        for (int64_t r = 0; r < rows; ++r) {
+          std::vector<int32_t> pick(kExperts);
+          for (int32_t e = 0; e < kExperts; ++e) pick[e] = e;
+          std::shuffle(pick.begin(), pick.end(), rng);
+          for (int64_t j = 0; j < kTopK; ++j) {
+            ids[(l * rows + r) * kTopK + j] = pick[j];
+            if (!used[pick[j]]) step_bytes += expert_bytes;
+            used[pick[j]] = true;
+          }
+        }
+      }
+      const double t0 = Now(CLOCK_MONOTONIC), c0 = Now(CLOCK_PROCESS_CPUTIME_ID);
+      for (int64_t l = 0; l < layers; ++l) {
+        MoeExpertsParams p;
+        p.x = x.data();
+        p.rows = rows;
+        p.hidden = kHidden;
+        p.width = kWidth;
+        p.num_experts = kExperts;
+        p.top_k = kTopK;
+        p.expert_ids = ids.data() + l * rows * kTopK;
+        p.expert_weights = weights.data();
+        p.h = h.data();
+        p.expert_views = views.data() + l * 3 * kExperts;
+        if (absl::Status s = (*backend)->MoeExperts(p); !s.ok()) {
+          std::fprintf(stderr, "%s\n", s.ToString().c_str());
+          return 1;
+        }
+      }
+      if (step < 0) continue;
+      wall.push_back(Now(CLOCK_MONOTONIC) - t0);
+      cpu.push_back(Now(CLOCK_PROCESS_CPUTIME_ID) - c0);
+      bytes.push_back(static_cast<double>(step_bytes));
+    }
+    const double t = Median(wall), c = Median(cpu), b = Median(bytes);
+    const double fastest = *std::min_element(wall.begin(), wall.end());
+    std::printf(
+        "rows %2lld: %6.2f ms/step (%.1f MB of experts: %.2f GB/s; fastest step %.2f ms), process "
+        "CPU %.2f ms/step (%.2f GB/s of CPU time)\n",
+        static_cast<long long>(rows), 1e3 * t, b / 1e6, b / t / 1e9, 1e3 * fastest, 1e3 * c,
+        b / c / 1e9);
+  }
+  return 0;
+}
+
+}  // namespace
+}  // namespace r2
+
+int main(int argc, char** argv) { return r2::Run(argc, argv); }
