@@ -430,6 +430,7 @@ int Run(const Options& o) {
         100.0 * floor_time / t, 1e3 * Median(cpu_times));
     if (o.profile) PrintProfile(backend, o.steps, std::accumulate(times.begin(), times.end(), 0.0));
   }
+  std::printf("peak RSS %.1f MB at the end\n", static_cast<double>(PeakRssBytes()) / 1e6);
   return 0;
 }
 
