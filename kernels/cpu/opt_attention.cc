@@ -76,14 +76,16 @@ bool DecodeArgsOk(const MlaDecodeParams& p) {
   return true;
 }
 
-// Heads per work item over `rows` query rows. Float32 rows are read in place by groups of
-// kHeadGroup; a decoded format shares each decoded row among as many heads as still give every
-// thread two items (each item decodes every row of its sequence twice).
+// Heads per work item over `rows` query rows: as many as still give every thread two items, so
+// that a sequence's rows are read from memory by fewer items (a decode batch of 8: one item per
+// token for all 16 heads, its kHeadGroup subgroups reusing each chunk of rows from cache).
+// Float32 rows are read in place, at least kHeadGroup heads an item; a decoded format shares each
+// decoded row among at least kDecodedHeadGroup (each item decodes every row of its sequence
+// twice).
 int64_t DecodeHeadGroup(const MlaDecodeParams& p, int64_t rows) {
-  if (p.cache.dtype == KvCacheDType::kFloat32) return kHeadGroup;
   const int64_t items_per_row = (2 * CpuThreadPool::Get().threads() + rows - 1) / rows;
   const int64_t group = (p.heads + items_per_row - 1) / items_per_row;
-  return std::max(group, kDecodedHeadGroup);
+  return std::max(group, p.cache.dtype == KvCacheDType::kFloat32 ? kHeadGroup : kDecodedHeadGroup);
 }
 
 // Heads [h0, h0 + group) of query row t. The sequence's rows are taken kRowChunk at a time (in
