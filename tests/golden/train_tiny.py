@@ -32,8 +32,8 @@ CPU threads with the defaults.
 `--preset small` trains the "small" preset's shape instead (hidden 1024, 12 layers of which one
 dense, 64 routed experts of 6 active, vocabulary 32768: 0.39 B parameters in the main model) on
 the same text with the same tokenizer (the tiny BPE: the first ~1.2k of the 32768 ids; the rest
-are never seen), with its own budget (60 steps of 4 x 129 tokens, lr 1.5e-3, fused AdamW, the
-held-out loss every 15 steps, recorded in training.json as heldout_curve): about half an hour on
+are never seen), with its own budget (120 steps of 4 x 129 tokens, lr 1.5e-3, fused AdamW, the
+held-out loss every 20 steps, recorded in training.json as heldout_curve): about 20-35 minutes on
 two shared threads. Its base checkpoint is sharded; the trained one is one model.safetensors.
 """
 
@@ -66,7 +66,7 @@ PROBE = (
 # threads.
 PRESETS = {
     "tiny": {"steps": 150, "batch": 8, "seq_len": 128, "lr": 3e-3, "eval_every": 0},
-    "small": {"steps": 60, "batch": 4, "seq_len": 128, "lr": 1.5e-3, "eval_every": 15},
+    "small": {"steps": 120, "batch": 4, "seq_len": 128, "lr": 1.5e-3, "eval_every": 20},
 }
 
 
