@@ -39,6 +39,7 @@ absl::StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Create(
   model->softmax_scale_ = static_cast<float>(c.softmax_scale());
   if (backend->host_memory()) {
     model->weight_placement_ = PlaceWeightsInHugePages(model->checkpoint_->Mappings());
+    StoreExactAbsorbedAsBf16(*model->weights_);
   }
   if (!backend->host_memory()) {
     TensorView* extra[] = {&model->rope_cos_, &model->rope_sin_};

@@ -74,6 +74,34 @@ absl::Status PrecomputeAbsorption(const ModelConfig& c, MlaWeights& w) {
   return absl::OkStatus();
 }
 
+// Whether every value is exactly a bf16 (its float32 bits' low half zero).
+bool Bf16Exact(const std::vector<float>& v) {
+  return std::all_of(v.begin(), v.end(), [](float f) {
+    uint32_t bits;
+    std::memcpy(&bits, &f, 4);
+    return (bits & 0xffffu) == 0;
+  });
+}
+
+// The float32 vector's values (each exactly a bf16) as bf16; the float32 vector is freed.
+void MoveToBf16(std::vector<float>& src, std::vector<uint16_t>& dst) {
+  dst.resize(src.size());
+  for (size_t i = 0; i < src.size(); ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &src[i], 4);
+    dst[i] = static_cast<uint16_t>(bits >> 16);
+  }
+  std::vector<float>().swap(src);
+}
+
+void AbsorbedToBf16(MlaWeights& w) {
+  if (w.w_uk_t_data.empty() || !Bf16Exact(w.w_uk_t_data) || !Bf16Exact(w.w_uv_data)) return;
+  MoveToBf16(w.w_uk_t_data, w.w_uk_t_bf16);
+  MoveToBf16(w.w_uv_data, w.w_uv_bf16);
+  w.w_uk_t.weight = TensorView{DType::kBF16, w.w_uk_t.weight.shape, w.w_uk_t_bf16.data()};
+  w.w_uv.weight = TensorView{DType::kBF16, w.w_uv.weight.shape, w.w_uv_bf16.data()};
+}
+
 absl::Status BindLayer(const Checkpoint& checkpoint, int64_t l, LayerWeights& w) {
   const ModelConfig& c = checkpoint.config();
   Binder b(checkpoint, absl::StrCat("model.layers.", l, "."));
@@ -158,6 +186,11 @@ void ForEachTensor(LayerWeights& l, Fn&& fn) {
 
 }  // namespace
 
+void StoreExactAbsorbedAsBf16(ModelWeights& weights) {
+  for (LayerWeights& l : weights.layers) AbsorbedToBf16(l.attn);
+  for (MtpWeights& m : weights.mtp) AbsorbedToBf16(m.block.attn);
+}
+
 int64_t TensorBytes(const TensorView& t) {
   if (t.dtype == DType::kU4) {
     if (t.shape.empty()) return 0;
@@ -192,6 +225,11 @@ absl::Status UploadModelWeights(ModelWeights& weights, absl::Span<TensorView* co
   };
   for (TensorView* t : views) note(t->data, TensorBytes(*t));
   auto note_absorbed = [&](const MlaWeights& a) {
+    if (!a.w_uk_t_bf16.empty()) {
+      note(a.w_uk_t_bf16.data(), static_cast<int64_t>(a.w_uk_t_bf16.size() * sizeof(uint16_t)));
+      note(a.w_uv_bf16.data(), static_cast<int64_t>(a.w_uv_bf16.size() * sizeof(uint16_t)));
+      return;
+    }
     note(a.w_uk_t_data.data(), static_cast<int64_t>(a.w_uk_t_data.size() * sizeof(float)));
     note(a.w_uv_data.data(), static_cast<int64_t>(a.w_uv_data.size() * sizeof(float)));
   };

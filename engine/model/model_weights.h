@@ -32,8 +32,10 @@ struct MlaWeights {
   // Absorption, float32, owned: per head h, W_UK[h]^T [kv_lora_rank, nope] and W_UV[h]
   // [v, kv_lora_rank], heads back to back in the vectors below. w_uk_t / w_uv are F32 views of
   // head 0's matrix (shape of one head); head h starts h * numel() elements later, the layout
-  // LinearParams' strided batch takes (one op for every head).
+  // LinearParams' strided batch takes (one op for every head). After StoreExactAbsorbedAsBf16
+  // the views may be BF16 over the *_bf16 vectors instead (the float32 ones then empty).
   std::vector<float> w_uk_t_data, w_uv_data;
+  std::vector<uint16_t> w_uk_t_bf16, w_uv_bf16;
   WeightView w_uk_t, w_uv;
 };
 
@@ -81,6 +83,11 @@ absl::StatusOr<std::unique_ptr<ModelWeights>> BindModelWeights(const Checkpoint&
 // copied once. The host sources (the mapped checkpoint) stay valid and unused afterwards.
 absl::Status UploadModelWeights(ModelWeights& weights, absl::Span<TensorView* const> extra,
                                 Backend& backend, BackendBuffer& arena);
+
+// For a host backend: where a layer's absorbed matrices are all exactly bf16 values (a bf16
+// checkpoint's kv_b_proj), points w_uk_t / w_uv at bf16 copies and frees the float32 ones. The
+// values are unchanged; the per-head products read half the bytes.
+void StoreExactAbsorbedAsBf16(ModelWeights& weights);
 
 // Bytes a tensor's data spans (packed U4 rows start on 32-bit words).
 int64_t TensorBytes(const TensorView& t);

@@ -149,6 +149,16 @@ TEST_P(OptKernelsTest, LinearStridedBatchMatchesReference) {
                 {.dtype = dtype, .rows = 3, .in = 67, .out = 33, .strided = true, .batch = 5});
     CheckLinear(*opt_, *ref_, rng_,
                 {.dtype = dtype, .rows = 9, .in = 128, .out = 96, .accumulate = true, .batch = 16});
+    // The small model's per-head absorbed products (W_UK^T and W_UV of 16 heads) at decode
+    // batches 1 and 8; the model runs them on bf16 weights when the checkpoint's are bf16.
+    for (int64_t rows : {1, 8}) {
+      CheckLinear(
+          *opt_, *ref_, rng_,
+          {.dtype = dtype, .rows = rows, .in = 64, .out = 256, .strided = true, .batch = 16});
+      CheckLinear(
+          *opt_, *ref_, rng_,
+          {.dtype = dtype, .rows = rows, .in = 256, .out = 64, .strided = true, .batch = 16});
+    }
   }
 }
 
