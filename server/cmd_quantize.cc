@@ -5,7 +5,9 @@
 
 #include <chrono>
 #include <cstdio>
+#include <initializer_list>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/flags/declare.h"
@@ -63,6 +65,26 @@ class ProgressBar {
   std::chrono::steady_clock::time_point last_{};
 };
 
+// Looks `value` up among `choices` ({spelling, enum value}); on a miss prints
+// "quantize: --FLAG must be A, B or C, got 'value'" and returns false.
+template <typename E>
+bool ParseChoice(const char* flag, const std::string& value,
+                 std::initializer_list<std::pair<const char*, E>> choices, E* out) {
+  std::string names;
+  size_t i = 0;
+  for (const auto& [name, choice] : choices) {
+    if (value == name) {
+      *out = choice;
+      return true;
+    }
+    names += i == 0 ? "" : (i + 1 == choices.size() ? " or " : ", ");
+    names += name;
+    ++i;
+  }
+  std::fprintf(stderr, "quantize: --%s must be %s, got '%s'\n", flag, names.c_str(), value.c_str());
+  return false;
+}
+
 int RunQuantize(int argc, char** argv) {
   constexpr absl::string_view kUsage =
       "r2serve quantize --in DIR --out DIR --format int8|int4 [--group-size 128] [--asymmetric]\n"
@@ -104,28 +126,17 @@ int RunQuantize(int argc, char** argv) {
   options.symmetric = !absl::GetFlag(FLAGS_asymmetric);
   options.quantize_lm_head = absl::GetFlag(FLAGS_quantize_lm_head);
   options.quantize_dense_mlp = absl::GetFlag(FLAGS_quantize_dense_mlp);
-  const std::string scales = absl::GetFlag(FLAGS_scales);
-  if (scales == "auto") {
-    options.scales = model::ScaleChoice::kAuto;
-  } else if (scales == "max-abs") {
-    options.scales = model::ScaleChoice::kMaxAbs;
-  } else if (scales == "mse") {
-    options.scales = model::ScaleChoice::kMinSquaredError;
-  } else {
-    std::fprintf(stderr, "quantize: --scales must be auto, max-abs or mse, got '%s'\n",
-                 scales.c_str());
-    return 1;
-  }
-  const std::string attention_output = absl::GetFlag(FLAGS_attention_output);
-  if (attention_output == "auto") {
-    options.attention_output = model::AttentionOutput::kAuto;
-  } else if (attention_output == "bf16") {
-    options.attention_output = model::AttentionOutput::kBF16;
-  } else if (attention_output == "quantize") {
-    options.attention_output = model::AttentionOutput::kQuantize;
-  } else {
-    std::fprintf(stderr, "quantize: --attention-output must be auto, bf16 or quantize, got '%s'\n",
-                 attention_output.c_str());
+  if (!ParseChoice<model::ScaleChoice>("scales", absl::GetFlag(FLAGS_scales),
+                                       {{"auto", model::ScaleChoice::kAuto},
+                                        {"max-abs", model::ScaleChoice::kMaxAbs},
+                                        {"mse", model::ScaleChoice::kMinSquaredError}},
+                                       &options.scales) ||
+      !ParseChoice<model::AttentionOutput>("attention-output",
+                                           absl::GetFlag(FLAGS_attention_output),
+                                           {{"auto", model::AttentionOutput::kAuto},
+                                            {"bf16", model::AttentionOutput::kBF16},
+                                            {"quantize", model::AttentionOutput::kQuantize}},
+                                           &options.attention_output)) {
     return 1;
   }
   options.smooth_attention_output = absl::GetFlag(FLAGS_smooth_attention_output);
