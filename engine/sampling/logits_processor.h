@@ -12,14 +12,15 @@
 // The dense steps that follow (temperature, top_k, top_p, min_p, the draw) never write the row;
 // they are FilteredDistribution's. Every value the processor overwrites is remembered, and
 // Restore() puts the row back exactly, so the caller's logits hold the raw model output again and
-// the raw log-probabilities can be computed from them afterwards. Cost: O(number of edits), not
-// O(vocab). One processor serves one thread; its scratch is reused from row to row.
+// the raw log-probabilities can be computed from them afterwards. The edits themselves (the
+// penalty formula, the undo list) are cpu::LogitEdits (kernels/cpu/host_sampling.h), which the
+// SampleRows reference runs too; this class reads them off a SamplingState. Cost: O(number of
+// edits), not O(vocab). One processor serves one thread; its scratch is reused from row to row.
 #include <cstdint>
-#include <utility>
-#include <vector>
 
 #include "absl/types/span.h"
 #include "engine/sampling/sampling_state.h"
+#include "kernels/cpu/host_sampling.h"
 
 namespace r2::sampling {
 
@@ -38,12 +39,10 @@ class LogitsProcessor {
   // Undoes every edit since the last Restore(), newest first.
   void Restore(absl::Span<float> row);
 
-  size_t num_pending_edits() const { return undo_.size(); }
+  size_t num_pending_edits() const { return edits_.size(); }
 
  private:
-  void Set(absl::Span<float> row, int32_t token, float value);
-
-  std::vector<std::pair<int32_t, float>> undo_;  // (token, value before the edit)
+  cpu::LogitEdits edits_;
 };
 
 }  // namespace r2::sampling

@@ -14,13 +14,13 @@
 
 #include "absl/types/span.h"
 #include "engine/sampling/sampling_params.h"
+#include "kernels/cpu/host_sampling.h"
 
 namespace r2::sampling {
 
-struct TokenLogprob {
-  int32_t token = 0;
-  float logprob = 0.0f;
-};
+// {token, logprob}: the kernels' type, so the shared code fills the top list in place.
+using TokenLogprob = SampleTopLogprob;
+static_assert(kMaxTopLogprobs == kMaxSampleTopLogprobs);
 
 struct Logprobs {
   float logprob = 0.0f;  // of the sampled token
@@ -33,8 +33,9 @@ struct Logprobs {
 
 // Fills `out` for `token` from the raw logits of its row, with the top `num_top` (0..20)
 // alternatives: log_softmax(l)[i] = (l[i] - max) - log(sum_j ExpNonPositive(l[j] - max)), the
-// sum in double as BlockSums of 8 (simd_math.h). Three vectorized passes over the row (rank and
-// top list, max, sum), no allocation.
+// sum in double as BlockSums of 8. Runs cpu::ComputeRawLogprobs (kernels/cpu/host_sampling.h),
+// the code the SampleRows reference runs too: three vectorized passes over the row (rank and top
+// list, max, sum), no allocation.
 void ComputeLogprobs(absl::Span<const float> raw_logits, int32_t token, int32_t num_top,
                      Logprobs* out);
 

@@ -5,22 +5,15 @@
 #include <algorithm>
 #include <cstdint>
 #include <functional>
-#include <limits>
 #include <utility>
 
 #include "absl/strings/str_cat.h"
 #include "engine/sampling/philox.h"
-#include "engine/sampling/simd_math.h"
+#include "kernels/cpu/host_sampling.h"
 
 namespace r2::sampling {
 
-int32_t ArgMax(absl::Span<const float> row) {
-  size_t index = simd::ArgMax(row.data(), row.size());
-  if (index >= row.size()) {  // no value above -inf: the first -inf, else 0 (all NaN)
-    index = simd::FirstIndexOf(row.data(), row.size(), -std::numeric_limits<float>::infinity());
-  }
-  return index < row.size() ? static_cast<int32_t>(index) : 0;
-}
+int32_t ArgMax(absl::Span<const float> row) { return cpu::GreedyToken(row); }
 
 absl::StatusOr<Sampler> Sampler::Create(SamplerOptions options) {
   if (options.vocab_size <= 0) {

@@ -29,7 +29,9 @@
 //
 // Cost per row: greedy without logprobs is one vectorized pass (ArgMax) over the row, plus the
 // sparse logit edits; sampling is O(V) in vectorized passes (filtered_distribution.h); logprobs
-// add three passes (logprobs.h). No allocation per row once the scratch has grown to the
+// add three passes (logprobs.h). The per-row arithmetic is kernels/cpu/host_sampling.h, shared
+// with the SampleRows reference (kernels/sample_rows.h); this class adds requests, seeds and
+// threads. No allocation per row once the scratch has grown to the
 // vocabulary size (a penalized sequence's token history grows by one entry per new distinct
 // token). A batch of few or small rows (under options.min_parallel_values values) stays on the
 // calling thread. Not thread-safe: one Sampler per engine thread.
@@ -119,7 +121,8 @@ class Sampler {
 };
 
 // The greedy choice: the index of the largest value, the lowest index among equal ones (NaN is
-// never chosen over a number; an all-NaN or empty row gives 0).
+// never chosen over a number; an all-NaN or empty row gives 0). cpu::GreedyToken
+// (kernels/cpu/host_sampling.h), which the SampleRows reference runs too.
 int32_t ArgMax(absl::Span<const float> row);
 
 }  // namespace r2::sampling
