@@ -13,20 +13,21 @@
 //   4. temperature 0: greedy, the first id of the largest edited logit (NaN never wins; no value
 //                     above -inf: the first -inf, else 0)
 //      else           temperature -> top_k -> top_p -> min_p -> inverse-CDF draw with `uniform`,
-//                     exactly as engine/sampling/filtered_distribution.h defines them: weights
+//                     exactly as kernels/cpu/host_sampling.h defines them: weights
 //                     w = ExpNonPositive((l - max) / T) (the polynomial of
-//                     engine/sampling/simd_math.h), sums in double over blocks of 8 in id
+//                     kernels/cpu/sampling_simd.h), sums in double over blocks of 8 in id
 //                     order, top_p by the sort order (w descending, id ascending)
 //   5. logprobs       when asked: log_softmax of the RAW row (before 1-3) for the sampled token,
 //                     its 1-based rank (logit descending, ties to the lower id) and the top
 //                     top_logprobs (0..20) entries in that order.
 // The rows hold their input values when the op returns (edits are made on the side or undone).
 //
-// The reference (SampleRowsOnHost, kernels/cpu/reference_sampling.cc) reproduces the engine
-// Sampler's arithmetic bit for bit, so it gives exactly the Sampler's tokens and logprobs for the
-// same inputs (tests/unit/kernels/sample_rows_test.cc); NaN logits are outside that promise. A
-// device implementation sums in another order: its tokens equal the reference's except where a
-// CDF or top_p boundary lies within float rounding of the uniform's target.
+// The reference (SampleRowsOnHost, kernels/cpu/reference_sampling.cc) runs the one host
+// implementation of sampling (kernels/cpu/host_sampling.h), which the engine Sampler runs too, so
+// it gives exactly the Sampler's tokens and logprobs for the same inputs
+// (tests/unit/kernels/sample_rows_test.cc). A device implementation sums in another order: its
+// tokens equal the reference's except where a CDF or top_p boundary lies within float rounding of
+// the uniform's target.
 #include <array>
 #include <cstdint>
 

@@ -65,8 +65,8 @@ struct SharedState {
   float value;
 };
 
-// e^x for x <= 0: the reference's polynomial (kernels/cpu/reference_sampling.cc), every
-// operation rounded on its own (no contraction), so the bits equal the host's.
+// e^x for x <= 0: the host's polynomial (kernels/cpu/sampling_simd.h, which the reference runs),
+// every operation rounded on its own (no contraction), so the bits equal the host's.
 __device__ __forceinline__ float ExpNonPositive(float x) {
   if (x < -87.0f) return 0.0f;
   const float magic = 12582912.0f;

@@ -2,8 +2,10 @@
 // logprobs, ranks and top lists, on thousands of random rows and parameter sets (greedy ties,
 // quantized rows full of ties, peaked and flat rows, both top_p paths, top_k with boundary ties,
 // penalties, logit_bias, min_tokens, seeded and engine draws), both on a host-memory backend and
-// on the checked-memory backend (rows copied from "device" memory). Also: rows hold their input
-// values afterwards; bad specs are InvalidArgument naming the field.
+// on the checked-memory backend (rows copied from "device" memory). Both run the one host
+// implementation (kernels/cpu/host_sampling.h), so what this checks is the way there: the
+// SamplingState -> spec conversion, the order of the edits, the draws' numbering and the copies.
+// Also: rows hold their input values afterwards; bad specs are InvalidArgument naming the field.
 #include "kernels/sample_rows.h"
 
 #include <gtest/gtest.h>
