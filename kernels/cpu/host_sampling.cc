@@ -122,15 +122,10 @@ int32_t RankAndTop(absl::Span<const float> raw, int32_t token, TopList* top) {
 // Pass 2: sum of exp(l - max) in double, as BlockSums of 8.
 double SumExp(absl::Span<const float> raw, float max_logit) {
   const F4 max4 = simd::Broadcast(max_logit);
-  auto load = [&](size_t i) {
-    if (i + kLanes <= raw.size()) return simd::Load(raw.data() + i);
-    const size_t n = i < raw.size() ? raw.size() - i : 0;
-    return simd::LoadPartial(raw.data() + i, n, kNegInf);
-  };
   double sum = 0.0;
-  for (size_t i = 0; i < raw.size(); i += simd::kBlock) {
-    sum += simd::BlockSum(simd::ExpNonPositive(load(i) - max4),
-                          simd::ExpNonPositive(load(i + kLanes) - max4));
+  for (size_t i = 0; i < raw.size(); i += kBlock) {
+    sum += simd::BlockSum(simd::ExpNonPositive(LoadLogits(raw, i) - max4),
+                          simd::ExpNonPositive(LoadLogits(raw, i + kLanes) - max4));
   }
   return sum;
 }
