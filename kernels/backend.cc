@@ -7,14 +7,26 @@
 #include <string>
 #include <vector>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 
 namespace r2 {
 
 absl::StatusOr<void*> Backend::Allocate(size_t bytes) {
   // aligned_alloc wants a multiple of the alignment; a zero-byte request still gets a pointer.
-  const size_t rounded = (bytes + 255) / 256 * 256;
-  void* ptr = std::aligned_alloc(256, rounded == 0 ? 256 : rounded);
+  // A buffer of 2 MiB or more (the KV cache, the absorbed attention matrices, activations of
+  // long prefills) starts on a 2 MiB boundary and is advised into transparent huge pages: the
+  // kernels walk it in rows scattered over many 4 KiB pages otherwise (one TLB miss each).
+  constexpr size_t kHuge = size_t{2} << 20;
+  const size_t align = bytes >= kHuge ? kHuge : 256;
+  const size_t rounded = (bytes + align - 1) / align * align;
+  void* ptr = std::aligned_alloc(align, rounded == 0 ? align : rounded);
+#if defined(__linux__)
+  if (ptr != nullptr && align == kHuge) ::madvise(ptr, rounded, MADV_HUGEPAGE);  // advice only
+#endif
   if (ptr == nullptr) {
     return absl::ResourceExhaustedError(
         absl::StrCat(std::string(name()), ": cannot allocate ", bytes, " bytes of host memory"));

@@ -119,9 +119,20 @@ void DecodeItem(const SimdKernels& k, const MlaDecodeParams& p, const int32_t* s
       }
     }
   };
+  // The stored rows of positions [s0, s0 + n), requested into cache while the chunk before them
+  // is scored (they come from memory: a decode step streams far more weights than caches hold).
+  const int64_t row_bytes = words * 4;
+  auto prefetch = [&](int64_t s0, int64_t n) {
+    for (int64_t s = s0; s < s0 + n; ++s) {
+      const char* stored = reinterpret_cast<const char*>(
+          c.data + table[s / c.block_size] * c.block_stride + (s % c.block_size) * words);
+      for (int64_t b = 0; b < row_bytes; b += 64) __builtin_prefetch(stored + b, 0, 3);
+    }
+  };
   for (int64_t s0 = 0; s0 < visible; s0 += kRowChunk) {
     const int64_t n = std::min(kRowChunk, visible - s0);
     load(s0, n);
+    prefetch(s0 + n, std::min(kRowChunk, visible - s0 - n));
     for (int64_t g = 0; g < heads; g += kHeadGroup) {
       const int64_t gh = std::min(kHeadGroup, heads - g);
       k.dot_rows(rows, n, q + g * p.q_head_stride, p.q_head_stride, gh, width, p.softmax_scale,

@@ -18,8 +18,16 @@ namespace {
 
 int64_t CeilDiv(int64_t a, int64_t b) { return (a + b - 1) / b; }
 
-constexpr int64_t kGateUpBlock = 32;  // gate/up output features per work item
-constexpr int64_t kDownBlock = 128;   // down output features per work item
+// Output features per work item: as many as still leave every thread two items, at least
+// kMinBlock. Long blocks stream better: the routed experts of a decode batch of 8 on two threads
+// went from ~24 to ~28 GB/s with whole experts per item (with 32-feature gate/up and 128-feature
+// down blocks, each item's weights started cold). Multiples of 16.
+constexpr int64_t kMinBlock = 32;
+
+int64_t FeatureBlock(int64_t features, int64_t experts, int64_t threads) {
+  const int64_t block = CeilDiv(CeilDiv(features * experts, 2 * threads), 16) * 16;
+  return std::min(features, std::max(kMinBlock, block));
+}
 
 // The per-call state, grown and reused by the calling thread (no allocation once warm).
 struct MoeScratch {
@@ -185,12 +193,13 @@ absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
       parallel);
 
   // 2. gate and up on a block of features, then SiLU-mul in place over the gate half.
-  const int64_t gu_blocks = CeilDiv(width, kGateUpBlock);
+  const int64_t gu_block = FeatureBlock(width, experts, pool.threads());
+  const int64_t gu_blocks = CeilDiv(width, gu_block);
   pool.ParallelFor(
       experts * gu_blocks,
       [&](int64_t item) {
-        const int64_t a = item / gu_blocks, o0 = (item % gu_blocks) * kGateUpBlock;
-        const int64_t o1 = std::min(width, o0 + kGateUpBlock);
+        const int64_t a = item / gu_blocks, o0 = (item % gu_blocks) * gu_block;
+        const int64_t o1 = std::min(width, o0 + gu_block);
         const int32_t e = s.active[a];
         const int64_t begin = s.start[e], m = s.start[e + 1] - begin;
         float* rows = gu + begin * 2 * width;
@@ -215,12 +224,13 @@ absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
       parallel);
 
   // 4. down on a block of features.
-  const int64_t down_blocks = CeilDiv(d, kDownBlock);
+  const int64_t down_block = FeatureBlock(d, experts, pool.threads());
+  const int64_t down_blocks = CeilDiv(d, down_block);
   pool.ParallelFor(
       experts * down_blocks,
       [&](int64_t item) {
-        const int64_t a = item / down_blocks, o0 = (item % down_blocks) * kDownBlock;
-        const int64_t o1 = std::min(d, o0 + kDownBlock);
+        const int64_t a = item / down_blocks, o0 = (item % down_blocks) * down_block;
+        const int64_t o1 = std::min(d, o0 + down_block);
         const int32_t e = s.active[a];
         BlockLinear(k, s.a_rows[a], views[2 * n + e], o0, o1, ye + s.start[e] * d + o0, d, false);
       },

@@ -48,6 +48,7 @@ class OptKernelsTest : public ::testing::TestWithParam<CpuIsa> {
   std::unique_ptr<Backend> opt_;
   std::unique_ptr<Backend> ref_ = MakeCpuReferenceBackend();
   std::mt19937 rng_{20261128};
+  void CheckMlaDecode(int64_t heads);
 };
 
 int64_t Uniform(std::mt19937& rng, int64_t lo, int64_t hi) {
@@ -260,8 +261,16 @@ TEST_P(OptKernelsTest, MoeRouteMatchesReferenceExactly) {
   }
 }
 
+// Head counts that fill the head groups of 4 exactly, and ones that leave a partial group.
 TEST_P(OptKernelsTest, MlaDecodeAttentionMatchesReference) {
-  const int64_t heads = 7, lora = 37, rope = 9, width = lora + rope, block_size = 5;
+  for (const int64_t heads : {7, 16, 21}) {
+    SCOPED_TRACE(heads);
+    CheckMlaDecode(heads);
+  }
+}
+
+void OptKernelsTest::CheckMlaDecode(int64_t heads) {
+  const int64_t lora = 37, rope = 9, width = lora + rope, block_size = 5;
   const std::vector<int32_t> kv_lens = {1, 13, 40, 6}, q_lens = {1, 3, 1, 6};
   const int64_t seqs = 4, max_blocks = 9, num_blocks = seqs * max_blocks + 2, layers = 2;
   std::vector<float> pool = RandomFloats(rng_, num_blocks * layers * block_size * width);
