@@ -14,7 +14,9 @@
 // Floor: the bytes a step must read from memory (every Linear weight the step multiplies by,
 // which for the MoE layers is only the experts the router selected, plus the embedding rows and
 // the latent KV rows each sequence attends over) over a copy bandwidth measured in the same run
-// (two threads, 256 MiB buffers, read + write bytes counted, median of 5). A counting wrapper
+// (two threads, 256 MiB buffers, read + write bytes counted, median of 5); each step's share of a
+// read-only floor (the bytes over a 1 GiB read bandwidth, also measured) is printed beside it, as
+// a step only reads its weights. A counting wrapper
 // around the backend tallies the bytes from each op's arguments; its cost is a few compares per
 // op. Times are medians over steps (the machine is shared: noisy).
 //
@@ -23,6 +25,7 @@
 // calls per step, bytes the tally counts for it and the wall-clock rate it read them at), so
 // one sees where a step's time goes. Each op is timed on its own (the ops run one after another).
 #include <omp.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #include <algorithm>
@@ -228,6 +231,46 @@ double CopyBandwidth() {
   return Median(rates);
 }
 
+// Read bandwidth in bytes/s: both cores summing 64-bit words of their halves of 1 GiB (larger
+// than the host's last-level cache, in transparent huge pages like the moved weights), median of
+// 5. Weights are only read, so this is the rate a decode step could stream them at; the copy
+// bandwidth above counts a write per byte read and stays the floor's reference.
+double ReadBandwidth() {
+  const size_t n = size_t{1} << 30, words = n / 8;
+  void* raw = std::aligned_alloc(size_t{2} << 20, n);
+  if (raw == nullptr) return 0;
+  madvise(raw, n, MADV_HUGEPAGE);
+  auto* data = static_cast<uint64_t*>(raw);
+  for (size_t i = 0; i < words; ++i) data[i] = i;
+  std::vector<double> rates;
+  uint64_t check = 0;
+  for (int rep = 0; rep < 5; ++rep) {
+    const double t0 = Now();
+    uint64_t total = 0;
+#pragma omp parallel reduction(+ : total)
+    {
+      const size_t threads = omp_get_num_threads(), t = omp_get_thread_num();
+      const size_t chunk = words / threads, begin = t * chunk;
+      const size_t end = t + 1 == threads ? words : begin + chunk;
+      uint64_t a = 0, b = 0, c = 0, d = 0;
+      size_t i = begin;
+      for (; i + 4 <= end; i += 4) {
+        a += data[i];
+        b += data[i + 1];
+        c += data[i + 2];
+        d += data[i + 3];
+      }
+      for (; i < end; ++i) a += data[i];
+      total += a + b + c + d;
+    }
+    rates.push_back(static_cast<double>(n) / (Now() - t0));
+    check += total;
+  }
+  std::free(raw);
+  if (check != 5 * (static_cast<uint64_t>(words) * (words - 1) / 2)) std::abort();
+  return Median(rates);
+}
+
 // The per-op times of `steps` profiled steps that took `total` seconds, longest first.
 void PrintProfile(const CountingBackend& backend, int64_t steps, double total) {
   std::vector<std::pair<std::string, CountingBackend::OpTime>> ops(backend.profile().begin(),
@@ -339,6 +382,8 @@ int Run(const Options& o) {
               static_cast<long long>(m.config().hidden_size),
               static_cast<long long>(m.config().num_hidden_layers), static_cast<long long>(vocab));
   std::printf("copy bandwidth %.2f GB/s (read + write, 2 threads, median of 5)\n", bandwidth / 1e9);
+  const double read_bandwidth = ReadBandwidth();
+  std::printf("read bandwidth %.2f GB/s (2 threads, 1 GiB, median of 5)\n", read_bandwidth / 1e9);
 
   const int64_t block = 64;
   const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
@@ -424,10 +469,11 @@ int Run(const Options& o) {
     const double floor_time = floor_bytes / bandwidth;
     std::printf(
         "decode batch %2lld: %8.1f tokens/s  step %.2f ms (median of %lld), %.1f MB read/step, "
-        "floor %.2f ms -> %.0f%% of the bandwidth floor; process CPU time %.2f ms/step\n",
+        "floor %.2f ms -> %.0f%% of the bandwidth floor (%.0f%% of the read floor); process CPU "
+        "time %.2f ms/step\n",
         static_cast<long long>(batch), static_cast<double>(batch) / t, 1e3 * t,
         static_cast<long long>(o.steps), floor_bytes / 1e6, 1e3 * floor_time,
-        100.0 * floor_time / t, 1e3 * Median(cpu_times));
+        100.0 * floor_time / t, 100.0 * floor_bytes / read_bandwidth / t, 1e3 * Median(cpu_times));
     if (o.profile) PrintProfile(backend, o.steps, std::accumulate(times.begin(), times.end(), 0.0));
   }
   std::printf("peak RSS %.1f MB at the end\n", static_cast<double>(PeakRssBytes()) / 1e6);
