@@ -22,30 +22,10 @@
 
 #include "kernels/backend.h"
 #include "kernels/kv_cache_format.h"
+#include "tests/bench/cpu_bench_util.h"
 
 namespace r2 {
 namespace {
-
-double Now(clockid_t clock) {
-  timespec ts;
-  clock_gettime(clock, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::vector<int64_t> ParseList(const std::string& value) {
-  std::vector<int64_t> out;
-  for (size_t pos = 0; pos < value.size();) {
-    const size_t comma = value.find(',', pos);
-    out.push_back(std::stoll(value.substr(pos, comma - pos)));
-    pos = comma == std::string::npos ? value.size() : comma + 1;
-  }
-  return out;
-}
 
 int Run(int argc, char** argv) {
   std::vector<int64_t> seq_counts = {1, 8};
@@ -57,25 +37,35 @@ int Run(int argc, char** argv) {
     const size_t eq = arg.find('=');
     const std::string key = arg.substr(0, eq),
                       value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    bool ok = true;
     if (key == "seqs") {
-      seq_counts = ParseList(value);
+      ok = bench::ParseInt64List(value, &seq_counts);
     } else if (key == "context") {
-      context = std::stoll(value);
+      ok = bench::ParseInt64(value, &context);
     } else if (key == "layers") {
-      layers = std::stoll(value);
+      ok = bench::ParseInt64(value, &layers);
     } else if (key == "steps") {
-      steps = std::stoll(value);
-    } else if (key == "evict") {
-      evict = value != "0";
+      ok = bench::ParseInt64(value, &steps);
+    } else if (key == "evict" && (value == "0" || value == "1")) {
+      evict = value == "1";
     } else if (key == "kv" && (value == "f32" || value == "bf16" || value == "fp8")) {
       kv = value == "f32"    ? KvCacheDType::kFloat32
            : value == "bf16" ? KvCacheDType::kBF16
                              : KvCacheDType::kFp8E4M3;
     } else {
+      ok = false;
+    }
+    if (!ok) {
       std::fprintf(stderr,
-                   "unknown argument '%s' (seqs= context= layers= steps= evict=0|1 "
+                   "bad argument '%s' (seqs=N,N,... context=N layers=N steps=N evict=0|1 "
                    "kv=f32|bf16|fp8)\n",
                    arg.c_str());
+      return 2;
+    }
+  }
+  for (int64_t seqs : seq_counts) {
+    if (seqs < 1) {
+      std::fprintf(stderr, "seqs must be >= 1, got %lld\n", static_cast<long long>(seqs));
       return 2;
     }
   }
@@ -128,7 +118,8 @@ int Run(int argc, char** argv) {
     std::vector<double> wall, cpu;
     for (int64_t step = -2; step < steps; ++step) {
       for (size_t i = 0; i < sweep.size(); i += 64) sweep[i] = static_cast<char>(sweep[i] + 1);
-      const double t0 = Now(CLOCK_MONOTONIC), c0 = Now(CLOCK_PROCESS_CPUTIME_ID);
+      const double t0 = bench::ClockSeconds(CLOCK_MONOTONIC),
+                   c0 = bench::ClockSeconds(CLOCK_PROCESS_CPUTIME_ID);
       for (int64_t l = 0; l < layers; ++l) {
         MlaDecodeParams p{.q = q.data(),
                           .q_token_stride = kHeads * width,
@@ -153,11 +144,11 @@ int Run(int argc, char** argv) {
         }
       }
       if (step < 0) continue;
-      wall.push_back(Now(CLOCK_MONOTONIC) - t0);
-      cpu.push_back(Now(CLOCK_PROCESS_CPUTIME_ID) - c0);
+      wall.push_back(bench::ClockSeconds(CLOCK_MONOTONIC) - t0);
+      cpu.push_back(bench::ClockSeconds(CLOCK_PROCESS_CPUTIME_ID) - c0);
     }
     (*backend)->Free(pool.data());
-    const double w = Median(wall), c = Median(cpu);
+    const double w = bench::Median(wall), c = bench::Median(cpu);
     const double fmas = static_cast<double>(layers * seqs * kHeads * context * (width + kLora));
     const double bytes = static_cast<double>(layers * seqs * context * words * 4);
     std::printf(

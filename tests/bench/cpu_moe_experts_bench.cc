@@ -21,20 +21,10 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "tests/bench/cpu_bench_util.h"
 
 namespace r2 {
 namespace {
-
-double Now(clockid_t clock) {
-  timespec ts;
-  clock_gettime(clock, &ts);
-  return static_cast<double>(ts.tv_sec) + 1e-9 * static_cast<double>(ts.tv_nsec);
-}
-
-double Median(std::vector<double> v) {
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
 
 int Run(int argc, char** argv) {
   std::vector<int64_t> row_counts = {1, 8};
@@ -44,19 +34,28 @@ int Run(int argc, char** argv) {
     const size_t eq = arg.find('=');
     const std::string key = arg.substr(0, eq),
                       value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    bool ok = true;
     if (key == "rows") {
-      row_counts.clear();
-      for (size_t pos = 0; pos < value.size();) {
-        const size_t comma = value.find(',', pos);
-        row_counts.push_back(std::stoll(value.substr(pos, comma - pos)));
-        pos = comma == std::string::npos ? value.size() : comma + 1;
-      }
+      ok = bench::ParseInt64List(value, &row_counts);
     } else if (key == "steps") {
-      steps = std::stoll(value);
+      ok = bench::ParseInt64(value, &steps);
     } else if (key == "layers") {
-      layers = std::stoll(value);
+      ok = bench::ParseInt64(value, &layers);
     } else {
-      std::fprintf(stderr, "unknown argument '%s' (rows= steps= layers=)\n", arg.c_str());
+      ok = false;
+    }
+    if (!ok) {
+      std::fprintf(stderr, "bad argument '%s' (rows=N,N,... steps=N layers=N)\n", arg.c_str());
+      return 2;
+    }
+  }
+  if (steps < 1 || layers < 1) {
+    std::fprintf(stderr, "steps and layers must be >= 1\n");
+    return 2;
+  }
+  for (int64_t rows : row_counts) {
+    if (rows < 1) {
+      std::fprintf(stderr, "rows must be >= 1, got %lld\n", static_cast<long long>(rows));
       return 2;
     }
   }
@@ -117,7 +116,8 @@ int Run(int argc, char** argv) {
           }
         }
       }
-      const double t0 = Now(CLOCK_MONOTONIC), c0 = Now(CLOCK_PROCESS_CPUTIME_ID);
+      const double t0 = bench::ClockSeconds(CLOCK_MONOTONIC),
+                   c0 = bench::ClockSeconds(CLOCK_PROCESS_CPUTIME_ID);
       for (int64_t l = 0; l < layers; ++l) {
         MoeExpertsParams p;
         p.x = x.data();
@@ -136,11 +136,11 @@ int Run(int argc, char** argv) {
         }
       }
       if (step < 0) continue;
-      wall.push_back(Now(CLOCK_MONOTONIC) - t0);
-      cpu.push_back(Now(CLOCK_PROCESS_CPUTIME_ID) - c0);
+      wall.push_back(bench::ClockSeconds(CLOCK_MONOTONIC) - t0);
+      cpu.push_back(bench::ClockSeconds(CLOCK_PROCESS_CPUTIME_ID) - c0);
       bytes.push_back(static_cast<double>(step_bytes));
     }
-    const double t = Median(wall), c = Median(cpu), b = Median(bytes);
+    const double t = bench::Median(wall), c = bench::Median(cpu), b = bench::Median(bytes);
     const double fastest = *std::min_element(wall.begin(), wall.end());
     std::printf(
         "rows %2lld: %6.2f ms/step (%.1f MB of experts: %.2f GB/s; fastest step %.2f ms), process "
