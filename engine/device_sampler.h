@@ -6,10 +6,11 @@
 // turns the results back into SampleResults, appending each token to its state. Only the specs
 // go to the backend and only token ids and the requested logprobs come back.
 //
-// Same tokens as the Sampler: the backend's reference (kernels/sample_rows.h) reproduces the
-// Sampler's arithmetic, and the engine draws of unseeded rows are numbered in row order from the
-// same engine seed, so a run on a device-like backend gives the host path's tokens
-// (tests/unit/engine/engine_device_sampling_test.cc). Not thread-safe: one per engine thread.
+// Same tokens as the Sampler: the backend's reference (kernels/sample_rows.h) runs the Sampler's
+// own code (kernels/cpu/host_sampling.h), and the engine draws of unseeded rows are numbered in
+// row order from the same engine seed, so a run on a device-like backend gives the host path's
+// tokens (tests/unit/engine/engine_device_sampling_test.cc). Not thread-safe: one per engine
+// thread.
 #include <cstdint>
 #include <vector>
 
