@@ -110,7 +110,8 @@ class DeepseekModel {
   absl::Status Moe(const MoeWeights& w, const StepPlan& plan);
   // Host backends: the routed experts in one Backend::MoeExperts call on the layer's expert
   // views (moe.cc). Sets *ran to false (and remembers it) when the backend answers Unimplemented.
-  absl::Status RoutedExpertsOnHost(const MoeWeights& w, int64_t rows, bool* ran);
+  // with_shared: the shared expert runs in the same call (SharedExpertFolds in moe.cc).
+  absl::Status RoutedExpertsOnHost(const MoeWeights& w, int64_t rows, bool with_shared, bool* ran);
   // norm(h) -> out.hidden (batch order) and the requested logits through `head`.
   absl::Status Finish(const TensorView& norm, const WeightView& head, const StepPlan& plan,
                       ForwardOutput& out);
@@ -126,13 +127,16 @@ class DeepseekModel {
   BackendBuffer weight_arena_;      // device backends: every uploaded tensor
   float softmax_scale_ = 1.0f;
   std::unique_ptr<Scratch> scratch_;
-  // Per MoE layer: its experts' weight views (gate of each expert, then up, then down), the
-  // table MoeExperts reads on host backends; built on the layer's first call.
+  // Per MoE layer: its experts' weight views (gate of each expert, then up, then down; the
+  // shared expert last in each when it rides in the call), the table MoeExperts reads on host
+  // backends; built on the layer's first call.
   std::map<const MoeWeights*, std::vector<WeightView>> moe_expert_views_;
   bool outputs_stay_on_device_ = false;
   HugePageMove weight_placement_;
-  bool moe_experts_on_host_ = true;       // false once the backend answered Unimplemented
-  std::vector<uint8_t> moe_expert_seen_;  // distinct experts of a step (experts_run)
+  bool moe_experts_on_host_ = true;        // false once the backend answered Unimplemented
+  std::vector<uint8_t> moe_expert_seen_;   // distinct experts of a step (experts_run)
+  std::vector<int32_t> moe_shared_ids_;    // [rows][top_k + 1]: the routed ids, then the shared
+  std::vector<float> moe_shared_weights_;  // their weights, then 1
 };
 
 }  // namespace r2::model

@@ -2,9 +2,12 @@
 // (tokens grouped by expert; only selected experts run) and shared experts. Outputs are added
 // into the float32 residual stream. On host backends the routed experts go to one
 // Backend::MoeExperts call with the layer's expert views (the optimized CPU backend groups the
-// tokens and spreads the experts' feature blocks over its threads; with decode batches of a few
-// rows that beats one Linear call per expert); backends that answer Unimplemented (the reference)
-// and device backends keep the grouping below, one Linear per selected expert.
+// tokens and spreads the experts over its threads; with decode batches of a few rows that beats
+// one Linear call per expert), the shared expert in the same call as one more expert that every
+// token takes at weight 1 when its width and formats are the routed experts'; backends that
+// answer Unimplemented (the reference) and device backends keep the grouping below, one Linear
+// per selected expert.
+#include <algorithm>
 #include <cstring>
 #include <vector>
 
@@ -18,6 +21,17 @@ namespace {
 // The host MoeExperts call's scratch holds about 4 * (2 hidden + 2 width) bytes per (token,
 // expert) pair; above this many bytes (long prefills) the grouping path runs instead.
 constexpr int64_t kHostExpertsMaxScratchBytes = int64_t{64} << 20;
+
+// Whether the shared expert can ride in the host MoeExperts call as one more expert that every
+// token selects with weight 1: it must have the routed experts' width and formats (the op takes
+// one width, one gate/up format and one down format).
+bool SharedExpertFolds(const MoeWeights& w) {
+  if (!w.has_shared || w.experts.empty()) return false;
+  const MlpWeights& e = w.experts[0];
+  const MlpWeights& sh = w.shared;
+  return sh.width() == e.width() && sh.gate.weight.dtype == e.gate.weight.dtype &&
+         sh.up.weight.dtype == e.up.weight.dtype && sh.down.weight.dtype == e.down.weight.dtype;
+}
 
 }  // namespace
 
@@ -54,30 +68,50 @@ absl::Status DeepseekModel::Mlp(const MlpWeights& w, const float* x, int64_t row
                                    .out_rows = s.rows});
 }
 
-absl::Status DeepseekModel::RoutedExpertsOnHost(const MoeWeights& w, int64_t rows, bool* ran) {
+absl::Status DeepseekModel::RoutedExpertsOnHost(const MoeWeights& w, int64_t rows, bool with_shared,
+                                                bool* ran) {
   const ModelConfig& c = config();
   Scratch& s = *scratch_;
   *ran = false;
   const int64_t experts = static_cast<int64_t>(w.experts.size()), k = c.num_experts_per_tok;
   if (experts == 0) return absl::OkStatus();
+  // The op's experts: the routed ones, then (with_shared) the shared expert as number `experts`.
+  const int64_t n = experts + (with_shared ? 1 : 0);
   auto it = moe_expert_views_.find(&w);
-  if (it == moe_expert_views_.end()) {
-    std::vector<WeightView> views(3 * experts);
-    for (int64_t e = 0; e < experts; ++e) {
-      views[e] = w.experts[e].gate;
-      views[experts + e] = w.experts[e].up;
-      views[2 * experts + e] = w.experts[e].down;
+  if (it == moe_expert_views_.end() || static_cast<int64_t>(it->second.size()) != 3 * n) {
+    std::vector<WeightView> views(3 * n);
+    for (int64_t e = 0; e < n; ++e) {
+      const MlpWeights& m = e < experts ? w.experts[e] : w.shared;
+      views[e] = m.gate;
+      views[n + e] = m.up;
+      views[2 * n + e] = m.down;
     }
-    it = moe_expert_views_.emplace(&w, std::move(views)).first;
+    it = moe_expert_views_.insert_or_assign(&w, std::move(views)).first;
+  }
+  const int32_t* ids = s.expert_ids();
+  const float* weights = s.expert_weights(c);
+  int64_t top_k = k;
+  if (with_shared) {  // each token's k routed choices, then the shared expert at weight 1
+    top_k = k + 1;
+    moe_shared_ids_.resize(rows * top_k);
+    moe_shared_weights_.resize(rows * top_k);
+    for (int64_t t = 0; t < rows; ++t) {
+      std::copy_n(ids + t * k, k, moe_shared_ids_.data() + t * top_k);
+      std::copy_n(weights + t * k, k, moe_shared_weights_.data() + t * top_k);
+      moe_shared_ids_[t * top_k + k] = static_cast<int32_t>(experts);
+      moe_shared_weights_[t * top_k + k] = 1.0f;
+    }
+    ids = moe_shared_ids_.data();
+    weights = moe_shared_weights_.data();
   }
   const absl::Status status = backend_->MoeExperts({.x = s.x.data(),
                                                     .rows = rows,
                                                     .hidden = c.hidden_size,
                                                     .width = w.experts[0].width(),
-                                                    .num_experts = experts,
-                                                    .top_k = k,
-                                                    .expert_ids = s.expert_ids(),
-                                                    .expert_weights = s.expert_weights(c),
+                                                    .num_experts = n,
+                                                    .top_k = top_k,
+                                                    .expert_ids = ids,
+                                                    .expert_weights = weights,
                                                     .h = s.h.data(),
                                                     .expert_views = it->second.data()});
   if (absl::IsUnimplemented(status)) {
@@ -86,12 +120,12 @@ absl::Status DeepseekModel::RoutedExpertsOnHost(const MoeWeights& w, int64_t row
   }
   R2_RETURN_IF_ERROR(status);
   *ran = true;
-  // Distinct experts selected this step (the op checked the ids).
+  // Distinct routed experts selected this step (the op checked the ids).
   moe_expert_seen_.assign(experts, 0);
-  const int32_t* ids = s.expert_ids();
+  const int32_t* routed = s.expert_ids();
   for (int64_t i = 0; i < rows * k; ++i) {
-    s.experts_run += moe_expert_seen_[ids[i]] == 0 ? 1 : 0;
-    moe_expert_seen_[ids[i]] = 1;
+    s.experts_run += moe_expert_seen_[routed[i]] == 0 ? 1 : 0;
+    moe_expert_seen_[routed[i]] = 1;
   }
   return absl::OkStatus();
 }
@@ -118,15 +152,22 @@ absl::Status DeepseekModel::Moe(const MoeWeights& w, const StepPlan& plan) {
        .scaling_factor = static_cast<float>(c.routed_scaling_factor),
        .expert_ids = s.expert_ids(),
        .expert_weights = s.expert_weights(c)}));
+  // On a host backend the routed experts (and, where it fits, the shared one) go to one
+  // MoeExperts call; otherwise, or when the backend does not take it, the shared expert's MLP
+  // and then the grouping below.
+  const int64_t pair_bytes = 4 * (2 * c.hidden_size + 2 * c.moe_intermediate_size);
+  const bool fold = SharedExpertFolds(w);
+  if (backend_->host_memory() && moe_experts_on_host_ &&
+      rows * (k + (fold ? 1 : 0)) * pair_bytes <= kHostExpertsMaxScratchBytes) {
+    bool ran = false;
+    R2_RETURN_IF_ERROR(RoutedExpertsOnHost(w, rows, fold, &ran));
+    if (ran && fold) return absl::OkStatus();
+    if (ran)
+      return w.has_shared ? Mlp(w.shared, s.x.data(), rows, s.h.data(), nullptr, nullptr)
+                          : absl::OkStatus();
+  }
   if (w.has_shared) {
     R2_RETURN_IF_ERROR(Mlp(w.shared, s.x.data(), rows, s.h.data(), nullptr, nullptr));
-  }
-  const int64_t pair_bytes = 4 * (2 * c.hidden_size + 2 * c.moe_intermediate_size);
-  if (backend_->host_memory() && moe_experts_on_host_ &&
-      rows * k * pair_bytes <= kHostExpertsMaxScratchBytes) {
-    bool ran = false;
-    R2_RETURN_IF_ERROR(RoutedExpertsOnHost(w, rows, &ran));
-    if (ran) return absl::OkStatus();
   }
   // Group the (token, weight) pairs by expert, tokens in order within each expert, on the host.
   // A device backend copies the router's ids and weights back first (one copy, and so one

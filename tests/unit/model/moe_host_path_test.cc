@@ -1,7 +1,7 @@
 // The model's routed experts on host backends: one Backend::MoeExperts call per MoE layer with the
-// layer's expert views (the optimized CPU backend), against the grouping path (one Linear per
-// selected expert) that a backend answering Unimplemented gets, and against the reference
-// backend; bf16, fp8 and the int8/int4 conversions of the tiny model.
+// layer's expert views and its shared expert (the optimized CPU backend), against the grouping path
+// (one Linear per selected expert) that a backend answering Unimplemented gets, and against the
+// reference backend; bf16, fp8 and the int8/int4 conversions of the tiny model.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -29,10 +29,15 @@ class CountingBackend final : public r2::testing::ForwardingBackend {
   explicit CountingBackend(bool allow)
       : ForwardingBackend(MakeCpuOptimizedBackend()), allow_(allow) {}
   int calls() const { return calls_; }
+  // The experts and choices per token of the last call.
+  int64_t last_experts() const { return last_experts_; }
+  int64_t last_top_k() const { return last_top_k_; }
 
   std::string_view name() const override { return "moe-counting"; }
   absl::Status MoeExperts(const MoeExpertsParams& p) override {
     ++calls_;
+    last_experts_ = p.num_experts;
+    last_top_k_ = p.top_k;
     if (!allow_) return absl::UnimplementedError("MoeExperts refused by the test");
     return inner().MoeExperts(p);
   }
@@ -40,6 +45,7 @@ class CountingBackend final : public r2::testing::ForwardingBackend {
  private:
   bool allow_;
   int calls_ = 0;
+  int64_t last_experts_ = 0, last_top_k_ = 0;
 };
 
 // A prefill of 6 tokens, then 3 single-token decode steps: every step's logits, concatenated.
@@ -114,6 +120,11 @@ TEST_P(MoeHostPathTest, ExpertsOpGroupingAndReferenceAgree) {
   ASSERT_GT(moe_layers, 0);
   EXPECT_EQ(fused.calls(), 4 * moe_layers) << "one MoeExperts call per MoE layer and step";
   EXPECT_EQ(grouped.calls(), 1) << "an Unimplemented answer is remembered";
+  // The shared expert (one, of the routed experts' width) rides in the call as one more expert
+  // every token takes; the grouping path runs it as its own MLP (the logits above agree).
+  ASSERT_EQ(c.n_shared_experts, 1);
+  EXPECT_EQ(fused.last_experts(), c.n_routed_experts + 1);
+  EXPECT_EQ(fused.last_top_k(), c.num_experts_per_tok + 1);
   // A one-token step selects top_k distinct experts per layer on every path.
   EXPECT_EQ((*fused_model)->last_routed_experts_run(), moe_layers * c.num_experts_per_tok);
   EXPECT_EQ((*grouped_model)->last_routed_experts_run(), moe_layers * c.num_experts_per_tok);
