@@ -14,11 +14,11 @@
 // Floor: the bytes a step must read from memory (every Linear weight the step multiplies by,
 // which for the MoE layers is only the experts the router selected, plus the embedding rows and
 // the latent KV rows each sequence attends over) over a copy bandwidth measured in the same run
-// (two threads, 256 MiB buffers, read + write bytes counted, median of 5); each step's share of a
-// read-only floor (the bytes over a 1 GiB read bandwidth, also measured) is printed beside it, as
-// a step only reads its weights. A counting wrapper
-// around the backend tallies the bytes from each op's arguments; its cost is a few compares per
-// op. Times are medians over steps (the machine is shared: noisy).
+// (the bench's threads, 256 MiB buffers, read + write bytes counted, median of 5); each step's
+// share of a read-only floor (the bytes over a 1 GiB read bandwidth, also measured) is printed
+// beside it, as a step only reads its weights. A counting wrapper around the backend tallies the
+// bytes from each op's arguments; its cost is a few compares per op. Times are medians over steps
+// (the machine is shared: noisy).
 //
 // profile=1: after each decode batch, the timed steps' wall time per op and weight shape (mean ms
 // per step, share of the step, the process's CPU time in it (all threads, spinning included),
@@ -211,7 +211,7 @@ class CountingBackend final : public Backend {
   int64_t macs_ = 0;
 };
 
-// Copy bandwidth in bytes/s (read + written), both cores, median of 5 copies of 256 MiB.
+// Copy bandwidth in bytes/s (read + written), the OpenMP threads, median of 5 copies of 256 MiB.
 double CopyBandwidth() {
   const size_t n = size_t{256} << 20;
   std::vector<char> src(n, 1), dst(n, 0);
@@ -231,10 +231,10 @@ double CopyBandwidth() {
   return Median(rates);
 }
 
-// Read bandwidth in bytes/s: both cores summing 64-bit words of their halves of 1 GiB (larger
-// than the host's last-level cache, in transparent huge pages like the moved weights), median of
-// 5. Weights are only read, so this is the rate a decode step could stream them at; the copy
-// bandwidth above counts a write per byte read and stays the floor's reference.
+// Read bandwidth in bytes/s: the OpenMP threads summing 64-bit words of their parts of 1 GiB
+// (larger than the host's last-level cache, in transparent huge pages like the moved weights),
+// median of 5. Weights are only read, so this is the rate a decode step could stream them at; the
+// copy bandwidth above counts a write per byte read and stays the floor's reference.
 double ReadBandwidth() {
   const size_t n = size_t{1} << 30, words = n / 8;
   void* raw = std::aligned_alloc(size_t{2} << 20, n);
@@ -381,9 +381,11 @@ int Run(const Options& o) {
               std::string(backend.name()).c_str(), omp_get_max_threads(), o.model.c_str(),
               static_cast<long long>(m.config().hidden_size),
               static_cast<long long>(m.config().num_hidden_layers), static_cast<long long>(vocab));
-  std::printf("copy bandwidth %.2f GB/s (read + write, 2 threads, median of 5)\n", bandwidth / 1e9);
+  std::printf("copy bandwidth %.2f GB/s (read + write, %d threads, median of 5)\n", bandwidth / 1e9,
+              omp_get_max_threads());
   const double read_bandwidth = ReadBandwidth();
-  std::printf("read bandwidth %.2f GB/s (2 threads, 1 GiB, median of 5)\n", read_bandwidth / 1e9);
+  std::printf("read bandwidth %.2f GB/s (%d threads, 1 GiB, median of 5)\n", read_bandwidth / 1e9,
+              omp_get_max_threads());
 
   const int64_t block = 64;
   const int64_t max_batch = *std::max_element(o.batches.begin(), o.batches.end());
