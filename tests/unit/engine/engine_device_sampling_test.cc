@@ -78,11 +78,15 @@ std::vector<Request> MixedRequests() {
     p.logprobs = true;
     p.top_logprobs = 20;
   });
-  add([](sampling::SamplingParams& p) {  // unseeded: the engine's draws
+  // Unseeded: the engine's draws. Only one request is unseeded: the engine numbers its draws
+  // over all unseeded rows in row order, so two unseeded requests would share the draws in an
+  // order that depends on the step each one joins, which the thread submitting them does not fix.
+  add([](sampling::SamplingParams& p) {
     p.temperature = 0.9f;
     p.top_k = 100;
   });
   add([](sampling::SamplingParams& p) {
+    p.seed = 14;
     p.temperature = 1.0f;
     p.min_p = 0.1f;
   });
