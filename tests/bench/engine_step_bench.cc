@@ -13,8 +13,8 @@
 // Cases: greedy and seeded top-p sampling at the DeepSeek-V3 vocabulary (129280), and greedy at a
 // 1024 vocabulary, where sampling is nearly free and the rest of the step shows; each with the
 // sampler on one thread and on OpenMP's default number of threads. Peer measured in the same run:
-// one read pass over the step's 256 logits rows (simd::Max per row, 132 MB at V = 129280), on one
-// thread and on the default threads: the memory floor of any sampler that reads every logit.
+// one read pass over the step's 256 logits rows (sampling_simd::Max per row, 132 MB at V = 129280),
+// on one thread and on the default threads: the memory floor of any sampler that reads every logit.
 // Device cases: the same steps on the engine's device path (logits left in a checked-memory
 // backend, sampled by Backend::SampleRows); the line reports the step's host-side share without
 // the time inside SampleRows, which is what remains on the host when a GPU samples.
@@ -36,8 +36,8 @@
 #include "absl/time/clock.h"
 #include "engine/engine_core.h"
 #include "engine/request_stream.h"
-#include "engine/sampling/simd_math.h"
 #include "kernels/backend.h"
+#include "kernels/cpu/sampling_simd.h"
 #include "tests/unit/forwarding_backend.h"
 
 namespace r2::engine {
@@ -295,7 +295,7 @@ void RunReadPass(int32_t vocab, int32_t rows, int32_t threads, int steps) {
     const absl::Time start = absl::Now();
 #pragma omp parallel for schedule(dynamic, 1) num_threads(threads)
     for (int32_t r = 0; r < rows; ++r) {
-      maxima[r] = sampling::simd::Max(table.data() + static_cast<size_t>(r) * vocab, vocab);
+      maxima[r] = cpu::sampling_simd::Max(table.data() + static_cast<size_t>(r) * vocab, vocab);
     }
     wall.push_back(absl::ToDoubleSeconds(absl::Now() - start));
     cpu.push_back(CpuSeconds(CLOCK_PROCESS_CPUTIME_ID) - cpu_start);

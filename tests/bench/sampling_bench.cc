@@ -19,10 +19,12 @@
 
 #include "benchmark/benchmark.h"
 #include "engine/sampling/sampler.h"
-#include "engine/sampling/simd_math.h"
+#include "kernels/cpu/sampling_simd.h"
 
 namespace r2::sampling {
 namespace {
+
+namespace simd = cpu::sampling_simd;
 
 constexpr int32_t kVocab = 129280;
 constexpr int32_t kBatch = 256;

@@ -6,12 +6,14 @@
 #include <random>
 #include <vector>
 
-#include "engine/sampling/simd_math.h"
 #include "gmock/gmock.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/sampling_simd.h"
 
 namespace r2::sampling {
 namespace {
+
+namespace simd = cpu::sampling_simd;
 
 using ::testing::ElementsAre;
 

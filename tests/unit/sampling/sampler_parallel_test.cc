@@ -12,11 +12,13 @@
 #include <vector>
 
 #include "engine/sampling/sampler.h"
-#include "engine/sampling/simd_math.h"
 #include "gtest/gtest.h"
+#include "kernels/cpu/sampling_simd.h"
 
 namespace r2::sampling {
 namespace {
+
+namespace simd = cpu::sampling_simd;
 
 constexpr int32_t kVocab = 3000;
 

@@ -1,12 +1,11 @@
-#include "engine/sampling/simd_math.h"
-
 #include <cmath>
 #include <limits>
 #include <vector>
 
 #include "gtest/gtest.h"
+#include "kernels/cpu/sampling_simd.h"
 
-namespace r2::sampling::simd {
+namespace r2::cpu::sampling_simd {
 namespace {
 
 TEST(SimdMathTest, ExpIsAccurateOnNonPositiveArguments) {
@@ -76,4 +75,4 @@ TEST(SimdMathTest, Lanes) {
 }
 
 }  // namespace
-}  // namespace r2::sampling::simd
+}  // namespace r2::cpu::sampling_simd
