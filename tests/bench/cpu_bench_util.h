@@ -25,6 +25,12 @@ inline double Median(std::vector<double> v) {
   return v[v.size() / 2];
 }
 
+// "key=value" -> {key, value}; an argument without '=' is all key, with an empty value.
+inline std::pair<std::string, std::string> SplitArg(const std::string& arg) {
+  const size_t eq = arg.find('=');
+  return {arg.substr(0, eq), eq == std::string::npos ? "" : arg.substr(eq + 1)};
+}
+
 // A whole decimal integer; false (out untouched) for anything else.
 inline bool ParseInt64(const std::string& value, int64_t* out) {
   int64_t v = 0;

@@ -34,9 +34,7 @@ int Run(int argc, char** argv) {
   KvCacheDType kv = KvCacheDType::kFloat32;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    const std::string key = arg.substr(0, eq),
-                      value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    const auto [key, value] = bench::SplitArg(arg);
     bool ok = true;
     if (key == "seqs") {
       ok = bench::ParseInt64List(value, &seq_counts);

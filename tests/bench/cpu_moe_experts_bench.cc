@@ -31,9 +31,7 @@ int Run(int argc, char** argv) {
   int64_t steps = 40, layers = 11;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
-    const size_t eq = arg.find('=');
-    const std::string key = arg.substr(0, eq),
-                      value = eq == std::string::npos ? "" : arg.substr(eq + 1);
+    const auto [key, value] = bench::SplitArg(arg);
     bool ok = true;
     if (key == "rows") {
       ok = bench::ParseInt64List(value, &row_counts);
