@@ -72,6 +72,12 @@ struct LinearParams {
   int64_t x_batch_stride = 0;
   int64_t y_batch_stride = 0;
   int64_t weight_batch_stride = 0;
+  // The weight's elements stored transposed: element (o, j) of the [out_features, in_features]
+  // view is at data[j * out_features + o] (after the batch offset); the view's shape is unchanged.
+  // BF16/F16/F32 weights only, on backends whose SupportsTransposedLinear() is true (the others
+  // refuse it). The per-head absorbed products read their weights in this layout on the CPU: a
+  // product with few inputs is then a sum of broadcast rows, not one short dot per output.
+  bool weight_transposed = false;
 };
 
 // Rotates interleaved pairs of x in place: for each row t, head h and pair i < rope_dim/2, with
@@ -363,6 +369,8 @@ class Backend {
   // Whether KvCacheWrite and MlaDecodeAttention handle a cache in `dtype`'s format. Every backend
   // reads every format (CUDA: kernels/cuda/kv_cache.cu and mla_decode*.{cu,cuh}).
   virtual bool SupportsKvCacheDType(KvCacheDType /*dtype*/) const { return true; }
+  // Whether Linear takes LinearParams::weight_transposed.
+  virtual bool SupportsTransposedLinear() const { return false; }
 };
 
 // The plain float32 reference implementation (kernels/cpu/reference_backend.cc): the oracle that

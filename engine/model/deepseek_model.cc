@@ -37,6 +37,10 @@ absl::StatusOr<std::unique_ptr<DeepseekModel>> DeepseekModel::Create(
   model->rope_cos_ = TensorView{DType::kF32, {table}, model->rope_.cos.data()};
   model->rope_sin_ = TensorView{DType::kF32, {table}, model->rope_.sin.data()};
   model->softmax_scale_ = static_cast<float>(c.softmax_scale());
+  // On the CPU the per-head absorbed products run on transposed weights (LinearParams::
+  // weight_transposed): with 64-128 inputs per product, a sum of broadcast weight rows per row
+  // tile instead of a short dot product per output.
+  if (backend->SupportsTransposedLinear()) TransposeAbsorbed(c, *model->weights_);
   if (backend->host_memory()) {
     model->weight_placement_ = PlaceWeightsInHugePages(model->checkpoint_->Mappings());
     StoreExactAbsorbedAsBf16(*model->weights_);

@@ -127,7 +127,8 @@ absl::Status DeepseekModel::AbsorbedAttention(const MlaWeights& w, const StepPla
                                        .batch = heads,
                                        .x_batch_stride = dq,
                                        .y_batch_stride = width,
-                                       .weight_batch_stride = lora * nope}));
+                                       .weight_batch_stride = lora * nope,
+                                       .weight_transposed = w.absorbed_transposed}));
   // q_pe of every (row, head) into the tail of its absorbed query.
   R2_RETURN_IF_ERROR(backend_->GatherRows({.x = q + nope,
                                            .x_stride = dq,
@@ -161,7 +162,8 @@ absl::Status DeepseekModel::AbsorbedAttention(const MlaWeights& w, const StepPla
                            .batch = heads,
                            .x_batch_stride = lora,
                            .y_batch_stride = v,
-                           .weight_batch_stride = v * lora});
+                           .weight_batch_stride = v * lora,
+                           .weight_transposed = w.absorbed_transposed});
 }
 
 }  // namespace r2::model

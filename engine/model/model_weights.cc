@@ -186,6 +186,32 @@ void ForEachTensor(LayerWeights& l, Fn&& fn) {
 
 }  // namespace
 
+void TransposeAbsorbed(const ModelConfig& c, ModelWeights& weights) {
+  const int64_t heads = c.num_attention_heads, nope = c.qk_nope_head_dim, v = c.v_head_dim;
+  const int64_t lora = c.kv_lora_rank;
+  // Per head, the [rows, cols] matrix at h * rows * cols becomes its [cols, rows] transpose, in
+  // the same buffer (the views point into it).
+  auto transpose = [heads](std::vector<float>& m, int64_t rows, int64_t cols) {
+    std::vector<float> t(m.size());
+    for (int64_t h = 0; h < heads; ++h) {
+      const float* src = m.data() + h * rows * cols;
+      float* dst = t.data() + h * rows * cols;
+      for (int64_t r = 0; r < rows; ++r) {
+        for (int64_t k = 0; k < cols; ++k) dst[k * rows + r] = src[r * cols + k];
+      }
+    }
+    std::copy(t.begin(), t.end(), m.begin());
+  };
+  auto one = [&](MlaWeights& a) {
+    if (a.absorbed_transposed || a.w_uk_t_data.empty()) return;
+    transpose(a.w_uk_t_data, lora, nope);  // W_UK^T [lora, nope] -> W_UK [nope, lora]
+    transpose(a.w_uv_data, v, lora);       // W_UV [v, lora] -> W_UV^T [lora, v]
+    a.absorbed_transposed = true;
+  };
+  for (LayerWeights& l : weights.layers) one(l.attn);
+  for (MtpWeights& m : weights.mtp) one(m.block.attn);
+}
+
 void StoreExactAbsorbedAsBf16(ModelWeights& weights) {
   for (LayerWeights& l : weights.layers) AbsorbedToBf16(l.attn);
   for (MtpWeights& m : weights.mtp) AbsorbedToBf16(m.block.attn);

@@ -34,9 +34,13 @@ struct MlaWeights {
   // head 0's matrix (shape of one head); head h starts h * numel() elements later, the layout
   // LinearParams' strided batch takes (one op for every head). After StoreExactAbsorbedAsBf16
   // the views may be BF16 over the *_bf16 vectors instead (the float32 ones then empty).
+  // After TransposeAbsorbed (for backends whose Linear takes weight_transposed), each head's
+  // matrices are stored transposed instead: W_UK [nope, kv_lora_rank] and W_UV^T [kv_lora_rank,
+  // v]; the views' shapes are unchanged.
   std::vector<float> w_uk_t_data, w_uv_data;
   std::vector<uint16_t> w_uk_t_bf16, w_uv_bf16;
   WeightView w_uk_t, w_uv;
+  bool absorbed_transposed = false;  // the Linear calls pass it as weight_transposed
 };
 
 struct MoeWeights {
@@ -88,6 +92,9 @@ absl::Status UploadModelWeights(ModelWeights& weights, absl::Span<TensorView* co
 // checkpoint's kv_b_proj), points w_uk_t / w_uv at bf16 copies and frees the float32 ones. The
 // values are unchanged; the per-head products read half the bytes.
 void StoreExactAbsorbedAsBf16(ModelWeights& weights);
+// Stores every layer's absorbed per-head matrices transposed (MlaWeights::absorbed_transposed).
+// Before StoreExactAbsorbedAsBf16 (on the float32 copies).
+void TransposeAbsorbed(const ModelConfig& config, ModelWeights& weights);
 
 // Bytes a tensor's data spans (packed U4 rows start on 32-bit words).
 int64_t TensorBytes(const TensorView& t);

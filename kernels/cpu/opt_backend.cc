@@ -28,8 +28,10 @@ class CpuOptimizedBackend final : public Backend {
   absl::Status Embedding(const EmbeddingParams& p) override { return cpu::Embedding(p); }
   absl::Status RmsNorm(const RmsNormParams& p) override { return cpu::OptRmsNorm(k_, p); }
   absl::Status Linear(const LinearParams& p) override {
-    return p.weight.integer_quantized() ? cpu::OptQuantLinear(k_, p) : cpu::OptLinear(k_, p);
+    return p.weight.integer_quantized() && !p.weight_transposed ? cpu::OptQuantLinear(k_, p)
+                                                                : cpu::OptLinear(k_, p);
   }
+  bool SupportsTransposedLinear() const override { return true; }
   absl::Status Rope(const RopeParams& p) override { return cpu::Rope(p); }
   absl::Status SiluMul(const SiluMulParams& p) override { return cpu::OptSiluMul(k_, p); }
   absl::Status Add(const AddParams& p) override { return cpu::Add(p); }

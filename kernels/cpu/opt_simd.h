@@ -30,9 +30,33 @@ struct LinearBlock {
   bool accumulate = false;
 };
 
+// y[r * y_stride + o] (+)= sum_j x[r * x_stride + j] * w[j * w_stride + o] for r < rows,
+// o < outs: a weight stored transposed ([in][w_stride] elements of f32 or bf16, w at the block's
+// first output column). Each output's terms are added in order j = 0, 1, ..., in - 1.
+struct TransposedBlock {
+  const float* x = nullptr;
+  int64_t x_stride = 0;
+  int64_t rows = 0;
+  const uint8_t* w = nullptr;
+  int64_t w_stride = 0;  // elements between the weight rows of consecutive inputs
+  bool w_bf16 = false;   // else f32
+  int64_t in = 0;
+  int64_t outs = 0;
+  float* y = nullptr;
+  int64_t y_stride = 0;
+  bool accumulate = false;
+  // Bytes [next, next + next_bytes) (the weights of the product after this one) are prefetched
+  // into L2 a few lines per input step, spread over the block's work.
+  const uint8_t* next = nullptr;
+  int64_t next_bytes = 0;
+};
+
 struct SimdKernels {
   CpuIsa isa;
   void (*linear_block)(const LinearBlock& b);
+  // Register tiles of rows x output vectors; each input's weight vectors are loaded once per
+  // tile and multiplied by every row's broadcast x value (no horizontal sums).
+  void (*transposed_block)(const TransposedBlock& b);
   int64_t bf16_group;  // weights per even/odd split (two vectors)
   // xp[r * in_main + ...] = the groups of x row r split into even then odd elements, for the
   // first in_main = (in / bf16_group) * bf16_group columns.

@@ -11,6 +11,7 @@ class CpuReferenceBackend final : public Backend {
   absl::Status Embedding(const EmbeddingParams& p) override { return cpu::Embedding(p); }
   absl::Status RmsNorm(const RmsNormParams& p) override { return cpu::RmsNorm(p); }
   absl::Status Linear(const LinearParams& p) override { return cpu::Linear(p); }
+  bool SupportsTransposedLinear() const override { return true; }
   absl::Status Rope(const RopeParams& p) override { return cpu::Rope(p); }
   absl::Status SiluMul(const SiluMulParams& p) override { return cpu::SiluMul(p); }
   absl::Status Add(const AddParams& p) override { return cpu::Add(p); }

@@ -48,8 +48,16 @@ absl::Status CheckWeight(const WeightView& w) {
 
 // Row o of W as float32, dequantizing FP8 with its block scales. `offset` (elements, float
 // dtypes only) selects one weight of a strided batch.
-void DecodeWeightRow(const WeightView& w, int64_t o, float* row, int64_t offset = 0) {
+void DecodeWeightRow(const WeightView& w, int64_t o, float* row, int64_t offset = 0,
+                     bool transposed = false) {
   const int64_t in = w.in_features();
+  if (transposed) {  // float storage only (Linear checks)
+    const int64_t out = w.out_features();
+    for (int64_t j = 0; j < in; ++j) {
+      row[j] = LoadFloat(w.weight.data, w.weight.dtype, offset + j * out + o);
+    }
+    return;
+  }
   if (w.weight.dtype == DType::kF8E4M3) {
     const auto* q = static_cast<const uint8_t*>(w.weight.data) + o * in;
     const int64_t scale_cols = w.scale_inv.shape[1];
@@ -116,6 +124,9 @@ absl::Status Linear(const LinearParams& p) {
   if (p.batch > 1 && p.weight.weight.dtype == DType::kF8E4M3) {
     return Invalid("Linear", "batch > 1 takes bf16/f16/f32 weights only, got f8_e4m3");
   }
+  if (p.weight_transposed && p.weight.weight.dtype == DType::kF8E4M3) {
+    return Invalid("Linear", "a transposed weight must be bf16/f16/f32, got f8_e4m3");
+  }
   if (p.rows == 0) return absl::OkStatus();
   if (p.x == nullptr || p.y == nullptr) return Invalid("Linear", "null x or y");
   const int64_t in = p.weight.in_features(), out = p.weight.out_features();
@@ -126,7 +137,7 @@ absl::Status Linear(const LinearParams& p) {
 #pragma omp for collapse(2) schedule(static)
     for (int64_t b = 0; b < p.batch; ++b) {
       for (int64_t o = 0; o < out; ++o) {
-        DecodeWeightRow(p.weight, o, row.data(), b * p.weight_batch_stride);
+        DecodeWeightRow(p.weight, o, row.data(), b * p.weight_batch_stride, p.weight_transposed);
         const float* xb = p.x + b * p.x_batch_stride;
         float* yb = p.y + b * p.y_batch_stride;
         for (int64_t i = 0; i < p.rows; ++i) {

@@ -65,6 +65,10 @@ absl::Status QuantizedLinear(const LinearParams& p) {
     return Invalid("Linear", absl::StrCat("batch > 1 takes bf16/f16/f32 weights only, got ",
                                           Name(p.weight.weight.dtype)));
   }
+  if (p.weight_transposed) {
+    return Invalid("Linear", absl::StrCat("a transposed weight must be bf16/f16/f32, got ",
+                                          Name(p.weight.weight.dtype)));
+  }
   if (p.rows == 0) return absl::OkStatus();
   if (p.x == nullptr || p.y == nullptr) return Invalid("Linear", "null x or y");
   const int64_t in = p.weight.in_features(), out = p.weight.out_features();

@@ -872,6 +872,10 @@ absl::Status SplitSum(const Context& ctx, const float* partial, int64_t splits, 
 }
 
 absl::Status Linear(const Context& ctx, const LinearParams& p) {
+  if (p.weight_transposed) {
+    return absl::UnimplementedError(
+        "Linear: transposed weights (LinearParams::weight_transposed) are not supported on cuda");
+  }
   if (p.weight.integer_quantized()) {
     // I8 (W8A8) and U4 (W4A16): linear_int.cu, which checks the weight; U4 at many rows comes back
     // for cuBLASLt on bf16 weight tiles (RunLinearLt), or its GEMV when cuBLASLt has no algorithm.

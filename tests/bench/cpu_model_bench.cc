@@ -114,6 +114,7 @@ class CountingBackend final : public Backend {
   const std::map<std::string, OpTime>& profile() const { return ops_; }
 
   std::string_view name() const override { return inner_->name(); }
+  bool SupportsTransposedLinear() const override { return inner_->SupportsTransposedLinear(); }
   absl::Status Embedding(const EmbeddingParams& p) override {
     int64_t bytes = 0;
     if (p.table.shape.size() == 2) {

@@ -57,6 +57,7 @@ class ForwardingBackend : public Backend {
   bool SupportsKvCacheDType(KvCacheDType dtype) const override {
     return inner_->SupportsKvCacheDType(dtype);
   }
+  bool SupportsTransposedLinear() const override { return inner_->SupportsTransposedLinear(); }
 
  protected:
   Backend& inner() { return *inner_; }

@@ -543,6 +543,22 @@ TEST_F(LinearTest, StridedBatch) {
   }
 }
 
+// Transposed weights are a CPU layout (the model keeps [out, in] on this backend): refused by name.
+TEST_F(LinearTest, RefusesATransposedWeight) {
+  EXPECT_FALSE(gpu().SupportsTransposedLinear());
+  std::vector<float> wv = RandomFloats(rng_, 4 * 8);
+  MirroredTensor w = Mirror(wv, DType::kBF16, {4, 8});
+  DeviceBuffer d_x = Upload(RandomFloats(rng_, 8)), d_y = Upload(NaNs(4));
+  const absl::Status st =
+      gpu().Linear({.x = d_x.f32(),
+                    .rows = 1,
+                    .weight = {.weight = TensorView{DType::kBF16, {4, 8}, w.device.get()}},
+                    .y = d_y.f32(),
+                    .weight_transposed = true});
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << st;
+  EXPECT_NE(st.message().find("transposed"), std::string::npos) << st;
+}
+
 TEST_F(LinearTest, DeepSeekShapes) {
   // Decode-sized and prefill-sized rows on real projection shapes (kept small enough for the
   // CPU reference).

@@ -222,6 +222,65 @@ TEST_F(DenseOpsTest, LinearRunsAStridedBatchOfProducts) {
   }
 }
 
+// A transposed weight (weight_transposed): element (o, j) of product b at
+// b * weight_batch_stride + j * out + o, the view's shape still [out, in].
+TEST_F(DenseOpsTest, LinearReadsATransposedWeight) {
+  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    const int64_t batch = 2, rows = 3, in = 9, out = 6;
+    const int64_t xs = 11, ys = 13, xbs = 40, ybs = 50, wbs = in * out + 3;
+    std::vector<float> x = RandomFloats(rng_, batch * xbs);
+    StoredTensor w = Store(RandomFloats(rng_, batch * wbs), dtype, {batch * wbs});
+    WeightView weight = Unscaled(TensorView{dtype, {out, in}, w.view.data});
+    std::vector<float> y(batch * ybs, 5.0f);
+    ASSERT_TRUE(backend_
+                    ->Linear({.x = x.data(),
+                              .x_stride = xs,
+                              .rows = rows,
+                              .weight = weight,
+                              .y = y.data(),
+                              .y_stride = ys,
+                              .accumulate = dtype == DType::kBF16,
+                              .batch = batch,
+                              .x_batch_stride = xbs,
+                              .y_batch_stride = ybs,
+                              .weight_batch_stride = wbs,
+                              .weight_transposed = true})
+                    .ok());
+    std::vector<bool> written(y.size(), false);
+    for (int64_t b = 0; b < batch; ++b) {
+      for (int64_t i = 0; i < rows; ++i) {
+        for (int64_t o = 0; o < out; ++o) {
+          double acc = dtype == DType::kBF16 ? 5.0 : 0.0;
+          for (int64_t j = 0; j < in; ++j) {
+            acc += double(x[b * xbs + i * xs + j]) * w.decoded[b * wbs + j * out + o];
+          }
+          const int64_t at = b * ybs + i * ys + o;
+          EXPECT_NEAR(y[at], acc, 1e-4) << DTypeName(dtype) << " b=" << b << " i=" << i;
+          written[at] = true;
+        }
+      }
+    }
+    for (size_t k = 0; k < y.size(); ++k) {
+      if (!written[k]) EXPECT_EQ(y[k], 5.0f) << "untouched element " << k << " was written";
+    }
+  }
+  EXPECT_TRUE(backend_->SupportsTransposedLinear());
+}
+
+TEST_F(DenseOpsTest, LinearRefusesATransposedQuantizedWeight) {
+  StoredTensor f8 = Store(RandomFloats(rng_, 4 * 3), DType::kF8E4M3, {4, 3});
+  StoredTensor scale = Store({1.0f}, DType::kF32, {1, 1});
+  std::vector<float> x(3), y(4);
+  absl::Status st = backend_->Linear(
+      {.x = x.data(),
+       .rows = 1,
+       .weight = {.weight = f8.view, .scale_inv = scale.view, .block_out = 128, .block_in = 128},
+       .y = y.data(),
+       .weight_transposed = true});
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_NE(st.message().find("transposed"), std::string::npos) << st;
+}
+
 TEST_F(DenseOpsTest, LinearRejectsBadBatch) {
   StoredTensor w = Store(RandomFloats(rng_, 4 * 3), DType::kF32, {4, 3});
   std::vector<float> x(3), y(4);

@@ -65,12 +65,13 @@ struct LinearCase {
   int64_t block_out = 128, block_in = 128;
   bool strided = false, accumulate = false;
   int64_t batch = 1;
+  bool transposed = false;  // weight_transposed: the same values read as [in][out]
 };
 
 void CheckLinear(Backend& opt, Backend& ref, std::mt19937& rng, const LinearCase& c) {
   SCOPED_TRACE(std::string(DTypeName(c.dtype)) + " rows " + std::to_string(c.rows) + " in " +
                std::to_string(c.in) + " out " + std::to_string(c.out) + " batch " +
-               std::to_string(c.batch));
+               std::to_string(c.batch) + (c.transposed ? " transposed" : ""));
   const int64_t xs = c.strided ? c.in + 3 : 0, ys = c.strided ? c.out + 5 : 0;
   const int64_t x_row = xs ? xs : c.in, y_row = ys ? ys : c.out;
   const int64_t x_batch = c.rows * x_row + 7, y_batch = c.rows * y_row + 2;
@@ -99,7 +100,8 @@ void CheckLinear(Backend& opt, Backend& ref, std::mt19937& rng, const LinearCase
                  .batch = c.batch,
                  .x_batch_stride = x_batch,
                  .y_batch_stride = y_batch,
-                 .weight_batch_stride = w_batch};
+                 .weight_batch_stride = w_batch,
+                 .weight_transposed = c.transposed};
   p.y = y_ref.data();
   ASSERT_TRUE(ref.Linear(p).ok());
   p.y = y_opt.data();
@@ -161,6 +163,64 @@ TEST_P(OptKernelsTest, LinearStridedBatchMatchesReference) {
           {.dtype = dtype, .rows = rows, .in = 256, .out = 64, .strided = true, .batch = 16});
     }
   }
+}
+
+TEST_P(OptKernelsTest, LinearOnTransposedWeightsMatchesReference) {
+  EXPECT_TRUE(opt_->SupportsTransposedLinear());
+  for (DType dtype : {DType::kBF16, DType::kF32, DType::kF16}) {
+    for (int trial = 0; trial < 12; ++trial) {
+      // Rows past one register tile (8) and past the GEMM threshold (16); outputs with and
+      // without whole vectors and tails.
+      CheckLinear(*opt_, *ref_, rng_,
+                  {.dtype = dtype,
+                   .rows = Uniform(rng_, 1, trial % 4 == 0 ? 40 : 13),
+                   .in = Uniform(rng_, 1, 300),
+                   .out = Uniform(rng_, 1, trial % 3 == 0 ? 300 : 70),
+                   .strided = trial % 2 == 1,
+                   .accumulate = trial % 3 == 0,
+                   .batch = Uniform(rng_, 1, 5),
+                   .transposed = true});
+    }
+    // The small model's absorbed products, as the model runs them on the CPU: W_UK^T (kv_b's
+    // own rows) and W_UV^T of 16 heads, at decode batches 1, 8 and 32.
+    for (int64_t rows : {1, 8, 32}) {
+      CheckLinear(*opt_, *ref_, rng_,
+                  {.dtype = dtype,
+                   .rows = rows,
+                   .in = 64,
+                   .out = 256,
+                   .strided = true,
+                   .batch = 16,
+                   .transposed = true});
+      CheckLinear(*opt_, *ref_, rng_,
+                  {.dtype = dtype,
+                   .rows = rows,
+                   .in = 256,
+                   .out = 64,
+                   .strided = true,
+                   .accumulate = rows == 8,
+                   .batch = 16,
+                   .transposed = true});
+    }
+  }
+  // Threaded: one product wide enough to split over the threads.
+  CheckLinear(*opt_, *ref_, rng_,
+              {.dtype = DType::kBF16, .rows = 7, .in = 520, .out = 1029, .transposed = true});
+}
+
+TEST_P(OptKernelsTest, LinearRefusesTransposedQuantizedWeights) {
+  StoredTensor f8 = Store(RandomFloats(rng_, 6), DType::kF8E4M3, {2, 3});
+  StoredTensor scale = Store({1.0f}, DType::kF32, {1, 1});
+  std::vector<float> x(3), y(2);
+  const LinearParams p{
+      .x = x.data(),
+      .rows = 1,
+      .weight = {.weight = f8.view, .scale_inv = scale.view, .block_out = 128, .block_in = 128},
+      .y = y.data(),
+      .weight_transposed = true};
+  const absl::Status st = opt_->Linear(p);
+  EXPECT_EQ(st.code(), absl::StatusCode::kInvalidArgument) << st;
+  EXPECT_EQ(st.code(), ref_->Linear(p).code());
 }
 
 TEST_P(OptKernelsTest, LinearRejectsWhatTheReferenceRejects) {
