@@ -164,7 +164,8 @@ __attribute__((target("avx512f,avx512bw"))) void SplitRow(const float* x, int64_
 
 __attribute__((target("avx512f"))) void PrepareRowsAvx512(const float* x, int64_t x_stride,
                                                           int64_t rows, int64_t in, int64_t lead,
-                                                          uint16_t* out) {
+                                                          uint16_t* out, int64_t chunk_begin,
+                                                          int64_t chunk_end) {
   thread_local std::vector<uint16_t> parts;
   thread_local std::vector<float> ordered;  // a row's columns in chunk order
   if (static_cast<int64_t>(parts.size()) < 3 * in) parts.resize(3 * in);
@@ -184,10 +185,11 @@ __attribute__((target("avx512f"))) void PrepareRowsAvx512(const float* x, int64_
                   (kAmxChunk - lead) * sizeof(float));
       xr = d;
     }
-    SplitRow(xr, in, parts.data(), parts.data() + in, parts.data() + 2 * in);
+    const int64_t c0 = chunk_begin * kAmxChunk, n = (chunk_end - chunk_begin) * kAmxChunk;
+    SplitRow(xr + c0, n, parts.data() + c0, parts.data() + in + c0, parts.data() + 2 * in + c0);
     for (int p = 0; p < 3; ++p) {
       const uint16_t* part = parts.data() + p * in;
-      for (int64_t chunk = 0; chunk < in / kAmxChunk; ++chunk) {
+      for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {
         const __m512i pairs16 = _mm512_loadu_si512(part + chunk * kAmxChunk);
         _mm512_i32scatter_epi32(words + (chunk * 3 + p) * 16 * rows + r, pair_at, pairs16, 4);
       }
@@ -248,11 +250,13 @@ bool AmxBf16Usable() {
 bool SetAmxAllowed(bool allowed) { return amx_allowed.exchange(allowed); }
 
 void AmxPrepareRows(const float* x, int64_t x_stride, int64_t rows, int64_t in, int64_t lead,
-                    uint16_t* out) {
+                    uint16_t* out, int64_t chunk_begin, int64_t chunk_end) {
 #if defined(R2_HAVE_AMX)
-  PrepareRowsAvx512(x, x_stride, rows, in, lead, out);
+  if (chunk_end < 0) chunk_end = in / kAmxChunk;
+  PrepareRowsAvx512(x, x_stride, rows, in, lead, out, chunk_begin, chunk_end);
 #else
-  (void)x, (void)x_stride, (void)rows, (void)in, (void)lead, (void)out;
+  (void)x, (void)x_stride, (void)rows, (void)in, (void)lead, (void)out, (void)chunk_begin,
+      (void)chunk_end;
   std::abort();  // AmxBf16Usable() is false in this build: callers never get here
 #endif
 }

@@ -66,9 +66,11 @@ inline int64_t AmxPreparedElems(int64_t rows, int64_t in) { return 3 * rows * in
 // x (rows x in float32, row stride x_stride; rows <= kAmxMaxRows, in a multiple of kAmxChunk,
 // 0 <= lead < kAmxChunk) -> `out` in the B tile layout for weights with that lead: the chunks of
 // columns [lead + 32 c, lead + 32 c + 32), then (lead > 0) columns [0, lead) and
-// [in - 32 + lead, in). Only where AmxBf16Usable() was ever true (it uses AVX-512).
+// [in - 32 + lead, in). Only where AmxBf16Usable() was ever true (it uses AVX-512). With a chunk
+// range, only chunks [chunk_begin, chunk_end) of that order are written (threads preparing
+// disjoint ranges of one `out` write disjoint bytes).
 void AmxPrepareRows(const float* x, int64_t x_stride, int64_t rows, int64_t in, int64_t lead,
-                    uint16_t* out);
+                    uint16_t* out, int64_t chunk_begin = 0, int64_t chunk_end = -1);
 
 // y[r * y_stride + o] (+)= sum_j x[r][j] * w_o[j] for r < rows, o < outs, where weight row o
 // (bf16, `in` values) starts at w + o * w_row_bytes (a multiple of 64), lead = AmxLead(w) and
