@@ -129,6 +129,12 @@ absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
     if (s.start[e + 1] > s.start[e]) s.active.push_back(static_cast<int32_t>(e));
   }
   const int64_t experts = static_cast<int64_t>(s.active.size());
+  // Experts with the most tokens first: the threads claim work items in this order, so the longest
+  // items (a shared expert every token takes, computed on register tiles of 8 rows) start first
+  // instead of leaving one thread finishing them while the other waits.
+  std::stable_sort(s.active.begin(), s.active.end(), [&](int32_t a, int32_t b) {
+    return s.start[a + 1] - s.start[a] > s.start[b + 1] - s.start[b];
+  });
 
   // The selected experts' weights: consistent shapes, one format for gate/up and one for down.
   const DType gu_dtype = views[s.active[0]].weight.dtype;
