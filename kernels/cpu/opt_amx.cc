@@ -1,6 +1,7 @@
 // AMX-BF16 Linear for decode batches (opt_amx.h).
 #include "kernels/cpu/opt_amx.h"
 
+#include <algorithm>
 #include <atomic>
 #include <cmath>
 #include <cstdlib>
@@ -167,26 +168,31 @@ __attribute__((target("avx512f"))) void PrepareRowsAvx512(const float* x, int64_
                                                           uint16_t* out, int64_t chunk_begin,
                                                           int64_t chunk_end) {
   thread_local std::vector<uint16_t> parts;
-  thread_local std::vector<float> ordered;  // a row's columns in chunk order
   if (static_cast<int64_t>(parts.size()) < 3 * in) parts.resize(3 * in);
-  if (static_cast<int64_t>(ordered.size()) < in) ordered.resize(in);
   auto* words = reinterpret_cast<int*>(out);  // one word per (chunk, part, pair, row)
   // Pair i of a chunk goes to word i * rows of the chunk's part (the B tile's row i).
   const __m512i pair_at =
       _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0),
                          _mm512_set1_epi32(static_cast<int>(rows)));
+  // In chunk order, chunk c < in / 32 - 1 (or every chunk, lead 0) is columns [lead + 32 c,
+  // lead + 32 c + 32) of x; with lead > 0 the last one gathers [0, lead) and [in - 32 + lead, in).
+  const int64_t whole = in / kAmxChunk - (lead > 0 ? 1 : 0);
+  const int64_t split_end = std::min(chunk_end, whole);
+  alignas(64) float edge[kAmxChunk];
   for (int64_t r = 0; r < rows; ++r) {
     const float* xr = x + r * x_stride;
-    if (lead > 0) {
-      float* d = ordered.data();
-      std::memcpy(d, xr + lead, (in - kAmxChunk) * sizeof(float));
-      std::memcpy(d + in - kAmxChunk, xr, lead * sizeof(float));
-      std::memcpy(d + in - kAmxChunk + lead, xr + in - kAmxChunk + lead,
-                  (kAmxChunk - lead) * sizeof(float));
-      xr = d;
+    if (chunk_begin < split_end) {
+      const int64_t c0 = chunk_begin * kAmxChunk, n = (split_end - chunk_begin) * kAmxChunk;
+      SplitRow(xr + lead + c0, n, parts.data() + c0, parts.data() + in + c0,
+               parts.data() + 2 * in + c0);
     }
-    const int64_t c0 = chunk_begin * kAmxChunk, n = (chunk_end - chunk_begin) * kAmxChunk;
-    SplitRow(xr + c0, n, parts.data() + c0, parts.data() + in + c0, parts.data() + 2 * in + c0);
+    if (chunk_end > whole) {  // the edge chunk
+      std::memcpy(edge, xr, lead * sizeof(float));
+      std::memcpy(edge + lead, xr + in - kAmxChunk + lead, (kAmxChunk - lead) * sizeof(float));
+      const int64_t c0 = whole * kAmxChunk;
+      SplitRow(edge, kAmxChunk, parts.data() + c0, parts.data() + in + c0,
+               parts.data() + 2 * in + c0);
+    }
     for (int p = 0; p < 3; ++p) {
       const uint16_t* part = parts.data() + p * in;
       for (int64_t chunk = chunk_begin; chunk < chunk_end; ++chunk) {

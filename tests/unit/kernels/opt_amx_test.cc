@@ -90,6 +90,24 @@ TEST_F(OptAmxTest, PreparedPartsAddUpToEveryActivationExactly) {
   }
 }
 
+// Preparing disjoint ranges of chunks (as threads do) writes exactly what one call writes, for
+// every lead (the edge chunk last) and ranges that split anywhere.
+TEST_F(OptAmxTest, PreparingByChunkRangesEqualsOneCall) {
+  const int64_t rows = 8, in = 256, chunks = in / 32;
+  std::vector<float> x = RandomFloats(rng_, rows * (in + 3), 2.0f);
+  for (int64_t lead : {0, 3, 31}) {
+    std::vector<uint16_t> whole(cpu::AmxPreparedElems(rows, in), 0);
+    cpu::AmxPrepareRows(x.data(), in + 3, rows, in, lead, whole.data());
+    for (int64_t split = 1; split < chunks; split += 3) {
+      SCOPED_TRACE("lead " + std::to_string(lead) + " split " + std::to_string(split));
+      std::vector<uint16_t> parts(whole.size(), 0xffff);
+      cpu::AmxPrepareRows(x.data(), in + 3, rows, in, lead, parts.data(), split, chunks);
+      cpu::AmxPrepareRows(x.data(), in + 3, rows, in, lead, parts.data(), 0, split);
+      ASSERT_EQ(parts, whole);
+    }
+  }
+}
+
 // The block against float64 sums of the bf16 weights times the float32 activations.
 TEST_F(OptAmxTest, BlockMatchesFloat64SumsOnOddShapes) {
   struct Case {
