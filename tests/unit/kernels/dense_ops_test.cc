@@ -180,91 +180,53 @@ TEST_F(DenseOpsTest, LinearReadsAndWritesStridedRows) {
 }
 
 // A strided batch of products (per-head projections): product b reads x rows at
-// b * x_batch_stride, the weight at b * weight_batch_stride and writes y at b * y_batch_stride.
+// b * x_batch_stride, the weight at b * weight_batch_stride and writes y at b * y_batch_stride;
+// with weight_transposed, element (o, j) of a product's weight is at j * out + o.
 TEST_F(DenseOpsTest, LinearRunsAStridedBatchOfProducts) {
-  for (DType dtype : {DType::kF32, DType::kBF16}) {
-    const int64_t batch = 3, rows = 4, in = 10, out = 7;
-    const int64_t xs = 40, ys = 30, xbs = 12, ybs = 8, wbs = out * in + 5;
-    std::vector<float> x = RandomFloats(rng_, rows * xs);
-    StoredTensor w = Store(RandomFloats(rng_, batch * wbs), dtype, {batch * wbs});
-    WeightView weight = Unscaled(TensorView{dtype, {out, in}, w.view.data});
-    std::vector<float> y(rows * ys, 5.0f);
-    ASSERT_TRUE(backend_
-                    ->Linear({.x = x.data(),
-                              .x_stride = xs,
-                              .rows = rows,
-                              .weight = weight,
-                              .y = y.data(),
-                              .y_stride = ys,
-                              .accumulate = dtype == DType::kBF16,
-                              .batch = batch,
-                              .x_batch_stride = xbs,
-                              .y_batch_stride = ybs,
-                              .weight_batch_stride = wbs})
-                    .ok());
-    std::vector<bool> written(y.size(), false);
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t i = 0; i < rows; ++i) {
-        for (int64_t o = 0; o < out; ++o) {
-          double acc = dtype == DType::kBF16 ? 5.0 : 0.0;
-          for (int64_t j = 0; j < in; ++j) {
-            acc += double(x[i * xs + b * xbs + j]) * w.decoded[b * wbs + o * in + j];
-          }
-          const int64_t at = i * ys + b * ybs + o;
-          EXPECT_NEAR(y[at], acc, 1e-4) << DTypeName(dtype) << " b=" << b << " i=" << i;
-          written[at] = true;
-        }
-      }
-    }
-    for (size_t k = 0; k < y.size(); ++k) {
-      if (!written[k]) EXPECT_EQ(y[k], 5.0f) << "untouched element " << k << " was written";
-    }
-  }
-}
-
-// A transposed weight (weight_transposed): element (o, j) of product b at
-// b * weight_batch_stride + j * out + o, the view's shape still [out, in].
-TEST_F(DenseOpsTest, LinearReadsATransposedWeight) {
-  for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
-    const int64_t batch = 2, rows = 3, in = 9, out = 6;
-    const int64_t xs = 11, ys = 13, xbs = 40, ybs = 50, wbs = in * out + 3;
-    std::vector<float> x = RandomFloats(rng_, batch * xbs);
-    StoredTensor w = Store(RandomFloats(rng_, batch * wbs), dtype, {batch * wbs});
-    WeightView weight = Unscaled(TensorView{dtype, {out, in}, w.view.data});
-    std::vector<float> y(batch * ybs, 5.0f);
-    ASSERT_TRUE(backend_
-                    ->Linear({.x = x.data(),
-                              .x_stride = xs,
-                              .rows = rows,
-                              .weight = weight,
-                              .y = y.data(),
-                              .y_stride = ys,
-                              .accumulate = dtype == DType::kBF16,
-                              .batch = batch,
-                              .x_batch_stride = xbs,
-                              .y_batch_stride = ybs,
-                              .weight_batch_stride = wbs,
-                              .weight_transposed = true})
-                    .ok());
-    std::vector<bool> written(y.size(), false);
-    for (int64_t b = 0; b < batch; ++b) {
-      for (int64_t i = 0; i < rows; ++i) {
-        for (int64_t o = 0; o < out; ++o) {
-          double acc = dtype == DType::kBF16 ? 5.0 : 0.0;
-          for (int64_t j = 0; j < in; ++j) {
-            acc += double(x[b * xbs + i * xs + j]) * w.decoded[b * wbs + j * out + o];
-          }
-          const int64_t at = b * ybs + i * ys + o;
-          EXPECT_NEAR(y[at], acc, 1e-4) << DTypeName(dtype) << " b=" << b << " i=" << i;
-          written[at] = true;
-        }
-      }
-    }
-    for (size_t k = 0; k < y.size(); ++k) {
-      if (!written[k]) EXPECT_EQ(y[k], 5.0f) << "untouched element " << k << " was written";
-    }
-  }
   EXPECT_TRUE(backend_->SupportsTransposedLinear());
+  for (const bool transposed : {false, true}) {
+    for (DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+      const int64_t batch = 3, rows = 4, in = 10, out = 7;
+      const int64_t xs = 40, ys = 30, xbs = 12, ybs = 8, wbs = out * in + 5;
+      std::vector<float> x = RandomFloats(rng_, rows * xs);
+      StoredTensor w = Store(RandomFloats(rng_, batch * wbs), dtype, {batch * wbs});
+      WeightView weight = Unscaled(TensorView{dtype, {out, in}, w.view.data});
+      std::vector<float> y(rows * ys, 5.0f);
+      ASSERT_TRUE(backend_
+                      ->Linear({.x = x.data(),
+                                .x_stride = xs,
+                                .rows = rows,
+                                .weight = weight,
+                                .y = y.data(),
+                                .y_stride = ys,
+                                .accumulate = dtype == DType::kBF16,
+                                .batch = batch,
+                                .x_batch_stride = xbs,
+                                .y_batch_stride = ybs,
+                                .weight_batch_stride = wbs,
+                                .weight_transposed = transposed})
+                      .ok());
+      std::vector<bool> written(y.size(), false);
+      for (int64_t b = 0; b < batch; ++b) {
+        for (int64_t i = 0; i < rows; ++i) {
+          for (int64_t o = 0; o < out; ++o) {
+            double acc = dtype == DType::kBF16 ? 5.0 : 0.0;
+            for (int64_t j = 0; j < in; ++j) {
+              const int64_t at = b * wbs + (transposed ? j * out + o : o * in + j);
+              acc += double(x[i * xs + b * xbs + j]) * w.decoded[at];
+            }
+            const int64_t at = i * ys + b * ybs + o;
+            EXPECT_NEAR(y[at], acc, 1e-4)
+                << DTypeName(dtype) << " b=" << b << " i=" << i << " transposed " << transposed;
+            written[at] = true;
+          }
+        }
+      }
+      for (size_t k = 0; k < y.size(); ++k) {
+        if (!written[k]) EXPECT_EQ(y[k], 5.0f) << "untouched element " << k << " was written";
+      }
+    }
+  }
 }
 
 TEST_F(DenseOpsTest, LinearRefusesATransposedQuantizedWeight) {
