@@ -98,6 +98,9 @@ def test_queue_overflow_is_429_with_retry_after_exactly_the_limit_admitted(qserv
                                                  return_when=asyncio.FIRST_COMPLETED)
                 assert finished, "a refusal took more than 30 s"
                 done = [t for t in tasks if t.done()]
+            # The gauge is published by the engine thread after its step: wait for it (the
+            # admitted four stay queued while the running request holds the only slot).
+            wait_until(lambda: metric(qserver.metrics(), "vllm:num_requests_waiting") == 4, 10)
             waiting = metric(qserver.metrics(), "vllm:num_requests_waiting")
             running.close()  # frees the running slot; the four queued requests now run
             pending = [t for t in tasks if not t.done()]
