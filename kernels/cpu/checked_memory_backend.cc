@@ -115,6 +115,11 @@ class CheckedMemoryBackend final : public Backend {
 
   absl::Status Linear(const LinearParams& p) override {
     const std::string op = "Linear";
+    if (p.weight_transposed) {  // a device backend's layout: as the CUDA backend, refused
+      return absl::UnimplementedError(
+          "Linear: transposed weights (LinearParams::weight_transposed) are not supported on "
+          "checked-memory");
+    }
     const WeightView& w = p.weight;
     if (w.weight.shape.size() == 2 && p.batch >= 1) {
       const int64_t in = w.in_features(), out = w.out_features();

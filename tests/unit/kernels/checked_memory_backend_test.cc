@@ -116,6 +116,13 @@ TEST_F(CheckedMemoryBackendTest, LinearMatchesReferenceAndNamesHostPointers) {
   ExpectNotBackendMemory(
       backend_->Linear({.x = dx, .rows = rows, .weight = dev_weight, .y = dy + out}),
       "Linear: y is not backend memory");
+  // Like the CUDA backend it stands in for, it keeps weights [out, in]: the transposed layout is
+  // refused by name.
+  EXPECT_FALSE(backend_->SupportsTransposedLinear());
+  const absl::Status st = backend_->Linear(
+      {.x = dx, .rows = rows, .weight = dev_weight, .y = dy, .weight_transposed = true});
+  EXPECT_EQ(st.code(), absl::StatusCode::kUnimplemented) << st;
+  EXPECT_NE(st.message().find("transposed"), std::string::npos) << st;
 }
 
 TEST_F(CheckedMemoryBackendTest, IndexArraysAndTablesMustBeBackendMemory) {
