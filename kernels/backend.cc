@@ -69,6 +69,38 @@ absl::StatusOr<MemoryInfo> Backend::QueryMemory() {
   return info;
 }
 
+absl::Status CheckLinearGroup(std::span<const LinearParams> products) {
+  for (size_t i = 0; i < products.size(); ++i) {
+    const LinearParams& p = products[i];
+    const char* field = nullptr;
+    if (p.batch != 1) {
+      field = "batch (must be 1)";
+    } else if (p.weight_transposed) {
+      field = "weight_transposed (must be false)";
+    } else if (p.x != products[0].x) {
+      field = "x (differs from products[0]'s)";
+    } else if (p.x_stride != products[0].x_stride) {
+      field = "x_stride (differs from products[0]'s)";
+    } else if (p.rows != products[0].rows) {
+      field = "rows (differs from products[0]'s)";
+    }
+    if (field != nullptr) {
+      return absl::InvalidArgumentError(absl::StrCat("LinearGroup: products[", i, "].", field));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Backend::LinearGroup(std::span<const LinearParams> products) {
+  if (absl::Status s = CheckLinearGroup(products); !s.ok()) return s;
+  for (size_t i = 0; i < products.size(); ++i) {
+    if (absl::Status s = Linear(products[i]); !s.ok()) {
+      return absl::Status(s.code(), absl::StrCat("LinearGroup: products[", i, "]: ", s.message()));
+    }
+  }
+  return absl::OkStatus();
+}
+
 absl::Status Backend::MoeExperts(const MoeExpertsParams&) {
   return absl::UnimplementedError(
       absl::StrCat("MoeExperts: not implemented by ", std::string(name())));

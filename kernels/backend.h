@@ -23,6 +23,7 @@
 //   backend.Linear({.x = act, .rows = n, .weight = down, .y = h, .accumulate = true});
 #include <cstdint>
 #include <memory>
+#include <span>
 #include <string_view>
 
 #include "absl/status/status.h"
@@ -79,6 +80,18 @@ struct LinearParams {
   // product with few inputs is then a sum of broadcast rows, not one short dot per output.
   bool weight_transposed = false;
 };
+
+// Several Linears on the same rows of x as one op (Backend::LinearGroup): the model's query and
+// latent projections (q_a or q_proj, and kv_a), a dense MLP's gate and up. Every product has the
+// same x, x_stride and rows, batch 1 and no weight_transposed (InvalidArgument naming the product
+// and field otherwise, from CheckLinearGroup); weights, y, y_stride and accumulate are each
+// product's own, and no product's y may overlap x or another's y. The result is Linear's on each
+// product in order. The default runs exactly that; the optimized CPU backend prepares the rows
+// once (AMX tiles, bf16 pairs) and spreads every product's outputs over one parallel loop.
+//   const LinearParams qkv[] = {{.x = x, .rows = n, .weight = q_a, .y = cq},
+//                               {.x = x, .rows = n, .weight = kv_a, .y = kv}};
+//   backend.LinearGroup(qkv);
+absl::Status CheckLinearGroup(std::span<const LinearParams> products);
 
 // Rotates interleaved pairs of x in place: for each row t, head h and pair i < rope_dim/2, with
 // a = (x[2i], x[2i+1]), c = cos[pos[t], i], s = sin[pos[t], i]:
@@ -346,6 +359,9 @@ class Backend {
   virtual absl::Status Embedding(const EmbeddingParams& p) = 0;
   virtual absl::Status RmsNorm(const RmsNormParams& p) = 0;
   virtual absl::Status Linear(const LinearParams& p) = 0;
+  // Linear on each product (see CheckLinearGroup for the contract); the default checks the
+  // contract, then runs Linear on each in order, naming the product in an error.
+  virtual absl::Status LinearGroup(std::span<const LinearParams> products);
   virtual absl::Status Rope(const RopeParams& p) = 0;
   virtual absl::Status SiluMul(const SiluMulParams& p) = 0;
   virtual absl::Status Add(const AddParams& p) = 0;

@@ -12,10 +12,17 @@ absl::Status DeepseekModel::Attention(int64_t layer, const MlaWeights& w, const 
   const int64_t rows = plan.rows, heads = c.num_attention_heads, dq = c.qk_head_dim();
   const int64_t lora = c.kv_lora_rank, rope = c.qk_rope_head_dim, width = lora + rope;
   const float eps = static_cast<float>(c.rms_norm_eps);
+  // The projections of x, one op: q_a (or q_proj, straight to q) and kv_a.
+  const bool q_lora = c.has_q_lora();
+  const LinearParams projections[] = {
+      {.x = s.x.data(),
+       .rows = rows,
+       .weight = q_lora ? w.q_a : w.q,
+       .y = q_lora ? s.cq.data() : s.q.data()},
+      {.x = s.x.data(), .rows = rows, .weight = w.kv_a, .y = s.kv.data()}};
+  R2_RETURN_IF_ERROR(backend_->LinearGroup(projections));
   // Query: q = q_b(norm(q_a(x))) or q_proj(x), [rows, heads, nope + rope].
-  if (c.has_q_lora()) {
-    R2_RETURN_IF_ERROR(
-        backend_->Linear({.x = s.x.data(), .rows = rows, .weight = w.q_a, .y = s.cq.data()}));
+  if (q_lora) {
     R2_RETURN_IF_ERROR(backend_->RmsNorm({.x = s.cq.data(),
                                           .y = s.cq.data(),
                                           .rows = rows,
@@ -24,13 +31,8 @@ absl::Status DeepseekModel::Attention(int64_t layer, const MlaWeights& w, const 
                                           .eps = eps}));
     R2_RETURN_IF_ERROR(
         backend_->Linear({.x = s.cq.data(), .rows = rows, .weight = w.q_b, .y = s.q.data()}));
-  } else {
-    R2_RETURN_IF_ERROR(
-        backend_->Linear({.x = s.x.data(), .rows = rows, .weight = w.q, .y = s.q.data()}));
   }
   // Latent row: [norm(kv_a(x)[0:lora]); rope(kv_a(x)[lora:])], exactly what the cache stores.
-  R2_RETURN_IF_ERROR(
-      backend_->Linear({.x = s.x.data(), .rows = rows, .weight = w.kv_a, .y = s.kv.data()}));
   R2_RETURN_IF_ERROR(backend_->RmsNorm({.x = s.kv.data(),
                                         .x_stride = width,
                                         .y = s.kv.data(),

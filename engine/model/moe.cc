@@ -42,10 +42,10 @@ absl::Status DeepseekModel::Mlp(const MlpWeights& w, const float* x, int64_t row
   const ModelConfig& c = config();
   Scratch& s = *scratch_;
   const int64_t width = w.width(), d = c.hidden_size;
-  R2_RETURN_IF_ERROR(backend_->Linear(
-      {.x = x, .rows = rows, .weight = w.gate, .y = s.gu.data(), .y_stride = 2 * width}));
-  R2_RETURN_IF_ERROR(backend_->Linear(
-      {.x = x, .rows = rows, .weight = w.up, .y = s.gu.data() + width, .y_stride = 2 * width}));
+  const LinearParams gate_up[] = {
+      {.x = x, .rows = rows, .weight = w.gate, .y = s.gu.data(), .y_stride = 2 * width},
+      {.x = x, .rows = rows, .weight = w.up, .y = s.gu.data() + width, .y_stride = 2 * width}};
+  R2_RETURN_IF_ERROR(backend_->LinearGroup(gate_up));
   R2_RETURN_IF_ERROR(backend_->SiluMul({.gate = s.gu.data(),
                                         .gate_stride = 2 * width,
                                         .up = s.gu.data() + width,

@@ -31,6 +31,11 @@ class CpuOptimizedBackend final : public Backend {
     return p.weight.integer_quantized() && !p.weight_transposed ? cpu::OptQuantLinear(k_, p)
                                                                 : cpu::OptLinear(k_, p);
   }
+  absl::Status LinearGroup(std::span<const LinearParams> products) override {
+    if (absl::Status s = CheckLinearGroup(products); !s.ok()) return s;
+    if (cpu::OptLinearGroup(k_, products)) return absl::OkStatus();
+    return Backend::LinearGroup(products);  // Linear on each
+  }
   bool SupportsTransposedLinear() const override { return true; }
   absl::Status Rope(const RopeParams& p) override { return cpu::Rope(p); }
   absl::Status SiluMul(const SiluMulParams& p) override { return cpu::OptSiluMul(k_, p); }

@@ -5,6 +5,7 @@
 // per-instruction-set kernels in `k`. Scratch memory is thread-local and only grows, so a warmed-up
 // step allocates nothing.
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "absl/status/status.h"
@@ -14,6 +15,11 @@
 namespace r2::cpu {
 
 absl::Status OptLinear(const SimdKernels& k, const LinearParams& p);
+// LinearGroup's products (CheckLinearGroup holds) with x prepared once and every product's
+// outputs in one parallel loop, where they can share that: bf16/f16/f32/fp8 weights of one
+// in_features, fewer than kGemmMinRows rows, and the ones on AMX tiles at one AmxLead. Otherwise
+// false, having run nothing (the caller runs Linear on each).
+bool OptLinearGroup(const SimdKernels& k, std::span<const LinearParams> products);
 absl::Status OptRmsNorm(const SimdKernels& k, const RmsNormParams& p);
 absl::Status OptSiluMul(const SimdKernels& k, const SiluMulParams& p);
 absl::Status OptMoeRoute(const MoeRouteParams& p);

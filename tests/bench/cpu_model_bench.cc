@@ -38,6 +38,7 @@
 #include <memory>
 #include <numeric>
 #include <random>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -134,6 +135,20 @@ class CountingBackend final : public Backend {
     return Timed(absl::StrCat("Linear ", w.out_features(), "x", w.in_features(),
                               p.batch > 1 ? absl::StrCat(" x", p.batch) : ""),
                  bytes, run);
+  }
+  // Profiled as "LinearGroup <out>+<out>+...x<in>": the products share x, so one line times them.
+  absl::Status LinearGroup(std::span<const LinearParams> products) override {
+    int64_t bytes = 0;
+    std::string outs;
+    for (const LinearParams& p : products) {
+      macs_ += p.batch * p.rows * p.weight.weight.numel();
+      bytes += p.batch * WeightBytes(p.weight);
+      absl::StrAppend(&outs, outs.empty() ? "" : "+", p.weight.out_features());
+    }
+    const auto run = [&] { return inner_->LinearGroup(products); };
+    if (!profile_) return Timed("", bytes, run);
+    const int64_t in = products.empty() ? 0 : products.front().weight.in_features();
+    return Timed(absl::StrCat("LinearGroup ", outs, "x", in), bytes, run);
   }
   absl::Status Rope(const RopeParams& p) override {
     return Timed("Rope", 0, [&] { return inner_->Rope(p); });

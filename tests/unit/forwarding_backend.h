@@ -3,6 +3,7 @@
 // Test doubles derive from it and override only what they observe or change (counting calls,
 // refusing an op or a KV cache format, timing one op), so each states just its difference.
 #include <memory>
+#include <span>
 #include <string_view>
 #include <utility>
 
@@ -35,6 +36,9 @@ class ForwardingBackend : public Backend {
   absl::Status Embedding(const EmbeddingParams& p) override { return inner_->Embedding(p); }
   absl::Status RmsNorm(const RmsNormParams& p) override { return inner_->RmsNorm(p); }
   absl::Status Linear(const LinearParams& p) override { return inner_->Linear(p); }
+  absl::Status LinearGroup(std::span<const LinearParams> products) override {
+    return inner_->LinearGroup(products);
+  }
   absl::Status Rope(const RopeParams& p) override { return inner_->Rope(p); }
   absl::Status SiluMul(const SiluMulParams& p) override { return inner_->SiluMul(p); }
   absl::Status Add(const AddParams& p) override { return inner_->Add(p); }
