@@ -274,10 +274,11 @@ constexpr int64_t kUnitsPerThread = 4;
 
 // Runs every output of `plans` (products of one x: PrepareX's conditions) in one parallel loop.
 // The groups of 16 outputs of every product of every plan's batch, laid end to end, are cut into
-// about kUnitsPerThread units per thread of equal counts of groups (at least one unit per product
-// of a batch: a strided batch of 16 small per-head products is 16 units, not 16 x 8 of a few
-// microseconds each, whose claiming cost the two threads more than the products); a unit that
-// spans the end of one product runs the start of the next.
+// at most kUnitsPerThread units per thread of (nearly) equal counts of groups, and at least one
+// unit per product of a batch (a strided batch of 16 small per-head products is 16 units, not
+// 16 x 8 of a few microseconds each, whose claiming cost the two threads more than the products);
+// a unit that spans the end of one product runs the start of the next. (q_a + kv_a of the small
+// model, 24 + 18 groups on two threads: 8 units of 5-6 groups, not 7 of 6 run 4 against 3.)
 void RunPlans(const SimdKernels& k, std::span<const LinearPlan> plans) {
   CpuThreadPool& pool = CpuThreadPool::Get();
   const int64_t threads = pool.threads();
@@ -292,7 +293,11 @@ void RunPlans(const SimdKernels& k, std::span<const LinearPlan> plans) {
   if (total == 0) return;
   const bool parallel = threads > 1 && work >= kOptParallelWork;
   const PreparedX px = PrepareX(k, plans, parallel);
-  const int64_t units = std::min(total, std::max(kUnitsPerThread * threads, products));
+  // Units of at least total / (kUnitsPerThread * threads) groups, a multiple of the threads in
+  // number (every thread runs as many), then cut evenly.
+  const int64_t unit_groups = CeilDiv(total, kUnitsPerThread * threads);
+  const int64_t units =
+      std::min(total, std::max(threads * CeilDiv(total, threads * unit_groups), products));
   pool.ParallelFor(
       units,
       [&](int64_t u) {
