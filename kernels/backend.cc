@@ -1,4 +1,5 @@
-// The Backend memory defaults: host memory and memcpy, shared by every CPU backend.
+// The Backend defaults: host memory and memcpy, shared by every CPU backend; LinearGroup as Linear
+// on each product.
 #include "kernels/backend.h"
 
 #include <cstdlib>
