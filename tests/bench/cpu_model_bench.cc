@@ -5,7 +5,8 @@
 // memory-bandwidth floor.
 //
 //   build/<dir>/tests/r2_cpu_model_bench [model=DIR] [prompt=512] [context=64] [steps=24]
-//                                       [backend=cpu] [batches=1,8,32] [moe_op=1] [profile=0]
+//                                       [backend=cpu] [batches=1,8,32] [moe_op=1] [group=1]
+//                                       [profile=0]
 //
 // model: a checkpoint dir (written with the "small" preset, seed 0, when it has no config.json;
 // default $TMPDIR/r2-small-model). Decode runs `batch` sequences of `context` prompt tokens
@@ -19,6 +20,9 @@
 // beside it, as a step only reads its weights. A counting wrapper around the backend tallies the
 // bytes from each op's arguments; its cost is a few compares per op. Times are medians over steps
 // (the machine is shared: noisy).
+//
+// group=0: LinearGroup runs as Linear on each product (Backend's default), for comparison with
+// the backend's own (one preparation of x, one parallel loop).
 //
 // profile=1: after each decode batch, the timed steps' wall time per op and weight shape (mean ms
 // per step, share of the step, the process's CPU time in it (all threads, spinning included),
@@ -98,9 +102,10 @@ int64_t WeightBytes(const WeightView& w) {
 class CountingBackend final : public Backend {
  public:
   // moe_op: false makes MoeExperts answer Unimplemented, so the model runs the routed experts as
-  // one Linear per selected expert (the grouping path), for comparison.
-  CountingBackend(std::unique_ptr<Backend> inner, bool moe_op)
-      : inner_(std::move(inner)), moe_op_(moe_op) {}
+  // one Linear per selected expert (the grouping path), for comparison. group_op: false runs
+  // LinearGroup as Linear on each product (each then timed as its own Linear).
+  CountingBackend(std::unique_ptr<Backend> inner, bool moe_op, bool group_op)
+      : inner_(std::move(inner)), moe_op_(moe_op), group_op_(group_op) {}
   int64_t bytes() const { return bytes_; }
   int64_t linear_macs() const { return macs_; }
   void Reset() { bytes_ = macs_ = 0; }
@@ -138,6 +143,7 @@ class CountingBackend final : public Backend {
   }
   // Profiled as "LinearGroup <out>+<out>+...x<in>": the products share x, so one line times them.
   absl::Status LinearGroup(std::span<const LinearParams> products) override {
+    if (!group_op_) return Backend::LinearGroup(products);
     int64_t bytes = 0;
     std::string outs;
     for (const LinearParams& p : products) {
@@ -221,6 +227,7 @@ class CountingBackend final : public Backend {
 
   std::unique_ptr<Backend> inner_;
   bool moe_op_ = true;
+  bool group_op_ = true;
   bool profile_ = false;
   std::map<std::string, OpTime> ops_;
   int64_t bytes_ = 0;
@@ -318,6 +325,7 @@ struct Options {
   std::string backend = "cpu";
   std::vector<int64_t> batches = {1, 8, 32};
   bool moe_op = true;
+  bool group_op = true;
   bool profile = false;
 };
 
@@ -342,6 +350,8 @@ Options Parse(int argc, char** argv) {
       o.backend = value;
     } else if (key == "moe_op") {
       o.moe_op = value != "0";
+    } else if (key == "group") {
+      o.group_op = value != "0";
     } else if (key == "profile") {
       o.profile = value != "0";
     } else if (key == "batches") {
@@ -355,7 +365,7 @@ Options Parse(int argc, char** argv) {
       std::fprintf(
           stderr,
           "unknown argument '%s' (model= prompt= context= steps= backend= batches= moe_op= "
-          "profile=)\n",
+          "group= profile=)\n",
           arg.c_str());
       std::exit(2);
     }
@@ -377,7 +387,7 @@ int Run(const Options& o) {
     std::fprintf(stderr, "%s\n", inner.status().ToString().c_str());
     return 1;
   }
-  CountingBackend backend(*std::move(inner), o.moe_op);
+  CountingBackend backend(*std::move(inner), o.moe_op, o.group_op);
   const double load_start = Now();
   auto loaded = model::DeepseekModel::Load(o.model, &backend);
   if (!loaded.ok()) {
