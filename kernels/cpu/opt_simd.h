@@ -53,6 +53,7 @@ struct TransposedBlock {
 
 struct SimdKernels {
   CpuIsa isa;
+  int64_t lanes;  // floats per vector
   void (*linear_block)(const LinearBlock& b);
   // Register tiles of rows x output vectors; each input's weight vectors are loaded once per
   // tile and multiplied by every row's broadcast x value (no horizontal sums).
@@ -64,16 +65,22 @@ struct SimdKernels {
   // f16 -> f32 of n values (src may be unaligned).
   void (*decode_f16)(const uint8_t* src, float* dst, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);
-  // s[h * s_stride + i] = scale * dot(rows[i], q + h * q_stride, n) for h < heads (1-4),
-  // i < count: register tiles of several rows x the heads, each loaded vector used by every
-  // product it takes part in; every score summed the same way whatever its tile.
-  void (*dot_rows)(const float* const* rows, int64_t count, const float* q, int64_t q_stride,
-                   int64_t heads, int64_t n, float scale, float* s, int64_t s_stride);
-  // out[h * out_stride + j] += sum_i coef[h * coef_stride + i] * rows[i][j] for h < heads (1-4),
-  // j < n, the terms added in order of i, the sums held in registers across the
-  // rows.
+  // Attention scores with the heads in the lanes: s[i * s_stride + c] = scale * sum over j < n
+  // of rows[i][j] * qt[j * cols + c], for i < count and c < cols (a multiple of the vector
+  // width; qt holds the heads' queries transposed, padded with zeros). Register tiles of rows x
+  // head vectors; each sum runs over j in order. Each tile requests the next tile's rows.
+  void (*head_scores)(const float* const* rows, int64_t count, const float* qt, int64_t cols,
+                      int64_t n, float scale, float* s, int64_t s_stride);
+  // For every column c < cols (a multiple of the vector width) of p[i * stride + c], i < count:
+  // m[c] = the maximum over i, l[c] = the sum over i (in order) of e = exp(p - m[c]), and
+  // p = e / l[c] in place.
+  void (*softmax_columns)(float* p, int64_t count, int64_t stride, int64_t cols, float* m,
+                          float* l);
+  // out[h * out_stride + j] (+)= sum_i coef[i * coef_stride + h] * rows[i][j] for h < heads
+  // (1-4), j < n, the terms added in order of i, the sums held in registers across the rows;
+  // they start from out when `accumulate`, else from zero.
   void (*axpy_rows)(const float* const* rows, int64_t count, const float* coef, int64_t coef_stride,
-                    int64_t heads, int64_t n, float* out, int64_t out_stride);
+                    int64_t heads, int64_t n, float* out, int64_t out_stride, bool accumulate);
   float (*sum_squares)(const float* x, int64_t n);
   // y[j] = w[j] * (x[j] * s).
   void (*scale_mul)(const float* x, const float* w, float s, float* y, int64_t n);

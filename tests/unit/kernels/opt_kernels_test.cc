@@ -383,6 +383,55 @@ void OptKernelsTest::CheckMlaDecode(int64_t heads) {
   EXPECT_FALSE(opt_->MlaDecodeAttention(p).ok());
 }
 
+// Few query rows over long contexts: each token's positions are split over several work items
+// and merged (one row; two rows, one of whose contexts is too short to fill every split), with
+// head counts under one vector, of several vectors, and over one item's 64 heads.
+TEST_P(OptKernelsTest, MlaDecodeAttentionSplitPositionsMatchReference) {
+  const int64_t lora = 40, rope = 8, width = lora + rope, block_size = 16;
+  struct Case {
+    std::vector<int32_t> kv_lens;
+    int64_t heads;
+  };
+  const std::vector<Case> cases = {{{100}, 16}, {{257}, 5},  {{3, 300}, 16}, {{1}, 16},
+                                   {{64}, 70},  {{130}, 33}, {{33, 90}, 7}};
+  for (const Case& c : cases) {
+    SCOPED_TRACE(::testing::Message() << "heads " << c.heads << " kv_lens[0] " << c.kv_lens[0]);
+    const int64_t seqs = static_cast<int64_t>(c.kv_lens.size()), max_blocks = 20;
+    const int64_t num_blocks = seqs * max_blocks;
+    std::vector<float> pool = RandomFloats(rng_, num_blocks * block_size * width);
+    std::vector<int32_t> tables(num_blocks);
+    std::iota(tables.begin(), tables.end(), 0);
+    std::shuffle(tables.begin(), tables.end(), rng_);
+    std::vector<int32_t> cu(seqs + 1);
+    std::iota(cu.begin(), cu.end(), 0);
+    std::vector<float> q = RandomFloats(rng_, seqs * c.heads * width);
+    std::vector<float> out_ref(seqs * c.heads * lora), out_opt(out_ref.size(), -7.0f);
+    MlaDecodeParams p{.q = q.data(),
+                      .q_token_stride = c.heads * width,
+                      .q_head_stride = width,
+                      .cache = {.data = pool.data(),
+                                .num_blocks = num_blocks,
+                                .block_size = block_size,
+                                .block_stride = block_size * width,
+                                .kv_lora_rank = lora,
+                                .rope_dim = rope},
+                      .block_tables = tables.data(),
+                      .block_table_stride = max_blocks,
+                      .kv_lens = c.kv_lens.data(),
+                      .cu_seqlens_q = cu.data(),
+                      .num_seqs = seqs,
+                      .heads = c.heads,
+                      .softmax_scale = 0.4f,
+                      .out_token_stride = c.heads * lora,
+                      .out_head_stride = lora};
+    p.out = out_ref.data();
+    ASSERT_TRUE(ref_->MlaDecodeAttention(p).ok());
+    p.out = out_opt.data();
+    ASSERT_TRUE(opt_->MlaDecodeAttention(p).ok());
+    EXPECT_LT(RelativeError(out_opt, out_ref), kAttentionBound);
+  }
+}
+
 TEST_P(OptKernelsTest, MlaPrefillAttentionMatchesReference) {
   const int64_t heads = 5, nope = 19, rope = 7, v_dim = 13, dq = nope + rope;
   const std::vector<int32_t> q_lens = {1, 9, 4, 17}, k_lens = {1, 9, 11, 30};
