@@ -208,6 +208,21 @@ void MergeSplits(const SimdKernels& k, const MlaDecodeParams& p, int64_t t, int6
 
 }  // namespace
 
+absl::Status OptKvCacheWrite(const KvCacheWriteParams& p) {
+  const PagedLatentCache& c = p.cache;
+  if (c.data != nullptr && c.block_size > 0 && c.num_blocks > 0 && p.slot_mapping != nullptr) {
+    const int64_t num_slots = c.num_blocks * c.block_size, row_bytes = c.row_bytes();
+    for (int64_t i = 0; i < p.rows; ++i) {
+      const int64_t slot = p.slot_mapping[i];
+      if (slot < 0 || slot >= num_slots) continue;
+      const char* row = reinterpret_cast<const char*>(
+          c.data + (slot / c.block_size) * c.block_stride + (slot % c.block_size) * c.row_words());
+      for (int64_t off = 0; off < row_bytes; off += 64) __builtin_prefetch(row + off, 1, 3);
+    }
+  }
+  return KvCacheWrite(p);
+}
+
 absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& p) {
   if (!DecodeArgsOk(p)) return MlaDecodeAttention(p);
   const int64_t rows = p.num_seqs > 0 ? p.cu_seqlens_q[p.num_seqs] : 0;

@@ -25,7 +25,7 @@ class CpuOptimizedBackend final : public Backend {
       : k_(cpu::KernelsFor(isa)), name_(absl::StrCat("cpu (", std::string(CpuIsaName(isa)), ")")) {}
 
   std::string_view name() const override { return name_; }
-  absl::Status Embedding(const EmbeddingParams& p) override { return cpu::Embedding(p); }
+  absl::Status Embedding(const EmbeddingParams& p) override { return cpu::OptEmbedding(k_, p); }
   absl::Status RmsNorm(const RmsNormParams& p) override { return cpu::OptRmsNorm(k_, p); }
   absl::Status Linear(const LinearParams& p) override {
     return p.weight.integer_quantized() && !p.weight_transposed ? cpu::OptQuantLinear(k_, p)
@@ -48,7 +48,9 @@ class CpuOptimizedBackend final : public Backend {
   absl::Status MlaPrefillAttention(const MlaPrefillParams& p) override {
     return cpu::GemmMlaPrefillAttention(k_, p);
   }
-  absl::Status KvCacheWrite(const KvCacheWriteParams& p) override { return cpu::KvCacheWrite(p); }
+  absl::Status KvCacheWrite(const KvCacheWriteParams& p) override {
+    return cpu::OptKvCacheWrite(p);
+  }
   absl::Status MlaDecodeAttention(const MlaDecodeParams& p) override {
     return cpu::OptMlaDecodeAttention(k_, p);
   }

@@ -22,6 +22,10 @@ absl::Status OptLinear(const SimdKernels& k, const LinearParams& p);
 bool OptLinearGroup(const SimdKernels& k, std::span<const LinearParams> products);
 absl::Status OptRmsNorm(const SimdKernels& k, const RmsNormParams& p);
 absl::Status OptSiluMul(const SimdKernels& k, const SiluMulParams& p);
+absl::Status OptEmbedding(const SimdKernels& k, const EmbeddingParams& p);
+// The reference's cache write, after requesting every destination line for writing at once (a
+// decode step's slots are in no cache; written one after another, each store's miss waited).
+absl::Status OptKvCacheWrite(const KvCacheWriteParams& p);
 absl::Status OptMoeRoute(const MoeRouteParams& p);
 absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& p);
 

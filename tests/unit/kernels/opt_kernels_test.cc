@@ -245,6 +245,63 @@ TEST_P(OptKernelsTest, LinearRejectsWhatTheReferenceRejects) {
   }
 }
 
+// Row gathers are exact (widening bf16/f16 to float32 is), so the outputs are equal, padding
+// between rows untouched; a bad id gets the reference's error.
+TEST_P(OptKernelsTest, EmbeddingEqualsReference) {
+  for (const DType dtype : {DType::kF32, DType::kBF16, DType::kF16}) {
+    for (const int64_t dim : {1, 17, 1024}) {
+      const int64_t vocab = 50, rows = 9, stride = dim + 3;
+      StoredTensor table = Store(RandomFloats(rng_, vocab * dim), dtype, {vocab, dim});
+      std::vector<int32_t> ids(rows);
+      for (int32_t& id : ids) id = static_cast<int32_t>(Uniform(rng_, 0, vocab - 1));
+      std::vector<float> out_ref(rows * stride, -3.0f), out_opt = out_ref;
+      EmbeddingParams p{.table = table.view, .ids = ids.data(), .rows = rows, .out_stride = stride};
+      p.out = out_ref.data();
+      ASSERT_TRUE(ref_->Embedding(p).ok());
+      p.out = out_opt.data();
+      ASSERT_TRUE(opt_->Embedding(p).ok());
+      EXPECT_EQ(out_opt, out_ref) << DTypeName(dtype) << " dim " << dim;
+      ids[4] = static_cast<int32_t>(vocab);
+      EXPECT_EQ(opt_->Embedding(p), ref_->Embedding(p));
+      EXPECT_FALSE(opt_->Embedding(p).ok());
+    }
+  }
+}
+
+// The cache write is the reference's (after prefetching its slots): equal rows in every format,
+// skipped slots left alone, and the reference's error for a slot past the cache.
+TEST_P(OptKernelsTest, KvCacheWriteEqualsReference) {
+  for (const KvCacheDType dtype :
+       {KvCacheDType::kFloat32, KvCacheDType::kBF16, KvCacheDType::kFp8E4M3}) {
+    const int64_t lora = 256, rope = 32, block_size = 8, num_blocks = 6, rows = 7;
+    PagedLatentCache shape{
+        .block_size = block_size, .kv_lora_rank = lora, .rope_dim = rope, .dtype = dtype};
+    const int64_t words = shape.row_words();
+    shape.num_blocks = num_blocks;
+    shape.block_stride = 2 * block_size * words;  // two layers interleaved
+    std::vector<float> pool_ref(num_blocks * shape.block_stride, 0.5f), pool_opt = pool_ref;
+    const std::vector<float> latent = RandomFloats(rng_, rows * (lora + 1));
+    const std::vector<float> k_pe = RandomFloats(rng_, rows * rope);
+    std::vector<int64_t> slots = {0, 47, -1, 13, 9, 30, 8};
+    KvCacheWriteParams p{.latent = latent.data(),
+                         .latent_stride = lora + 1,
+                         .k_pe = k_pe.data(),
+                         .slot_mapping = slots.data(),
+                         .rows = rows,
+                         .cache = shape};
+    p.cache.data = pool_ref.data();
+    ASSERT_TRUE(ref_->KvCacheWrite(p).ok());
+    p.cache.data = pool_opt.data();
+    ASSERT_TRUE(opt_->KvCacheWrite(p).ok());
+    // Bytes, not floats: an encoded bf16 / fp8 row read as float32 words may hold NaNs.
+    EXPECT_EQ(std::memcmp(pool_opt.data(), pool_ref.data(), pool_ref.size() * 4), 0)
+        << KvCacheDTypeName(dtype);
+    slots[3] = num_blocks * block_size;
+    EXPECT_EQ(opt_->KvCacheWrite(p), ref_->KvCacheWrite(p));
+    EXPECT_FALSE(opt_->KvCacheWrite(p).ok());
+  }
+}
+
 TEST_P(OptKernelsTest, RmsNormAndSiluMulMatchReference) {
   for (int trial = 0; trial < 8; ++trial) {
     const int64_t rows = Uniform(rng_, 1, 40), dim = Uniform(rng_, 1, 600);
