@@ -4,10 +4,13 @@
 // layer, one MoeExperts call per layer on the optimized CPU backend. Prints the median time per
 // step (and the fastest step: on a shared machine, the one where every thread had a core) and the
 // rate the step reads its selected experts' weights at (wall clock and process CPU time), so the
-// op's streaming can be measured without the rest of the model.
+// op's streaming can be measured without the rest of the model. With shared=1 each layer also has
+// a shared expert of the routed experts' shapes (one more per layer, in the same memory), passed
+// as engine/model/moe.cc passes it: one more expert every token takes at weight 1, so an expert
+// with all `rows` rows (the AMX tiles' case at 5-15 rows).
 //
-//   OMP_NUM_THREADS=2 build/<dir>/tests/r2_cpu_moe_experts_bench [rows=1,8] [steps=40]
-//       [layers=11]
+//   OMP_NUM_THREADS=2 build/<dir>/tests/r2_cpu_moe_experts_bench [rows=1,8] [shared=0,1]
+//       [steps=40] [layers=11]
 #include <sys/mman.h>
 #include <time.h>
 
@@ -26,8 +29,75 @@
 namespace r2 {
 namespace {
 
+// Routed experts per token, and the layout of one layer's experts (see Run).
+constexpr int64_t kRouted = 64, kExperts = kRouted + 1, kTopK = 6, kHidden = 1024, kWidth = 128;
+
+// `steps` timed decode steps of `rows` tokens (after two warm-up steps); prints one line.
+bool RunRows(Backend& backend, const std::vector<WeightView>& views, int64_t rows, bool shared,
+             int64_t steps, int64_t layers, int64_t expert_bytes, std::mt19937& rng) {
+  const int64_t k = kTopK + (shared ? 1 : 0);  // the op's top_k: routed, then the shared expert
+  std::vector<float> x(rows * kHidden), h(rows * kHidden, 0.0f), weights(rows * k, 0.1f);
+  std::uniform_real_distribution<float> val(-1.0f, 1.0f);
+  for (float& v : x) v = val(rng);
+  if (shared) {
+    for (int64_t r = 0; r < rows; ++r) weights[r * k + kTopK] = 1.0f;
+  }
+  std::vector<int32_t> ids(layers * rows * k);
+  std::vector<double> wall, cpu, bytes;
+  for (int64_t step = -2; step < steps; ++step) {
+    int64_t step_bytes = 0;
+    for (int64_t l = 0; l < layers; ++l) {
+      std::vector<bool> used(kRouted, false);
+      for (int64_t r = 0; r < rows; ++r) {
+        std::vector<int32_t> pick(kRouted);
+        for (int32_t e = 0; e < kRouted; ++e) pick[e] = e;
+        std::shuffle(pick.begin(), pick.end(), rng);
+        int32_t* row_ids = ids.data() + (l * rows + r) * k;
+        for (int64_t j = 0; j < kTopK; ++j) {
+          row_ids[j] = pick[j];
+          if (!used[pick[j]]) step_bytes += expert_bytes;
+          used[pick[j]] = true;
+        }
+        if (shared) row_ids[kTopK] = static_cast<int32_t>(kRouted);
+      }
+      if (shared) step_bytes += expert_bytes;
+    }
+    const double t0 = bench::ClockSeconds(CLOCK_MONOTONIC),
+                 c0 = bench::ClockSeconds(CLOCK_PROCESS_CPUTIME_ID);
+    for (int64_t l = 0; l < layers; ++l) {
+      MoeExpertsParams p;
+      p.x = x.data();
+      p.rows = rows;
+      p.hidden = kHidden;
+      p.width = kWidth;
+      p.num_experts = kExperts;
+      p.top_k = k;
+      p.expert_ids = ids.data() + l * rows * k;
+      p.expert_weights = weights.data();
+      p.h = h.data();
+      p.expert_views = views.data() + l * 3 * kExperts;
+      if (absl::Status s = backend.MoeExperts(p); !s.ok()) {
+        std::fprintf(stderr, "%s\n", s.ToString().c_str());
+        return false;
+      }
+    }
+    if (step < 0) continue;
+    wall.push_back(bench::ClockSeconds(CLOCK_MONOTONIC) - t0);
+    cpu.push_back(bench::ClockSeconds(CLOCK_PROCESS_CPUTIME_ID) - c0);
+    bytes.push_back(static_cast<double>(step_bytes));
+  }
+  const double t = bench::Median(wall), c = bench::Median(cpu), b = bench::Median(bytes);
+  const double fastest = *std::min_element(wall.begin(), wall.end());
+  std::printf(
+      "rows %2lld shared %d: %6.2f ms/step (%.1f MB of experts: %.2f GB/s; fastest step %.2f ms), "
+      "process CPU %.2f ms/step (%.2f GB/s of CPU time)\n",
+      static_cast<long long>(rows), shared ? 1 : 0, 1e3 * t, b / 1e6, b / t / 1e9, 1e3 * fastest,
+      1e3 * c, b / c / 1e9);
+  return true;
+}
+
 int Run(int argc, char** argv) {
-  std::vector<int64_t> row_counts = {1, 8};
+  std::vector<int64_t> row_counts = {1, 8}, shared_counts = {0, 1};
   int64_t steps = 40, layers = 11;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
@@ -35,6 +105,8 @@ int Run(int argc, char** argv) {
     bool ok = true;
     if (key == "rows") {
       ok = bench::ParseInt64List(value, &row_counts);
+    } else if (key == "shared") {
+      ok = bench::ParseInt64List(value, &shared_counts);
     } else if (key == "steps") {
       ok = bench::ParseInt64(value, &steps);
     } else if (key == "layers") {
@@ -43,7 +115,8 @@ int Run(int argc, char** argv) {
       ok = false;
     }
     if (!ok) {
-      std::fprintf(stderr, "bad argument '%s' (rows=N,N,... steps=N layers=N)\n", arg.c_str());
+      std::fprintf(stderr, "bad argument '%s' (rows=N,N,... shared=0,1 steps=N layers=N)\n",
+                   arg.c_str());
       return 2;
     }
   }
@@ -57,7 +130,13 @@ int Run(int argc, char** argv) {
       return 2;
     }
   }
-  constexpr int64_t kExperts = 64, kTopK = 6, kHidden = 1024, kWidth = 128;
+  for (int64_t shared : shared_counts) {
+    if (shared != 0 && shared != 1) {
+      std::fprintf(stderr, "shared must be 0 or 1, got %lld\n", static_cast<long long>(shared));
+      return 2;
+    }
+  }
+  // Per layer: kRouted routed experts, then the shared one (number kRouted).
   const int64_t expert_bytes = 3 * kHidden * kWidth * 2;
   const size_t total = static_cast<size_t>(layers * kExperts * expert_bytes);
   const size_t huge = size_t{2} << 20;
@@ -94,57 +173,9 @@ int Run(int argc, char** argv) {
     return 1;
   }
   for (int64_t rows : row_counts) {
-    std::vector<float> x(rows * kHidden), h(rows * kHidden, 0.0f), weights(rows * kTopK, 0.1f);
-    std::uniform_real_distribution<float> val(-1.0f, 1.0f);
-    for (float& v : x) v = val(rng);
-    std::vector<int32_t> ids(layers * rows * kTopK);
-    std::vector<double> wall, cpu, bytes;
-    for (int64_t step = -2; step < steps; ++step) {
-      int64_t step_bytes = 0;
-      for (int64_t l = 0; l < layers; ++l) {
-        std::vector<bool> used(kExperts, false);
-        for (int64_t r = 0; r < rows; ++r) {
-          std::vector<int32_t> pick(kExperts);
-          for (int32_t e = 0; e < kExperts; ++e) pick[e] = e;
-          std::shuffle(pick.begin(), pick.end(), rng);
-          for (int64_t j = 0; j < kTopK; ++j) {
-            ids[(l * rows + r) * kTopK + j] = pick[j];
-            if (!used[pick[j]]) step_bytes += expert_bytes;
-            used[pick[j]] = true;
-          }
-        }
-      }
-      const double t0 = bench::ClockSeconds(CLOCK_MONOTONIC),
-                   c0 = bench::ClockSeconds(CLOCK_PROCESS_CPUTIME_ID);
-      for (int64_t l = 0; l < layers; ++l) {
-        MoeExpertsParams p;
-        p.x = x.data();
-        p.rows = rows;
-        p.hidden = kHidden;
-        p.width = kWidth;
-        p.num_experts = kExperts;
-        p.top_k = kTopK;
-        p.expert_ids = ids.data() + l * rows * kTopK;
-        p.expert_weights = weights.data();
-        p.h = h.data();
-        p.expert_views = views.data() + l * 3 * kExperts;
-        if (absl::Status s = (*backend)->MoeExperts(p); !s.ok()) {
-          std::fprintf(stderr, "%s\n", s.ToString().c_str());
-          return 1;
-        }
-      }
-      if (step < 0) continue;
-      wall.push_back(bench::ClockSeconds(CLOCK_MONOTONIC) - t0);
-      cpu.push_back(bench::ClockSeconds(CLOCK_PROCESS_CPUTIME_ID) - c0);
-      bytes.push_back(static_cast<double>(step_bytes));
+    for (int64_t shared : shared_counts) {
+      if (!RunRows(**backend, views, rows, shared == 1, steps, layers, expert_bytes, rng)) return 1;
     }
-    const double t = bench::Median(wall), c = bench::Median(cpu), b = bench::Median(bytes);
-    const double fastest = *std::min_element(wall.begin(), wall.end());
-    std::printf(
-        "rows %2lld: %6.2f ms/step (%.1f MB of experts: %.2f GB/s; fastest step %.2f ms), process "
-        "CPU %.2f ms/step (%.2f GB/s of CPU time)\n",
-        static_cast<long long>(rows), 1e3 * t, b / 1e6, b / t / 1e9, 1e3 * fastest, 1e3 * c,
-        b / c / 1e9);
   }
   return 0;
 }
