@@ -86,15 +86,11 @@ struct DecodeTask {
   float* partial_l = nullptr;
 };
 
-// qt[j * cols + h] = head h0 + h's query at j for h < heads, zero for heads <= h < cols.
-void TransposeQueries(const MlaDecodeParams& p, int64_t t, int64_t h0, int64_t heads, int64_t cols,
-                      float* qt) {
-  const int64_t width = p.cache.row_width();
-  std::fill_n(qt, width * cols, 0.0f);
-  for (int64_t h = 0; h < heads; ++h) {
-    const float* q = p.q + t * p.q_token_stride + (h0 + h) * p.q_head_stride;
-    for (int64_t j = 0; j < width; ++j) qt[j * cols + h] = q[j];
-  }
+// The heads' queries with the heads in the lanes (see transpose_heads).
+void TransposeQueries(const SimdKernels& k, const MlaDecodeParams& p, int64_t t, int64_t h0,
+                      int64_t heads, int64_t cols, float* qt) {
+  k.transpose_heads(p.q + t * p.q_token_stride + h0 * p.q_head_stride, p.q_head_stride, heads,
+                    p.cache.row_width(), qt, cols);
 }
 
 void DecodeItem(const SimdKernels& k, const MlaDecodeParams& p, const int32_t* seq_of_row,
@@ -121,7 +117,7 @@ void DecodeItem(const SimdKernels& k, const MlaDecodeParams& p, const int32_t* s
   const float* qt = task.qt;
   if (qt == nullptr) {
     float* made = ThreadScratch(2, width * cols);
-    TransposeQueries(p, t, h0, heads, cols, made);
+    TransposeQueries(k, p, t, h0, heads, cols, made);
     qt = made;
   }
   float* scores = ThreadScratch(0, count * cols);  // [count, cols]
@@ -269,7 +265,8 @@ absl::Status OptMlaDecodeAttention(const SimdKernels& k, const MlaDecodeParams& 
       float* qt = queries.data() + row_group * width * cols;
       if (task.split == 0) {  // in the layout the items read: cols of this item's heads
         const int64_t heads = std::min(group, p.heads - task.h0);
-        TransposeQueries(p, task.t, task.h0, heads, (heads + k.lanes - 1) / k.lanes * k.lanes, qt);
+        TransposeQueries(k, p, task.t, task.h0, heads, (heads + k.lanes - 1) / k.lanes * k.lanes,
+                         qt);
       }
       task.qt = qt;
     }

@@ -65,6 +65,10 @@ struct SimdKernels {
   // f16 -> f32 of n values (src may be unaligned).
   void (*decode_f16)(const uint8_t* src, float* dst, int64_t n);
   float (*dot)(const float* a, const float* b, int64_t n);
+  // qt[j * cols + h] = q[h * q_stride + j] for h < heads and j < n, zero for heads <= h < cols
+  // (a multiple of the vector width): the heads' queries with the heads in the lanes.
+  void (*transpose_heads)(const float* q, int64_t q_stride, int64_t heads, int64_t n, float* qt,
+                          int64_t cols);
   // Attention scores with the heads in the lanes: s[i * s_stride + c] = scale * sum over j < n
   // of rows[i][j] * qt[j * cols + c], for i < count and c < cols (a multiple of the vector
   // width; qt holds the heads' queries transposed, padded with zeros). Register tiles of rows x

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <atomic>
 #include <cstring>
+#include <limits>
 #include <memory>
 #include <numeric>
 #include <random>
@@ -16,6 +17,7 @@
 
 #include "kernels/backend.h"
 #include "kernels/cpu/opt_backend.h"
+#include "kernels/cpu/opt_simd.h"
 #include "kernels/cpu/opt_thread_pool.h"
 #include "tests/unit/kernels/kernel_test_util.h"
 
@@ -438,6 +440,28 @@ void OptKernelsTest::CheckMlaDecode(int64_t heads) {
   tables[0] = static_cast<int32_t>(num_blocks);  // a block past the cache
   EXPECT_EQ(opt_->MlaDecodeAttention(p), ref_->MlaDecodeAttention(p));
   EXPECT_FALSE(opt_->MlaDecodeAttention(p).ok());
+}
+
+// The decode's query transposition (heads into lanes) is exact: every value lands in place and
+// the lanes past the last head are zero, for whole and partial blocks of heads and positions.
+TEST_P(OptKernelsTest, TransposeHeadsPutsTheHeadsInTheLanes) {
+  const cpu::SimdKernels& k = cpu::KernelsFor(GetParam());
+  for (const int64_t heads : {1, 5, 16, 17, 40}) {
+    for (const int64_t n : {1, 15, 16, 33, 288}) {
+      const int64_t cols = (heads + k.lanes - 1) / k.lanes * k.lanes + (n % 2) * k.lanes;
+      const int64_t q_stride = n + 3;
+      const std::vector<float> q = RandomFloats(rng_, heads * q_stride);
+      std::vector<float> qt(n * cols, std::numeric_limits<float>::quiet_NaN());
+      k.transpose_heads(q.data(), q_stride, heads, n, qt.data(), cols);
+      for (int64_t j = 0; j < n; ++j) {
+        for (int64_t h = 0; h < cols; ++h) {
+          const float want = h < heads ? q[h * q_stride + j] : 0.0f;
+          ASSERT_EQ(qt[j * cols + h], want)
+              << "heads " << heads << " n " << n << " j " << j << " h " << h;
+        }
+      }
+    }
+  }
 }
 
 // Few query rows over long contexts: each token's positions are split over several work items
