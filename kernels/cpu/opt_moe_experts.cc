@@ -4,10 +4,16 @@
 // threads in blocks of one expert's output features (gate/up blocks, then down blocks); the
 // token's k outputs are then combined in order j = 0..k-1 and added to h, as the reference does.
 // Every weight format BlockLinear takes runs here (bf16/f16/f32, block-scaled fp8, I8, U4).
+// A bf16 expert with kAmxMinRows-15 tokens (the shared expert of a decode batch, or a routed one
+// many tokens chose) runs its gate/up and down on the AMX tiles where the machine has them
+// (opt_amx.h): its rows are prepared once per matrix kind and weight lead, every whole group of 16
+// outputs of a block runs on the tiles and the rest on the register tiles.
 #include <algorithm>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
+#include "kernels/cpu/opt_amx.h"
+#include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_ops.h"
 #include "kernels/cpu/opt_quant.h"
 #include "kernels/cpu/opt_thread_pool.h"
@@ -29,14 +35,74 @@ int64_t FeatureBlock(int64_t features, int64_t experts, int64_t threads) {
   return std::min(features, std::max(kMinBlock, block));
 }
 
+// Fewest input columns of an expert matrix on the AMX tiles (the small model's down, 1024 x 128,
+// gained on them at 8 rows; AmxTakes' 256 is for lone Linears, whose preparation is not shared).
+constexpr int64_t kMoeAmxMinIn = 128;
+
+// Whether `rows` rows of one expert against a bf16 weight [out, in] at w run on the AMX tiles (the
+// caller checked AmxBf16Usable and the AVX-512 kernels): AmxTakes' rows short of the packed GEMM's,
+// whole 64-byte weight rows, and at least one group of 16 outputs.
+bool MoeAmxTakes(int64_t rows, int64_t in, int64_t out, const void* w) {
+  return rows >= kAmxMinRows && rows <= kAmxMaxRows && rows < kGemmMinRows && in >= kMoeAmxMinIn &&
+         in % kAmxChunk == 0 && out >= 16 && reinterpret_cast<uintptr_t>(w) % 2 == 0;
+}
+
+// How one active expert runs: for gate/up (x) and down (a), whether on the AMX tiles, the leads of
+// its weights and the arena offsets of the rows prepared for them (gate and up share one when
+// their leads agree), and whether the register path's preparation is needed (not on AMX, or
+// outputs past the last whole group of 16).
+struct ExpertPlan {
+  bool amx_gu = false, amx_down = false;
+  bool reg_gu = true, reg_down = true;
+  int64_t lead_gate = 0, lead_up = 0, lead_down = 0;
+  int64_t gate_tiles = 0, up_tiles = 0, down_tiles = 0;  // float offsets into the arena
+};
+
 // The per-call state, grown and reused by the calling thread (no allocation once warm).
 struct MoeScratch {
   std::vector<WeightView> views;  // pointer-array calls: [3][num_experts]
   std::vector<int32_t> start, next, order, where, active;
   std::vector<int64_t> x_prep, a_prep;  // per active expert: offsets into `arena`
+  std::vector<ExpertPlan> plans;        // per active expert
   std::vector<PreparedRows> x_rows, a_rows;
   std::vector<float> arena;
 };
+
+// Floats of arena for AmxPreparedElems(rows, in) uint16_t, rounded to whole 64-byte lines.
+int64_t AmxArenaFloats(int64_t rows, int64_t in) {
+  return (AmxPreparedElems(rows, in) + 31) / 32 * 16;
+}
+
+// Plans expert `e` (m rows) and lays out its prepared rows in the arena from `used` on.
+ExpertPlan PlanExpert(const WeightView* views, int64_t n, int32_t e, int64_t m, int64_t d,
+                      int64_t width, bool amx, int64_t& used) {
+  ExpertPlan plan;
+  const WeightView &gate = views[e], &up = views[n + e], &down = views[2 * n + e];
+  plan.amx_gu = amx && gate.weight.dtype == DType::kBF16 &&
+                MoeAmxTakes(m, d, width, gate.weight.data) &&
+                MoeAmxTakes(m, d, width, up.weight.data);
+  plan.amx_down =
+      amx && down.weight.dtype == DType::kBF16 && MoeAmxTakes(m, width, d, down.weight.data);
+  plan.reg_gu = !plan.amx_gu || width % 16 != 0;
+  plan.reg_down = !plan.amx_down || d % 16 != 0;
+  auto take = [&](int64_t floats) {
+    used = (used + 15) / 16 * 16;
+    const int64_t at = used;
+    used += floats;
+    return at;
+  };
+  if (plan.amx_gu) {
+    plan.lead_gate = AmxLead(gate.weight.data);
+    plan.lead_up = AmxLead(up.weight.data);
+    plan.gate_tiles = take(AmxArenaFloats(m, d));
+    plan.up_tiles = plan.lead_up == plan.lead_gate ? plan.gate_tiles : take(AmxArenaFloats(m, d));
+  }
+  if (plan.amx_down) {
+    plan.lead_down = AmxLead(down.weight.data);
+    plan.down_tiles = take(AmxArenaFloats(m, width));
+  }
+  return plan;
+}
 
 MoeScratch& Scratch() {
   thread_local MoeScratch s;
@@ -64,6 +130,15 @@ void ViewsFromPointers(const MoeExpertsParams& p, std::vector<WeightView>& views
       }
     }
   }
+}
+
+// Outputs [o0, o0 + outs) of bf16 weight w (outs a multiple of 16) on the AMX tiles, from rows
+// prepared for w's lead: y[r * ys + o - o0] = x_r . W_o.
+void RunAmx(const uint16_t* prepared, int64_t rows, int64_t in, int64_t lead, const WeightView& w,
+            int64_t o0, int64_t outs, float* y, int64_t ys) {
+  if (outs == 0) return;
+  const auto* data = static_cast<const uint8_t*>(w.weight.data) + o0 * in * 2;
+  AmxLinearBlock(prepared, rows, in, lead, data, in * 2, outs, y, ys, false);
 }
 
 }  // namespace
@@ -163,18 +238,22 @@ absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
   int64_t used = ye_at + pairs * d;
   s.x_prep.resize(experts);
   s.a_prep.resize(experts);
+  s.plans.resize(experts);
+  const bool amx = k.isa == CpuIsa::kAvx512 && AmxBf16Usable();
   for (int64_t a = 0; a < experts; ++a) {
     const int32_t e = s.active[a];
     const int64_t m = s.start[e + 1] - s.start[e];
+    const ExpertPlan& plan = s.plans[a] = PlanExpert(views, n, e, m, d, width, amx, used);
     used = (used + 15) / 16 * 16;
     s.x_prep[a] = used;
-    used += PreparedScratchFloats(k, gu_dtype, m, d);
+    if (plan.reg_gu) used += PreparedScratchFloats(k, gu_dtype, m, d);
     used = (used + 15) / 16 * 16;
     s.a_prep[a] = used;
-    used += PreparedScratchFloats(k, down_dtype, m, width);
+    if (plan.reg_down) used += PreparedScratchFloats(k, down_dtype, m, width);
   }
   if (static_cast<int64_t>(s.arena.size()) < used) s.arena.resize(used);
   float* arena = s.arena.data();
+  auto tiles = [&](int64_t at) { return reinterpret_cast<uint16_t*>(arena + at); };
   float* xe = arena + xe_at;
   float* gu = arena + gu_at;
   float* ye = arena + ye_at;
@@ -194,7 +273,15 @@ absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
         for (int64_t i = begin; i < begin + m; ++i) {
           std::copy_n(p.x + s.order[i] * xs, d, xe + i * d);
         }
-        s.x_rows[a] = PrepareRows(k, gu_dtype, xe + begin * d, d, m, d, arena + s.x_prep[a]);
+        const ExpertPlan& plan = s.plans[a];
+        const float* x = xe + begin * d;
+        if (plan.reg_gu) s.x_rows[a] = PrepareRows(k, gu_dtype, x, d, m, d, arena + s.x_prep[a]);
+        if (plan.amx_gu) {
+          AmxPrepareRows(x, d, m, d, plan.lead_gate, tiles(plan.gate_tiles));
+          if (plan.up_tiles != plan.gate_tiles) {
+            AmxPrepareRows(x, d, m, d, plan.lead_up, tiles(plan.up_tiles));
+          }
+        }
       },
       parallel);
 
@@ -209,8 +296,18 @@ absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
         const int32_t e = s.active[a];
         const int64_t begin = s.start[e], m = s.start[e + 1] - begin;
         float* rows = gu + begin * 2 * width;
-        BlockLinear(k, s.x_rows[a], views[e], o0, o1, rows + o0, 2 * width, false);
-        BlockLinear(k, s.x_rows[a], views[n + e], o0, o1, rows + width + o0, 2 * width, false);
+        const ExpertPlan& plan = s.plans[a];
+        int64_t o = o0;  // outputs [o0, o) ran on the AMX tiles
+        if (plan.amx_gu) {
+          const int64_t tiled = (o1 - o0) / 16 * 16;
+          RunAmx(tiles(plan.gate_tiles), m, d, plan.lead_gate, views[e], o0, tiled, rows + o0,
+                 2 * width);
+          RunAmx(tiles(plan.up_tiles), m, d, plan.lead_up, views[n + e], o0, tiled,
+                 rows + width + o0, 2 * width);
+          o += tiled;
+        }
+        BlockLinear(k, s.x_rows[a], views[e], o, o1, rows + o, 2 * width, false);
+        BlockLinear(k, s.x_rows[a], views[n + e], o, o1, rows + width + o, 2 * width, false);
         for (int64_t r = 0; r < m; ++r) {
           float* g = rows + r * 2 * width;
           k.silu_mul(g + o0, g + width + o0, g + o0, o1 - o0);
@@ -224,8 +321,14 @@ absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
       [&](int64_t a) {
         const int32_t e = s.active[a];
         const int64_t begin = s.start[e], m = s.start[e + 1] - begin;
-        s.a_rows[a] = PrepareRows(k, down_dtype, gu + begin * 2 * width, 2 * width, m, width,
-                                  arena + s.a_prep[a]);
+        const ExpertPlan& plan = s.plans[a];
+        const float* act = gu + begin * 2 * width;
+        if (plan.reg_down) {
+          s.a_rows[a] = PrepareRows(k, down_dtype, act, 2 * width, m, width, arena + s.a_prep[a]);
+        }
+        if (plan.amx_down) {
+          AmxPrepareRows(act, 2 * width, m, width, plan.lead_down, tiles(plan.down_tiles));
+        }
       },
       parallel);
 
@@ -238,7 +341,17 @@ absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
         const int64_t a = item / down_blocks, o0 = (item % down_blocks) * down_block;
         const int64_t o1 = std::min(d, o0 + down_block);
         const int32_t e = s.active[a];
-        BlockLinear(k, s.a_rows[a], views[2 * n + e], o0, o1, ye + s.start[e] * d + o0, d, false);
+        const int64_t m = s.start[e + 1] - s.start[e];
+        float* y = ye + s.start[e] * d;
+        const ExpertPlan& plan = s.plans[a];
+        int64_t o = o0;
+        if (plan.amx_down) {
+          const int64_t tiled = (o1 - o0) / 16 * 16;
+          RunAmx(tiles(plan.down_tiles), m, width, plan.lead_down, views[2 * n + e], o0, tiled,
+                 y + o0, d);
+          o += tiled;
+        }
+        BlockLinear(k, s.a_rows[a], views[2 * n + e], o, o1, y + o, d, false);
       },
       parallel);
 
