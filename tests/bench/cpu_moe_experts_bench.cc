@@ -1,16 +1,17 @@
 // The routed experts alone, at the small model's shapes: `layers` layers of 64 bf16 experts
 // (hidden 1024, width 128; 768 KiB each, 528 MiB in all for 11 layers: DRAM resident) in
-// anonymous huge-page memory, a decode step's `rows` tokens each routed to 6 random experts per
-// layer, one MoeExperts call per layer on the optimized CPU backend. Prints the median time per
+// anonymous huge-page memory, a decode step's `rows` tokens each routed to 6 (topk) random experts
+// per layer, one MoeExperts call per layer on the optimized CPU backend. Prints the median time per
 // step (and the fastest step: on a shared machine, the one where every thread had a core) and the
 // rate the step reads its selected experts' weights at (wall clock and process CPU time), so the
 // op's streaming can be measured without the rest of the model. With shared=1 each layer also has
 // a shared expert of the routed experts' shapes (one more per layer, in the same memory), passed
 // as engine/model/moe.cc passes it: one more expert every token takes at weight 1, so an expert
-// with all `rows` rows (the AMX tiles' case at 5-15 rows).
+// with all `rows` rows (the AMX tiles' case at 5-15 rows); topk=0 shared=1 runs it alone.
+// R2_CPU_AMX=0 in the environment turns the AMX tiles off, for comparison.
 //
 //   OMP_NUM_THREADS=2 build/<dir>/tests/r2_cpu_moe_experts_bench [rows=1,8] [shared=0,1]
-//       [steps=40] [layers=11]
+//       [topk=6] [steps=40] [layers=11]
 #include <sys/mman.h>
 #include <time.h>
 
@@ -30,17 +31,18 @@ namespace r2 {
 namespace {
 
 // Routed experts per token, and the layout of one layer's experts (see Run).
-constexpr int64_t kRouted = 64, kExperts = kRouted + 1, kTopK = 6, kHidden = 1024, kWidth = 128;
+constexpr int64_t kRouted = 64, kExperts = kRouted + 1, kHidden = 1024, kWidth = 128;
 
 // `steps` timed decode steps of `rows` tokens (after two warm-up steps); prints one line.
 bool RunRows(Backend& backend, const std::vector<WeightView>& views, int64_t rows, bool shared,
-             int64_t steps, int64_t layers, int64_t expert_bytes, std::mt19937& rng) {
-  const int64_t k = kTopK + (shared ? 1 : 0);  // the op's top_k: routed, then the shared expert
+             int64_t top_k, int64_t steps, int64_t layers, int64_t expert_bytes,
+             std::mt19937& rng) {
+  const int64_t k = top_k + (shared ? 1 : 0);  // the op's top_k: routed, then the shared expert
   std::vector<float> x(rows * kHidden), h(rows * kHidden, 0.0f), weights(rows * k, 0.1f);
   std::uniform_real_distribution<float> val(-1.0f, 1.0f);
   for (float& v : x) v = val(rng);
   if (shared) {
-    for (int64_t r = 0; r < rows; ++r) weights[r * k + kTopK] = 1.0f;
+    for (int64_t r = 0; r < rows; ++r) weights[r * k + top_k] = 1.0f;
   }
   std::vector<int32_t> ids(layers * rows * k);
   std::vector<double> wall, cpu, bytes;
@@ -53,12 +55,12 @@ bool RunRows(Backend& backend, const std::vector<WeightView>& views, int64_t row
         for (int32_t e = 0; e < kRouted; ++e) pick[e] = e;
         std::shuffle(pick.begin(), pick.end(), rng);
         int32_t* row_ids = ids.data() + (l * rows + r) * k;
-        for (int64_t j = 0; j < kTopK; ++j) {
+        for (int64_t j = 0; j < top_k; ++j) {
           row_ids[j] = pick[j];
           if (!used[pick[j]]) step_bytes += expert_bytes;
           used[pick[j]] = true;
         }
-        if (shared) row_ids[kTopK] = static_cast<int32_t>(kRouted);
+        if (shared) row_ids[top_k] = static_cast<int32_t>(kRouted);
       }
       if (shared) step_bytes += expert_bytes;
     }
@@ -98,7 +100,7 @@ bool RunRows(Backend& backend, const std::vector<WeightView>& views, int64_t row
 
 int Run(int argc, char** argv) {
   std::vector<int64_t> row_counts = {1, 8}, shared_counts = {0, 1};
-  int64_t steps = 40, layers = 11;
+  int64_t steps = 40, layers = 11, top_k = 6;
   for (int i = 1; i < argc; ++i) {
     const std::string arg = argv[i];
     const auto [key, value] = bench::SplitArg(arg);
@@ -109,19 +111,25 @@ int Run(int argc, char** argv) {
       ok = bench::ParseInt64List(value, &shared_counts);
     } else if (key == "steps") {
       ok = bench::ParseInt64(value, &steps);
+    } else if (key == "topk") {
+      ok = bench::ParseInt64(value, &top_k);
     } else if (key == "layers") {
       ok = bench::ParseInt64(value, &layers);
     } else {
       ok = false;
     }
     if (!ok) {
-      std::fprintf(stderr, "bad argument '%s' (rows=N,N,... shared=0,1 steps=N layers=N)\n",
+      std::fprintf(stderr, "bad argument '%s' (rows=N,N,... shared=0,1 topk=N steps=N layers=N)\n",
                    arg.c_str());
       return 2;
     }
   }
   if (steps < 1 || layers < 1) {
     std::fprintf(stderr, "steps and layers must be >= 1\n");
+    return 2;
+  }
+  if (top_k < 0 || top_k > kRouted) {
+    std::fprintf(stderr, "topk must be in [0, %lld]\n", static_cast<long long>(kRouted));
     return 2;
   }
   for (int64_t rows : row_counts) {
@@ -131,8 +139,9 @@ int Run(int argc, char** argv) {
     }
   }
   for (int64_t shared : shared_counts) {
-    if (shared != 0 && shared != 1) {
-      std::fprintf(stderr, "shared must be 0 or 1, got %lld\n", static_cast<long long>(shared));
+    if ((shared != 0 && shared != 1) || (shared == 0 && top_k == 0)) {
+      std::fprintf(stderr, "shared must be 0 or 1 (1 with topk=0), got %lld\n",
+                   static_cast<long long>(shared));
       return 2;
     }
   }
@@ -174,7 +183,8 @@ int Run(int argc, char** argv) {
   }
   for (int64_t rows : row_counts) {
     for (int64_t shared : shared_counts) {
-      if (!RunRows(**backend, views, rows, shared == 1, steps, layers, expert_bytes, rng)) return 1;
+      if (!RunRows(**backend, views, rows, shared == 1, top_k, steps, layers, expert_bytes, rng))
+        return 1;
     }
   }
   return 0;
