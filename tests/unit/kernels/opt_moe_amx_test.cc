@@ -99,18 +99,19 @@ std::vector<double> Oracle(const PlacedExperts& e, const std::vector<float>& x,
   return h;
 }
 
-// A routing of `rows` tokens over k = 3 choices: choice 0 is expert 1 for the first `hot` tokens
-// (then expert 3 + t % 3), choice 1 is expert 2 for the first `warm` tokens (then 6 + t % 2),
-// choice 2 the "shared" expert 0 for every token. Expert counts: 0: rows, 1: hot, 2: warm, the
-// rest a few each.
+// A routing of `rows` tokens over k = 3 choices: choice 0 is expert 1 for `hot` tokens, the even
+// ones first (then expert 3 + t % 3), choice 1 is expert 2 for the last `warm` tokens (then
+// 6 + t % 2), choice 2 the "shared" expert 0 for every token. Expert counts: 0: rows, 1: hot, 2:
+// warm, the rest a few each; experts 0 and 2 have consecutive tokens, 1 (hot < rows) does not.
 void Route(int64_t rows, int64_t hot, int64_t warm, std::vector<int32_t>& ids,
            std::vector<float>& weights, std::mt19937& rng) {
   std::uniform_real_distribution<float> wd(0.1f, 1.5f);
   ids.clear();
   weights.clear();
   for (int64_t t = 0; t < rows; ++t) {
-    ids.push_back(t < hot ? 1 : static_cast<int32_t>(3 + t % 3));
-    ids.push_back(t < warm ? 2 : static_cast<int32_t>(6 + t % 2));
+    const int64_t rank = t % 2 == 0 ? t / 2 : (rows + 1) / 2 + t / 2;  // evens, then odds
+    ids.push_back(rank < hot ? 1 : static_cast<int32_t>(3 + t % 3));
+    ids.push_back(t >= rows - warm ? 2 : static_cast<int32_t>(6 + t % 2));
     ids.push_back(0);
     for (int j = 0; j < 2; ++j) weights.push_back(wd(rng));
     weights.push_back(1.0f);
