@@ -277,8 +277,8 @@ absl::Status OptMoeExperts(const SimdKernels& k, const MoeExpertsParams& p) {
   const int64_t xs = Stride(p.x_stride, d), hs = Stride(p.h_stride, d);
 
   // 1. Each expert's tokens gathered and prepared for the gate/up format. A direct expert (the
-  // shared one) is prepared from x in place, its chunks cut over the threads: on one thread, the
-  // AMX preparation of 8 rows of 1024 took ~11 us of a layer's ~45 with the shared expert alone.
+  // shared one) is prepared from x in place, its chunks cut over the threads (the shared expert
+  // alone at 8 rows, prepared whole on one thread: 0.51 ms per 11 layers; cut: 0.46).
   s.prep_items.clear();
   const int64_t chunks = d / kAmxChunk;
   const int64_t per_item = std::max<int64_t>(4, CeilDiv(chunks, pool.threads()));
