@@ -16,6 +16,7 @@
 #include "kernels/backend.h"
 #include "kernels/cpu/opt_backend.h"
 #include "kernels/cpu/opt_simd.h"
+#include "tests/unit/kernels/cpu_isas.h"
 #include "tests/unit/kernels/kernel_test_util.h"
 
 namespace r2 {
@@ -25,16 +26,9 @@ using testing::RandomFloats;
 using testing::RelativeError;
 using testing::Store;
 using testing::StoredTensor;
+using testing::SupportedIsas;
 
 constexpr double kGemmBound = 2e-5;
-
-std::vector<CpuIsa> SupportedIsas() {
-  std::vector<CpuIsa> isas;
-  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
-    if (CpuIsaSupported(isa)) isas.push_back(isa);
-  }
-  return isas;
-}
 
 int64_t Uniform(std::mt19937& rng, int64_t lo, int64_t hi) {
   return std::uniform_int_distribution<int64_t>(lo, hi)(rng);

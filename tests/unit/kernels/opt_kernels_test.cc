@@ -19,6 +19,7 @@
 #include "kernels/cpu/opt_backend.h"
 #include "kernels/cpu/opt_simd.h"
 #include "kernels/cpu/opt_thread_pool.h"
+#include "tests/unit/kernels/cpu_isas.h"
 #include "tests/unit/kernels/kernel_test_util.h"
 
 namespace r2 {
@@ -28,18 +29,11 @@ using testing::RandomFloats;
 using testing::RelativeError;
 using testing::Store;
 using testing::StoredTensor;
+using testing::SupportedIsas;
 
 constexpr double kLinearBound = 2e-5;     // float32 dot products of up to ~1000 terms
 constexpr double kElementBound = 1e-5;    // RMSNorm, SiLU (vector exp: ~2e-7 relative)
 constexpr double kAttentionBound = 1e-5;  // softmax-weighted sums
-
-std::vector<CpuIsa> SupportedIsas() {
-  std::vector<CpuIsa> isas;
-  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
-    if (CpuIsaSupported(isa)) isas.push_back(isa);
-  }
-  return isas;
-}
 
 class OptKernelsTest : public ::testing::TestWithParam<CpuIsa> {
  protected:
@@ -52,6 +46,16 @@ class OptKernelsTest : public ::testing::TestWithParam<CpuIsa> {
   std::unique_ptr<Backend> ref_ = MakeCpuReferenceBackend();
   std::mt19937 rng_{20261128};
   void CheckMlaDecode(int64_t heads);
+  // p's attention through the reference into out_ref and the optimized backend into out_opt,
+  // which must agree within kAttentionBound.
+  void ExpectDecodeMatchesReference(MlaDecodeParams p, std::vector<float>& out_ref,
+                                    std::vector<float>& out_opt) {
+    p.out = out_ref.data();
+    ASSERT_TRUE(ref_->MlaDecodeAttention(p).ok());
+    p.out = out_opt.data();
+    ASSERT_TRUE(opt_->MlaDecodeAttention(p).ok());
+    EXPECT_LT(RelativeError(out_opt, out_ref), kAttentionBound);
+  }
 };
 
 int64_t Uniform(std::mt19937& rng, int64_t lo, int64_t hi) {
@@ -432,11 +436,8 @@ void OptKernelsTest::CheckMlaDecode(int64_t heads) {
                     .softmax_scale = 0.3f,
                     .out_token_stride = out_stride,
                     .out_head_stride = lora};
-  p.out = out_ref.data();
-  ASSERT_TRUE(ref_->MlaDecodeAttention(p).ok());
+  ExpectDecodeMatchesReference(p, out_ref, out_opt);
   p.out = out_opt.data();
-  ASSERT_TRUE(opt_->MlaDecodeAttention(p).ok());
-  EXPECT_LT(RelativeError(out_opt, out_ref), kAttentionBound);
   tables[0] = static_cast<int32_t>(num_blocks);  // a block past the cache
   EXPECT_EQ(opt_->MlaDecodeAttention(p), ref_->MlaDecodeAttention(p));
   EXPECT_FALSE(opt_->MlaDecodeAttention(p).ok());
@@ -505,11 +506,7 @@ TEST_P(OptKernelsTest, MlaDecodeAttentionSplitPositionsMatchReference) {
                       .softmax_scale = 0.4f,
                       .out_token_stride = c.heads * lora,
                       .out_head_stride = lora};
-    p.out = out_ref.data();
-    ASSERT_TRUE(ref_->MlaDecodeAttention(p).ok());
-    p.out = out_opt.data();
-    ASSERT_TRUE(opt_->MlaDecodeAttention(p).ok());
-    EXPECT_LT(RelativeError(out_opt, out_ref), kAttentionBound);
+    ExpectDecodeMatchesReference(p, out_ref, out_opt);
   }
 }
 

@@ -21,6 +21,7 @@
 #include "kernels/cpu/opt_gemm.h"
 #include "kernels/cpu/opt_ops.h"
 #include "kernels/cpu/opt_simd.h"
+#include "tests/unit/kernels/cpu_isas.h"
 #include "tests/unit/kernels/kernel_test_util.h"
 
 namespace r2 {
@@ -30,16 +31,9 @@ using testing::RandomFloats;
 using testing::RelativeError;
 using testing::Store;
 using testing::StoredTensor;
+using testing::SupportedIsas;
 
 constexpr double kLinearBound = 2e-5;
-
-std::vector<CpuIsa> SupportedIsas() {
-  std::vector<CpuIsa> isas;
-  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
-    if (CpuIsaSupported(isa)) isas.push_back(isa);
-  }
-  return isas;
-}
 
 // One product's weight: `out` x `in` values stored in `dtype`, starting `offset` bytes past a
 // 64-byte boundary (fp8: with block scales of 128 x 128 ... 32 x 64).

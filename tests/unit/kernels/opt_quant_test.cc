@@ -18,20 +18,14 @@
 #include "kernels/cpu/opt_backend.h"
 #include "kernels/numeric.h"
 #include "kernels/quant_format.h"
+#include "tests/unit/kernels/cpu_isas.h"
 #include "tests/unit/kernels/kernel_test_util.h"
 
 namespace r2 {
 namespace {
 
 using testing::RandomFloats;
-
-std::vector<CpuIsa> SupportedIsas() {
-  std::vector<CpuIsa> isas;
-  for (CpuIsa isa : {CpuIsa::kPortable, CpuIsa::kAvx2, CpuIsa::kAvx512}) {
-    if (CpuIsaSupported(isa)) isas.push_back(isa);
-  }
-  return isas;
-}
+using testing::SupportedIsas;
 
 // An integer weight with its storage.
 struct IntWeight {
